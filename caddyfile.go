@@ -1,0 +1,148 @@
+package mcpfeedback
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("mcp_feedback", parseCaddyfile)
+	// After encode, so responses can be compressed, and before handle and
+	// respond, so a plain site block needs no `order` line and a catch-all
+	// `handle` does not hide the module's routes.
+	httpcaddyfile.RegisterDirectiveOrder("mcp_feedback", httpcaddyfile.After, "encode")
+}
+
+func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	m := new(Handler)
+	err := m.UnmarshalCaddyfile(h.Dispenser)
+	return m, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens:
+//
+//	mcp_feedback {
+//		jwt_secret         {env.JWT_SECRET}
+//		jwt_issuer         <iss>
+//		jwt_audience       <aud>
+//		public_url         <https://host[/prefix]>
+//		store              memory | redis <url> { key_prefix <prefix> }
+//		default_timeout    <duration>
+//		min_timeout        <duration>
+//		max_timeout        <duration>
+//		max_message_length <n>
+//		max_options        <n>
+//		max_option_length  <n>
+//		retention          <duration>
+//	}
+//
+// Every subdirective may appear once; an unknown one is an error, so that a
+// typo never silently falls back to a default.
+func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // directive name
+	if d.NextArg() {
+		return d.Errf("mcp_feedback takes no arguments on its line; put options in a block")
+	}
+	seen := map[string]bool{}
+	for d.NextBlock(0) {
+		name := d.Val()
+		if seen[name] {
+			return d.Errf("%s is set twice", name)
+		}
+		seen[name] = true
+		var err error
+		switch name {
+		case "jwt_secret":
+			err = oneString(d, &h.JWTSecret)
+		case "jwt_issuer":
+			err = oneString(d, &h.JWTIssuer)
+		case "jwt_audience":
+			err = oneString(d, &h.JWTAudience)
+		case "public_url":
+			err = oneString(d, &h.PublicURL)
+		case "store":
+			err = h.unmarshalStore(d)
+		case "default_timeout":
+			err = oneDuration(d, &h.DefaultTimeout)
+		case "min_timeout":
+			err = oneDuration(d, &h.MinTimeout)
+		case "max_timeout":
+			err = oneDuration(d, &h.MaxTimeout)
+		case "retention":
+			err = oneDuration(d, &h.Retention)
+		case "max_message_length":
+			err = oneInt(d, &h.MaxMessageLength)
+		case "max_options":
+			err = oneInt(d, &h.MaxOptions)
+		case "max_option_length":
+			err = oneInt(d, &h.MaxOptionLength)
+		default:
+			return d.Errf("unknown mcp_feedback option %q (known: jwt_secret, jwt_issuer, jwt_audience, public_url, store, "+
+				"default_timeout, min_timeout, max_timeout, max_message_length, max_options, max_option_length, retention)", name)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (h *Handler) unmarshalStore(d *caddyfile.Dispenser) error {
+	if !d.NextArg() {
+		return d.Errf("store needs a backend: memory or redis <url>")
+	}
+	name := d.Val()
+	unm, err := caddyfile.UnmarshalModule(d, "http.handlers.mcp_feedback.stores."+name)
+	if err != nil {
+		return err
+	}
+	h.StoreRaw = caddyconfig.JSONModuleObject(unm, "backend", name, nil)
+	return nil
+}
+
+func oneString(d *caddyfile.Dispenser, dst *string) error {
+	name := d.Val()
+	if !d.NextArg() {
+		return d.Errf("%s needs a value", name)
+	}
+	*dst = d.Val()
+	if d.NextArg() {
+		return d.Errf("%s takes one value", name)
+	}
+	return nil
+}
+
+func oneDuration(d *caddyfile.Dispenser, dst *caddy.Duration) error {
+	var s string
+	if err := oneString(d, &s); err != nil {
+		return err
+	}
+	v, err := caddy.ParseDuration(s)
+	if err != nil || v <= 0 || v%time.Second != 0 {
+		return d.Errf("%s: %q is not a positive whole number of seconds (e.g. 90s, 5m, 1h)", d.Val(), s)
+	}
+	*dst = caddy.Duration(v)
+	return nil
+}
+
+func oneInt(d *caddyfile.Dispenser, dst *int) error {
+	var s string
+	if err := oneString(d, &s); err != nil {
+		return err
+	}
+	v, err := strconv.Atoi(s)
+	if err != nil || v <= 0 || v > 1_000_000 {
+		return d.Errf("%q is not a positive whole number", s)
+	}
+	*dst = v
+	return nil
+}
+
+// Interface guard
+var _ caddyfile.Unmarshaler = (*Handler)(nil)

@@ -1,0 +1,131 @@
+package mcpfeedback
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+)
+
+func TestUnmarshalCaddyfile(t *testing.T) {
+	d := caddyfile.NewTestDispenser(`mcp_feedback {
+		jwt_secret {env.JWT_SECRET}
+		jwt_issuer https://issuer.example
+		jwt_audience feedback
+		public_url https://fb.example/base
+		store redis redis://127.0.0.1:6379/2 {
+			key_prefix test:
+		}
+		default_timeout 10m
+		min_timeout 1m
+		max_timeout 2h
+		max_message_length 2000
+		max_options 5
+		max_option_length 50
+		retention 24h
+	}`)
+	var h Handler
+	if err := h.UnmarshalCaddyfile(d); err != nil {
+		t.Fatal(err)
+	}
+	if h.JWTSecret != "{env.JWT_SECRET}" || h.JWTIssuer != "https://issuer.example" || h.JWTAudience != "feedback" ||
+		h.PublicURL != "https://fb.example/base" || time.Duration(h.DefaultTimeout) != 10*time.Minute ||
+		time.Duration(h.MinTimeout) != time.Minute || time.Duration(h.MaxTimeout) != 2*time.Hour ||
+		h.MaxMessageLength != 2000 || h.MaxOptions != 5 || h.MaxOptionLength != 50 || time.Duration(h.Retention) != 24*time.Hour {
+		t.Fatalf("parsed %+v", h)
+	}
+	var st map[string]string
+	if err := json.Unmarshal(h.StoreRaw, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st["backend"] != "redis" || st["url"] != "redis://127.0.0.1:6379/2" || st["key_prefix"] != "test:" {
+		t.Fatalf("store JSON %s", h.StoreRaw)
+	}
+}
+
+func TestUnmarshalCaddyfileErrors(t *testing.T) {
+	for name, c := range map[string]struct{ in, want string }{
+		"unknown option":      {"mcp_feedback {\n jwt_secert x\n}", `unknown mcp_feedback option "jwt_secert"`},
+		"argument on line":    {`mcp_feedback foo`, "takes no arguments"},
+		"twice":               {"mcp_feedback {\n max_options 3\n max_options 4\n}", "set twice"},
+		"missing value":       {"mcp_feedback {\n jwt_secret\n}", "needs a value"},
+		"two values":          {"mcp_feedback {\n jwt_issuer a b\n}", "takes one value"},
+		"bad duration":        {"mcp_feedback {\n default_timeout soon\n}", "not a positive whole number of seconds"},
+		"fractional duration": {"mcp_feedback {\n default_timeout 1.5s\n}", "not a positive whole number of seconds"},
+		"negative int":        {"mcp_feedback {\n max_options -1\n}", "not a positive whole number"},
+		"unknown store":       {"mcp_feedback {\n store etcd\n}", "etcd"},
+		"store without name":  {"mcp_feedback {\n store\n}", "needs a backend"},
+		"redis without url":   {"mcp_feedback {\n store redis\n}", "needs a URL"},
+		"redis unknown opt":   {"mcp_feedback {\n store redis redis://x {\n db 3\n }\n}", `unknown store redis option "db"`},
+		"memory with args":    {"mcp_feedback {\n store memory extra\n}", "wrong argument count"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			var h Handler
+			err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(c.in))
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error %v, want one containing %q", err, c.want)
+			}
+		})
+	}
+}
+
+func TestProvisionFailsClosed(t *testing.T) {
+	for name, c := range map[string]struct {
+		h    Handler
+		want string
+	}{
+		"no secret":        {Handler{}, "jwt_secret is required"},
+		"unset env":        {Handler{JWTSecret: "{env.MCPFB_TEST_UNSET_SECRET}"}, "jwt_secret is required"},
+		"short secret":     {Handler{JWTSecret: "short"}, "at least 32 bytes"},
+		"bad limits":       {Handler{JWTSecret: strings.Repeat("s", 32), MinTimeout: caddy.Duration(time.Hour), MaxTimeout: caddy.Duration(time.Minute)}, "min_timeout"},
+		"bad public_url":   {Handler{JWTSecret: strings.Repeat("s", 32), PublicURL: "ftp://x"}, "public_url"},
+		"public_url+query": {Handler{JWTSecret: strings.Repeat("s", 32), PublicURL: "https://x/?a=b"}, "public_url"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			ctx, cancel := caddy.NewContext(caddy.Context{Context: t.Context()})
+			defer cancel()
+			h := c.h
+			err := h.Provision(ctx)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("Provision error %v, want %q", err, c.want)
+			}
+			if err := h.Cleanup(); err != nil {
+				t.Fatalf("Cleanup after a failed Provision: %v", err)
+			}
+		})
+	}
+}
+
+// TestPoolSharesStore: two handlers with the same store config share one
+// store (what a reload relies on); it closes when the last lets go.
+func TestPoolSharesStore(t *testing.T) {
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: t.Context()})
+	defer cancel()
+	a := Handler{JWTSecret: strings.Repeat("s", 32)}
+	b := Handler{JWTSecret: strings.Repeat("t", 32)}
+	if err := a.Provision(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Provision(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st := a.shared.store
+	if b.shared.store != st {
+		t.Fatal("two memory-store handlers got different stores")
+	}
+	if err := a.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Ping(t.Context()); err != nil {
+		t.Fatalf("store closed while still in use: %v", err)
+	}
+	if err := b.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Ping(t.Context()); err == nil {
+		t.Fatal("store still open after the last handler let go")
+	}
+}

@@ -1,0 +1,119 @@
+package handlers
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+
+	"github.com/mcpfeedback/caddy-mcp-feedback/internal/validate"
+	"github.com/mcpfeedback/caddy-mcp-feedback/store"
+)
+
+// errorBody is the one shape of every error this module returns.
+type errorBody struct {
+	Error errorDetail `json:"error"`
+}
+
+type errorDetail struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// writeJSON sends v with status. Responses carry data about one session or
+// one caller, so no intermediary may keep them.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// WriteError sends {"error":{"code","message"}}.
+func WriteError(w http.ResponseWriter, status int, code, message string) {
+	writeJSON(w, status, errorBody{Error: errorDetail{Code: code, Message: message}})
+}
+
+func writeValidation(w http.ResponseWriter, verr *validate.Error) {
+	WriteError(w, http.StatusBadRequest, verr.Code, verr.Message)
+}
+
+// notFound is the answer for unknown ids, malformed ids and other people's
+// sessions alike, so that a caller cannot probe which ids exist.
+func notFound(w http.ResponseWriter) {
+	WriteError(w, http.StatusNotFound, "not_found", "no session with this id exists, or it is not yours")
+}
+
+// StoreStatus maps a store error to an HTTP status, error code and message:
+// the one mapping every endpoint and the MCP tools share.
+func StoreStatus(err error) (int, string, string) {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return http.StatusNotFound, "not_found", "no session with this id exists, or it is not yours"
+	case errors.Is(err, store.ErrConflict):
+		return http.StatusConflict, "already_answered", "this question has already been answered"
+	case errors.Is(err, store.ErrGone):
+		return http.StatusGone, "closed", "this question is closed: it expired or the agent withdrew it"
+	default:
+		return http.StatusServiceUnavailable, "store_unavailable", "the session store is not reachable; retry shortly"
+	}
+}
+
+func writeStoreError(w http.ResponseWriter, err error) {
+	status, code, msg := StoreStatus(err)
+	if status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "1")
+	}
+	WriteError(w, status, code, msg)
+}
+
+// readJSONBody enforces content type and size before anything is parsed.
+func readJSONBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != "application/json" {
+		WriteError(w, http.StatusUnsupportedMediaType, "unsupported_media_type", "send the body as Content-Type: application/json")
+		return nil, false
+	}
+	body, err := readLimited(w, r, validate.MaxBodyBytes)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			WriteError(w, http.StatusRequestEntityTooLarge, "body_too_large", "the request body is larger than 64 KiB")
+			return nil, false
+		}
+		WriteError(w, http.StatusBadRequest, "invalid_request", "the request body could not be read")
+		return nil, false
+	}
+	return body, true
+}
+
+func readLimited(w http.ResponseWriter, r *http.Request, n int64) ([]byte, error) {
+	rd := http.MaxBytesReader(w, r.Body, n)
+	defer rd.Close()
+	return io.ReadAll(rd)
+}
+
+// validID accepts only canonical lower-case UUIDs, so that nothing else in a
+// path ever reaches the store.
+func validID(id string) bool {
+	if len(id) != 36 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return false
+			}
+		default:
+			if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+				return false
+			}
+		}
+	}
+	return true
+}

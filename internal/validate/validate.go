@@ -1,0 +1,406 @@
+// Package validate decodes and checks what agents and people send: the body
+// of a create (shared by the REST API and the MCP tool, so both give the same
+// answer to the same input) and the body of a submit.
+//
+// Decoding is strict on purpose. encoding/json alone would replace invalid
+// UTF-8 silently, match field names case-insensitively, let a duplicate key
+// win quietly and accept "300" for a number; each of those would let two
+// readers of the same body disagree, so every one is an error here.
+package validate
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+)
+
+// Fixed limits (the configurable ones are in Limits).
+const (
+	MaxBodyBytes     = 64 << 10
+	MaxMetadataBytes = 2 << 10
+	MaxFreeTextChars = 10000
+	MaxNonceLength   = 128
+)
+
+// Limits are the operator-configurable bounds of a session.
+type Limits struct {
+	DefaultTimeout   time.Duration
+	MinTimeout       time.Duration
+	MaxTimeout       time.Duration
+	MaxMessageLength int // in characters (Unicode code points)
+	MaxOptions       int
+	MaxOptionLength  int // in characters
+}
+
+// DefaultLimits are the seed's limits.
+func DefaultLimits() Limits {
+	return Limits{
+		DefaultTimeout:   5 * time.Minute,
+		MinTimeout:       30 * time.Second,
+		MaxTimeout:       time.Hour,
+		MaxMessageLength: 1000,
+		MaxOptions:       10,
+		MaxOptionLength:  100,
+	}
+}
+
+// Error is a rejected input: Code is a stable machine word, Message says
+// what was wrong in words a person can act on.
+type Error struct {
+	Code    string
+	Message string
+}
+
+func (e *Error) Error() string { return e.Code + ": " + e.Message }
+
+func invalid(format string, args ...any) *Error {
+	return &Error{Code: "invalid_request", Message: fmt.Sprintf(format, args...)}
+}
+
+// CreateRequest is a validated create.
+type CreateRequest struct {
+	Message           string
+	PredefinedOptions []string
+	Timeout           time.Duration
+	Metadata          json.RawMessage // compact JSON object, or nil
+	MultiSelect       bool
+	AllowFreeText     bool
+}
+
+// CreateFields are the members a create body may have. Extra lists members
+// the caller handles itself (the MCP tool's "wait"); they are returned raw.
+var createFields = []string{"message", "predefinedOptions", "timeout", "metadata", "multiSelect", "allowFreeText"}
+
+// DecodeCreate parses and validates a create body.
+func DecodeCreate(body []byte, lim Limits, extra ...string) (*CreateRequest, map[string]json.RawMessage, *Error) {
+	fields, verr := decodeObject(body, append(slices.Clone(createFields), extra...))
+	if verr != nil {
+		return nil, nil, verr
+	}
+	req := &CreateRequest{Timeout: lim.DefaultTimeout, AllowFreeText: true}
+
+	raw, ok := fields["message"]
+	if !ok {
+		return nil, nil, invalid("message is required")
+	}
+	msg, verr := jsonString(raw, "message")
+	if verr != nil {
+		return nil, nil, verr
+	}
+	if strings.TrimSpace(msg) == "" {
+		return nil, nil, invalid("message must not be empty")
+	}
+	if n := utf8.RuneCountInString(msg); n > lim.MaxMessageLength {
+		return nil, nil, invalid("message is %d characters long; the limit is %d", n, lim.MaxMessageLength)
+	}
+	if verr := checkText(msg, "message", true); verr != nil {
+		return nil, nil, verr
+	}
+	req.Message = msg
+
+	if raw, ok := fields["predefinedOptions"]; ok && !isNull(raw) {
+		opts, verr := decodeOptions(raw, lim)
+		if verr != nil {
+			return nil, nil, verr
+		}
+		req.PredefinedOptions = opts
+	}
+	if raw, ok := fields["timeout"]; ok && !isNull(raw) {
+		d, verr := decodeTimeout(raw, lim)
+		if verr != nil {
+			return nil, nil, verr
+		}
+		req.Timeout = d
+	}
+	if raw, ok := fields["metadata"]; ok && !isNull(raw) {
+		md, verr := decodeMetadata(raw)
+		if verr != nil {
+			return nil, nil, verr
+		}
+		req.Metadata = md
+	}
+	for name, dst := range map[string]*bool{"multiSelect": &req.MultiSelect, "allowFreeText": &req.AllowFreeText} {
+		if raw, ok := fields[name]; ok && !isNull(raw) {
+			b, verr := jsonBool(raw, name)
+			if verr != nil {
+				return nil, nil, verr
+			}
+			*dst = b
+		}
+	}
+	if len(req.PredefinedOptions) == 0 && !req.AllowFreeText {
+		return nil, nil, invalid("with no predefinedOptions, allowFreeText must be true, or the person could not answer")
+	}
+	if req.MultiSelect && len(req.PredefinedOptions) == 0 {
+		return nil, nil, invalid("multiSelect needs predefinedOptions")
+	}
+	rest := map[string]json.RawMessage{}
+	for _, name := range extra {
+		if raw, ok := fields[name]; ok {
+			rest[name] = raw
+		}
+	}
+	return req, rest, nil
+}
+
+// SubmitRequest is a decoded submit body, not yet checked against its session.
+type SubmitRequest struct {
+	SelectedOptions []string
+	FreeText        string
+	Nonce           string
+}
+
+// DecodeSubmit parses a submit body.
+func DecodeSubmit(body []byte) (*SubmitRequest, *Error) {
+	fields, verr := decodeObject(body, []string{"selectedOptions", "freeText", "nonce"})
+	if verr != nil {
+		return nil, verr
+	}
+	req := &SubmitRequest{}
+	if raw, ok := fields["selectedOptions"]; ok && !isNull(raw) {
+		var arr []json.RawMessage
+		if err := json.Unmarshal(raw, &arr); err != nil {
+			return nil, invalid("selectedOptions must be an array of strings")
+		}
+		for i, el := range arr {
+			s, verr := jsonString(el, fmt.Sprintf("selectedOptions[%d]", i))
+			if verr != nil {
+				return nil, verr
+			}
+			req.SelectedOptions = append(req.SelectedOptions, s)
+		}
+	}
+	if raw, ok := fields["freeText"]; ok && !isNull(raw) {
+		s, verr := jsonString(raw, "freeText")
+		if verr != nil {
+			return nil, verr
+		}
+		req.FreeText = s
+	}
+	if raw, ok := fields["nonce"]; ok && !isNull(raw) {
+		s, verr := jsonString(raw, "nonce")
+		if verr != nil {
+			return nil, verr
+		}
+		if len(s) > MaxNonceLength || strings.IndexFunc(s, func(r rune) bool { return r < 0x21 || r > 0x7e }) >= 0 {
+			return nil, invalid("nonce must be at most %d printable ASCII characters", MaxNonceLength)
+		}
+		req.Nonce = s
+	}
+	return req, nil
+}
+
+// CheckAnswer checks a submit against the session's question.
+func CheckAnswer(req *SubmitRequest, options []string, multiSelect, allowFreeText bool) *Error {
+	seen := map[string]bool{}
+	for _, o := range req.SelectedOptions {
+		if !slices.Contains(options, o) {
+			return invalid("%q is not one of the offered options", truncate(o, 60))
+		}
+		if seen[o] {
+			return invalid("option %q is selected twice", truncate(o, 60))
+		}
+		seen[o] = true
+	}
+	if len(req.SelectedOptions) > 1 && !multiSelect {
+		return invalid("only one option may be selected")
+	}
+	if req.FreeText != "" {
+		if !allowFreeText {
+			return invalid("this question does not take free text; pick one of the options")
+		}
+		if n := utf8.RuneCountInString(req.FreeText); n > MaxFreeTextChars {
+			return invalid("freeText is %d characters long; the limit is %d", n, MaxFreeTextChars)
+		}
+		if verr := checkText(req.FreeText, "freeText", true); verr != nil {
+			return verr
+		}
+	}
+	if len(req.SelectedOptions) == 0 && strings.TrimSpace(req.FreeText) == "" {
+		if allowFreeText {
+			return invalid("select an option or write an answer")
+		}
+		return invalid("select an option")
+	}
+	return nil
+}
+
+// decodeObject reads exactly one JSON object whose member names are all in
+// allowed (case-sensitive, each at most once) and returns the raw members.
+func decodeObject(body []byte, allowed []string) (map[string]json.RawMessage, *Error) {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil, invalid("the request body is empty; send a JSON object")
+	}
+	if !utf8.Valid(body) {
+		return nil, invalid("the request body is not valid UTF-8")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, invalid("the request body is not valid JSON: %s", jsonErr(err))
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '{' {
+		return nil, invalid("the request body must be a JSON object")
+	}
+	fields := map[string]json.RawMessage{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, invalid("the request body is not valid JSON: %s", jsonErr(err))
+		}
+		name, _ := tok.(string)
+		if !slices.Contains(allowed, name) {
+			return nil, invalid("unknown field %q; allowed fields are %s", truncate(name, 40), strings.Join(allowed, ", "))
+		}
+		if _, dup := fields[name]; dup {
+			return nil, invalid("field %q appears twice", name)
+		}
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return nil, invalid("field %q is not valid JSON: %s", name, jsonErr(err))
+		}
+		fields[name] = raw
+	}
+	if _, err := dec.Token(); err != nil {
+		return nil, invalid("the request body is not valid JSON: %s", jsonErr(err))
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, invalid("the request body has data after the JSON object")
+	}
+	return fields, nil
+}
+
+func jsonErr(err error) string {
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		return fmt.Sprintf("%s (at byte %d)", se.Error(), se.Offset)
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+		return "unexpected end of input"
+	}
+	return err.Error()
+}
+
+func isNull(raw json.RawMessage) bool { return string(raw) == "null" }
+
+func jsonString(raw json.RawMessage, name string) (string, *Error) {
+	if len(raw) == 0 || raw[0] != '"' {
+		return "", invalid("%s must be a string", name)
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return "", invalid("%s must be a string", name)
+	}
+	return s, nil
+}
+
+func jsonBool(raw json.RawMessage, name string) (bool, *Error) {
+	switch string(raw) {
+	case "true":
+		return true, nil
+	case "false":
+		return false, nil
+	}
+	return false, invalid("%s must be true or false", name)
+}
+
+func decodeOptions(raw json.RawMessage, lim Limits) ([]string, *Error) {
+	if raw[0] != '[' {
+		return nil, invalid("predefinedOptions must be an array of strings")
+	}
+	var arr []json.RawMessage
+	if err := json.Unmarshal(raw, &arr); err != nil {
+		return nil, invalid("predefinedOptions must be an array of strings")
+	}
+	if len(arr) > lim.MaxOptions {
+		return nil, invalid("predefinedOptions has %d entries; the limit is %d", len(arr), lim.MaxOptions)
+	}
+	opts := make([]string, 0, len(arr))
+	for i, el := range arr {
+		name := fmt.Sprintf("predefinedOptions[%d]", i)
+		s, verr := jsonString(el, name)
+		if verr != nil {
+			return nil, verr
+		}
+		if strings.TrimSpace(s) == "" {
+			return nil, invalid("%s is empty", name)
+		}
+		if n := utf8.RuneCountInString(s); n > lim.MaxOptionLength {
+			return nil, invalid("%s is %d characters long; the limit is %d", name, n, lim.MaxOptionLength)
+		}
+		if verr := checkText(s, name, false); verr != nil {
+			return nil, verr
+		}
+		if slices.Contains(opts, s) {
+			return nil, invalid("%s repeats the option %q", name, truncate(s, 60))
+		}
+		opts = append(opts, s)
+	}
+	return opts, nil
+}
+
+func decodeTimeout(raw json.RawMessage, lim Limits) (time.Duration, *Error) {
+	bad := invalid("timeout must be a whole number of seconds from %d to %d", int64(lim.MinTimeout/time.Second), int64(lim.MaxTimeout/time.Second))
+	s := string(raw)
+	if s == "" || (s[0] != '-' && (s[0] < '0' || s[0] > '9')) || strings.ContainsAny(s, ".eE") {
+		return 0, bad
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 || n > math.MaxInt64/int64(time.Second) {
+		return 0, bad
+	}
+	d := time.Duration(n) * time.Second
+	if d < lim.MinTimeout || d > lim.MaxTimeout {
+		return 0, bad
+	}
+	return d, nil
+}
+
+func decodeMetadata(raw json.RawMessage) (json.RawMessage, *Error) {
+	if raw[0] != '{' {
+		return nil, invalid("metadata must be a JSON object")
+	}
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, raw); err != nil {
+		return nil, invalid("metadata is not valid JSON")
+	}
+	if buf.Len() > MaxMetadataBytes {
+		return nil, invalid("metadata is %d bytes; the limit is %d", buf.Len(), MaxMetadataBytes)
+	}
+	return buf.Bytes(), nil
+}
+
+// checkText refuses control characters (other than tab and, when multiline,
+// newlines) and the bidirectional overrides that can make one option look
+// like another on the answer page.
+func checkText(s, name string, multiline bool) *Error {
+	for _, r := range s {
+		switch {
+		case r == '\t', multiline && (r == '\n' || r == '\r'):
+			continue
+		case r == utf8.RuneError:
+			return invalid("%s contains an invalid character (U+FFFD, often a broken surrogate escape)", name)
+		case unicode.IsControl(r):
+			return invalid("%s contains the control character U+%04X", name, r)
+		case r >= 0x202A && r <= 0x202E, r >= 0x2066 && r <= 0x2069, r == 0x200E, r == 0x200F, r == 0x061C:
+			return invalid("%s contains the bidirectional control U+%04X, which can disguise text", name, r)
+		}
+	}
+	return nil
+}
+
+func truncate(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	return string([]rune(s)[:n]) + "…"
+}

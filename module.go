@@ -1,0 +1,266 @@
+// Package mcpfeedback is a Caddy HTTP handler that lets AI agents ask a
+// person a question and get the answer back: over MCP, over a REST API, and
+// through an answer page the person opens from a link.
+//
+// This file is the map of the module: the configuration (each field's doc
+// comment is its user documentation), the lifecycle, and the route table.
+package mcpfeedback
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/mcpfeedback/caddy-mcp-feedback/handlers"
+	"github.com/mcpfeedback/caddy-mcp-feedback/internal/auth"
+	"github.com/mcpfeedback/caddy-mcp-feedback/internal/validate"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// Handler is the `mcp_feedback` HTTP handler. It serves its own routes (see
+// routes) and passes every other request to the next handler.
+type Handler struct {
+	// JWTSecret is the HMAC-SHA256 key that agents' bearer tokens are signed
+	// with; at least 32 bytes. Write it as a placeholder such as
+	// `{env.JWT_SECRET}`: it is resolved when the config loads, so the secret
+	// never appears in adapted JSON or autosave.json. Required: there is no
+	// anonymous mode.
+	JWTSecret string `json:"jwt_secret,omitempty"`
+
+	// JWTIssuer, when set, is required as the `iss` of every token, and is
+	// listed as the authorization server in the resource metadata.
+	JWTIssuer string `json:"jwt_issuer,omitempty"`
+
+	// JWTAudience, when set, must be among the `aud` of every token.
+	JWTAudience string `json:"jwt_audience,omitempty"`
+
+	// PublicURL is the base of answer links, e.g. `https://feedback.example.com`
+	// (with a path when the module is mounted under one). When unset it is
+	// derived from each request's scheme, host and stripped path prefix.
+	PublicURL string `json:"public_url,omitempty"`
+
+	// StoreRaw configures where sessions live: `memory` (the default; one
+	// process) or `redis` (production, and many instances).
+	StoreRaw json.RawMessage `json:"store,omitempty" caddy:"namespace=http.handlers.mcp_feedback.stores inline_key=backend"`
+
+	// DefaultTimeout is how long a question waits for an answer when the
+	// agent does not say. Default: 5m.
+	DefaultTimeout caddy.Duration `json:"default_timeout,omitempty"`
+
+	// MinTimeout is the shortest timeout an agent may ask for. Default: 30s.
+	MinTimeout caddy.Duration `json:"min_timeout,omitempty"`
+
+	// MaxTimeout is the longest timeout an agent may ask for. Default: 1h.
+	MaxTimeout caddy.Duration `json:"max_timeout,omitempty"`
+
+	// MaxMessageLength caps the question, in characters. Default: 1000.
+	MaxMessageLength int `json:"max_message_length,omitempty"`
+
+	// MaxOptions caps the number of predefined options. Default: 10.
+	MaxOptions int `json:"max_options,omitempty"`
+
+	// MaxOptionLength caps each option, in characters. Default: 100.
+	MaxOptionLength int `json:"max_option_length,omitempty"`
+
+	// Retention is how long a finished session stays readable after its
+	// deadline (for result lookups and the answer page). Default: 1h.
+	Retention caddy.Duration `json:"retention,omitempty"`
+
+	svc     *handlers.Service
+	mux     *http.ServeMux
+	shared  *shared
+	poolKey string
+	logger  *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.mcp_feedback",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Provision resolves secrets, applies defaults, opens (or joins) the shared
+// store and builds the route table.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	repl := caddy.NewReplacer()
+
+	secret := repl.ReplaceKnown(h.JWTSecret, "")
+	if secret == "" {
+		return errors.New("jwt_secret is required (e.g. `jwt_secret {env.JWT_SECRET}` with JWT_SECRET set); the module never runs without authentication")
+	}
+	verifier, err := auth.NewVerifier([]byte(secret), repl.ReplaceKnown(h.JWTIssuer, ""), repl.ReplaceKnown(h.JWTAudience, ""))
+	if err != nil {
+		return fmt.Errorf("jwt_secret: %w", err)
+	}
+
+	limits := h.limits()
+	if err := checkLimits(limits); err != nil {
+		return err
+	}
+	publicURL := strings.TrimRight(repl.ReplaceKnown(h.PublicURL, ""), "/")
+	if publicURL != "" {
+		if err := checkPublicURL(publicURL); err != nil {
+			return err
+		}
+	}
+
+	if h.StoreRaw == nil {
+		h.StoreRaw = json.RawMessage(`{"backend":"memory"}`)
+	}
+	mod, err := ctx.LoadModule(h, "StoreRaw")
+	if err != nil {
+		return fmt.Errorf("loading store: %w", err)
+	}
+	backend, ok := mod.(StoreBackend)
+	if !ok {
+		return fmt.Errorf("store module %T is not a StoreBackend", mod)
+	}
+	sh, err := acquireShared(backend)
+	if err != nil {
+		return err
+	}
+	h.shared, h.poolKey = sh, backend.PoolKey()
+
+	h.svc = handlers.New(handlers.Config{
+		Store:     sh.store,
+		Verifier:  verifier,
+		Limits:    limits,
+		Retention: time.Duration(h.Retention),
+		BaseURL:   baseURL(publicURL),
+		Issuer:    repl.ReplaceKnown(h.JWTIssuer, ""),
+		Logger:    h.logger,
+	})
+	h.mux = h.routes()
+	return nil
+}
+
+// routes is the route table: every endpoint the module serves.
+func (h *Handler) routes() *http.ServeMux {
+	s := h.svc
+	mux := http.NewServeMux()
+	mux.Handle("/health", handlers.Methods(s.Health, http.MethodGet, http.MethodHead))
+	mux.Handle("/.well-known/oauth-protected-resource", handlers.Methods(s.ResourceMetadata, http.MethodGet))
+	mux.Handle("/.well-known/oauth-protected-resource/{rest...}", handlers.Methods(s.ResourceMetadata, http.MethodGet))
+
+	mux.Handle("/api/feedback/create", handlers.Methods(s.Create, http.MethodPost))
+	mux.Handle("/api/feedback/{id}/status", handlers.Methods(s.Status, http.MethodGet))
+	mux.Handle("/api/feedback/{id}/submit", handlers.Methods(s.Submit, http.MethodPost))
+	mux.Handle("/api/feedback/{id}/result", handlers.Methods(s.Result, http.MethodGet))
+	mux.HandleFunc("/api/feedback/", handlers.UnknownEndpoint)
+	return mux
+}
+
+// ServeHTTP serves the module's routes and passes anything else on.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if _, pattern := h.mux.Handler(r); pattern == "" {
+		return next.ServeHTTP(w, r)
+	}
+	h.mux.ServeHTTP(w, r)
+	return nil
+}
+
+// Validate checks the configuration once it is provisioned.
+func (h *Handler) Validate() error {
+	if h.svc == nil {
+		return errors.New("mcp_feedback: not provisioned")
+	}
+	return nil
+}
+
+// Cleanup lets go of the shared store. It runs on every config unload,
+// reloads included, while streams of this instance may still be open; the
+// store closes only when the last configuration using it is gone.
+func (h *Handler) Cleanup() error {
+	if h.shared == nil {
+		return nil
+	}
+	h.shared = nil
+	return releaseShared(h.poolKey)
+}
+
+func (h *Handler) limits() validate.Limits {
+	l := validate.DefaultLimits()
+	if h.DefaultTimeout > 0 {
+		l.DefaultTimeout = time.Duration(h.DefaultTimeout)
+	}
+	if h.MinTimeout > 0 {
+		l.MinTimeout = time.Duration(h.MinTimeout)
+	}
+	if h.MaxTimeout > 0 {
+		l.MaxTimeout = time.Duration(h.MaxTimeout)
+	}
+	if h.MaxMessageLength > 0 {
+		l.MaxMessageLength = h.MaxMessageLength
+	}
+	if h.MaxOptions > 0 {
+		l.MaxOptions = h.MaxOptions
+	}
+	if h.MaxOptionLength > 0 {
+		l.MaxOptionLength = h.MaxOptionLength
+	}
+	if h.Retention <= 0 {
+		h.Retention = caddy.Duration(time.Hour)
+	}
+	return l
+}
+
+func checkLimits(l validate.Limits) error {
+	if l.MinTimeout < time.Second || l.MinTimeout%time.Second != 0 || l.MaxTimeout%time.Second != 0 || l.DefaultTimeout%time.Second != 0 {
+		return errors.New("timeouts must be whole seconds, and min_timeout at least 1s")
+	}
+	if l.MinTimeout > l.DefaultTimeout || l.DefaultTimeout > l.MaxTimeout {
+		return fmt.Errorf("need min_timeout (%s) <= default_timeout (%s) <= max_timeout (%s)", l.MinTimeout, l.DefaultTimeout, l.MaxTimeout)
+	}
+	return nil
+}
+
+func checkPublicURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+		return fmt.Errorf("public_url %q must be an absolute http(s) URL without query or fragment", s)
+	}
+	return nil
+}
+
+// baseURL returns the link base for a request: the configured public URL,
+// or scheme://host plus whatever path prefix a `handle_path` stripped.
+func baseURL(publicURL string) func(r *http.Request) string {
+	if publicURL != "" {
+		return func(*http.Request) string { return publicURL }
+	}
+	return func(r *http.Request) string {
+		scheme := "http"
+		if r.TLS != nil {
+			scheme = "https"
+		}
+		prefix := ""
+		if orig, ok := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request); ok && orig.URL != nil {
+			if p := orig.URL.EscapedPath(); strings.HasSuffix(p, r.URL.EscapedPath()) {
+				prefix = strings.TrimSuffix(p, r.URL.EscapedPath())
+			}
+		}
+		return scheme + "://" + r.Host + prefix
+	}
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+)

@@ -1,0 +1,132 @@
+// Package store holds feedback sessions: the model, the Store interface every
+// backend implements, and the change feed that wakes waiters.
+//
+// A backend is the single source of truth for a session's state. Deadlines are
+// data: a pending session whose deadline has passed is reported as expired by
+// every reader, on every instance, without a timer in any one process.
+package store
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"time"
+)
+
+// Status is where a session is in its life. Only pending moves; the others are final.
+type Status string
+
+// The four states of a session.
+const (
+	StatusPending   Status = "pending"
+	StatusSubmitted Status = "submitted"
+	StatusExpired   Status = "expired"
+	StatusCancelled Status = "cancelled"
+)
+
+// Terminal reports whether no further change can happen.
+func (s Status) Terminal() bool { return s != StatusPending }
+
+// Owner identifies who created a session: the `iss` and `sub` of its token.
+type Owner struct {
+	Issuer  string `json:"iss"`
+	Subject string `json:"sub"`
+}
+
+// Result is the person's answer.
+type Result struct {
+	SelectedOptions []string  `json:"selectedOptions"`
+	FreeText        string    `json:"freeText"`
+	SubmittedAt     time.Time `json:"submittedAt"`
+}
+
+// Session is one question to a person and, once given, its answer.
+type Session struct {
+	ID                string          `json:"id"`
+	Owner             Owner           `json:"owner"`
+	Message           string          `json:"message"`
+	PredefinedOptions []string        `json:"predefinedOptions"`
+	MultiSelect       bool            `json:"multiSelect"`
+	AllowFreeText     bool            `json:"allowFreeText"`
+	Metadata          json.RawMessage `json:"metadata,omitempty"`
+	CreatedAt         time.Time       `json:"createdAt"`
+	ExpiresAt         time.Time       `json:"expiresAt"`
+	UpdatedAt         time.Time       `json:"updatedAt"`
+	Status            Status          `json:"status"`
+	Result            *Result         `json:"result,omitempty"`
+	// TokenHash is the SHA-256 of the capability token in the answer link.
+	// The token itself is never stored.
+	TokenHash []byte `json:"tokenHash"`
+	// Nonce is the submission nonce of the accepted answer: a retry that
+	// carries the same nonce gets the same success instead of a conflict.
+	Nonce string `json:"nonce,omitempty"`
+}
+
+// CheckToken reports, in constant time, whether token is this session's capability token.
+func (s *Session) CheckToken(token string) bool {
+	if token == "" || len(s.TokenHash) != sha256.Size {
+		return false
+	}
+	h := sha256.Sum256([]byte(token))
+	return subtle.ConstantTimeCompare(h[:], s.TokenHash) == 1
+}
+
+// HashToken returns the value stored in Session.TokenHash for a capability token.
+func HashToken(token string) []byte {
+	h := sha256.Sum256([]byte(token))
+	return h[:]
+}
+
+// Answer is what a submit carries.
+type Answer struct {
+	SelectedOptions []string
+	FreeText        string
+	// Nonce, when not empty, makes the submit idempotent: repeating it after
+	// success returns the stored session instead of ErrConflict.
+	Nonce string
+}
+
+// Errors every backend returns, so that callers map them to one set of
+// status codes (404, 409, 410, 503).
+var (
+	// ErrNotFound: no such session (never created, or past its retention).
+	ErrNotFound = errors.New("session not found")
+	// ErrConflict: the session already has another outcome (answered, or a
+	// cancel of an answered session).
+	ErrConflict = errors.New("session already answered")
+	// ErrGone: the session expired or was cancelled before this operation.
+	ErrGone = errors.New("session is no longer open")
+	// ErrExists: Create was given an id that is already taken.
+	ErrExists = errors.New("session id already exists")
+	// ErrUnavailable wraps backend failures (Redis down, timeouts).
+	ErrUnavailable = errors.New("session store unavailable")
+)
+
+// Store keeps sessions. Implementations are safe for concurrent use and
+// shared by every handler instance that uses the same configuration.
+type Store interface {
+	// Create stores a new pending session. ttl is how long the backend keeps
+	// it at all (timeout + retention); afterwards Get returns ErrNotFound.
+	Create(ctx context.Context, s *Session, ttl time.Duration) error
+	// Get returns the session, with Status expired once a pending session's
+	// deadline has passed by the store's clock.
+	Get(ctx context.Context, id string) (*Session, error)
+	// Submit moves pending → submitted exactly once and before the deadline.
+	// The returned session is the stored one (on an idempotent retry too).
+	Submit(ctx context.Context, id string, a Answer) (*Session, error)
+	// Cancel moves pending → cancelled. Cancelling a cancelled session
+	// succeeds again; an answered one gives ErrConflict, an expired one ErrGone.
+	Cancel(ctx context.Context, id string) (*Session, error)
+	// Watch returns a channel that receives a value whenever session id may
+	// have changed (on this instance or, for shared backends, any other).
+	// Signals coalesce: a receiver must re-read the session with Get. The
+	// channel is closed when ctx ends; a backend may also signal after it
+	// reconnects, because changes in the gap were not seen.
+	Watch(ctx context.Context, id string) <-chan struct{}
+	// Ping checks that the backend answers.
+	Ping(ctx context.Context) error
+	// Close releases connections and background work.
+	Close() error
+}

@@ -1,0 +1,155 @@
+package mcpfeedback
+
+import (
+	"fmt"
+	"net/url"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+
+	"github.com/mcpfeedback/caddy-mcp-feedback/store"
+)
+
+func init() {
+	caddy.RegisterModule(MemoryStore{})
+	caddy.RegisterModule(RedisStore{})
+}
+
+// StoreBackend is a session store configured in Caddy, a module in the
+// namespace `http.handlers.mcp_feedback.stores`. Other stores can be added
+// as modules of their own.
+type StoreBackend interface {
+	// PoolKey identifies the backend: handlers whose keys are equal share
+	// one open store, across config reloads too.
+	PoolKey() string
+	// Open connects to the backend.
+	Open() (store.Store, error)
+}
+
+// MemoryStore keeps sessions in this process. It is the default: nothing to
+// run, but sessions are lost on restart and not shared between instances.
+type MemoryStore struct{}
+
+// CaddyModule returns the Caddy module information.
+func (MemoryStore) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.mcp_feedback.stores.memory",
+		New: func() caddy.Module { return new(MemoryStore) },
+	}
+}
+
+// PoolKey implements StoreBackend.
+func (MemoryStore) PoolKey() string { return "memory" }
+
+// Open implements StoreBackend.
+func (MemoryStore) Open() (store.Store, error) { return store.NewMemory(), nil }
+
+// UnmarshalCaddyfile sets up the store from `store memory`.
+func (*MemoryStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // store name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	if d.NextBlock(d.Nesting()) {
+		return d.Errf("store memory takes no options")
+	}
+	return nil
+}
+
+// RedisStore keeps sessions in Redis, so they survive restarts and every
+// Caddy instance pointed at the same Redis serves the same sessions.
+type RedisStore struct {
+	// URL of the Redis server: `redis://[user:password@]host:port[/db]`, or
+	// `rediss://` for TLS. Placeholders such as `{env.REDIS_URL}` are
+	// resolved when the config loads, so a password stays out of the JSON.
+	URL string `json:"url,omitempty"`
+	// KeyPrefix starts every key and channel name. Default: `mcpfb:`.
+	KeyPrefix string `json:"key_prefix,omitempty"`
+
+	resolved string
+}
+
+// CaddyModule returns the Caddy module information.
+func (RedisStore) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.mcp_feedback.stores.redis",
+		New: func() caddy.Module { return new(RedisStore) },
+	}
+}
+
+// Provision resolves placeholders and checks the URL.
+func (r *RedisStore) Provision(caddy.Context) error {
+	r.resolved = caddy.NewReplacer().ReplaceKnown(r.URL, "")
+	if r.resolved == "" {
+		return fmt.Errorf("store redis: a URL is required (e.g. redis://127.0.0.1:6379/0)")
+	}
+	u, err := url.Parse(r.resolved)
+	if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix") {
+		return fmt.Errorf("store redis: %q is not a redis://, rediss:// or unix:// URL", redact(r.resolved))
+	}
+	if r.KeyPrefix == "" {
+		r.KeyPrefix = "mcpfb:"
+	}
+	return nil
+}
+
+// PoolKey implements StoreBackend.
+func (r *RedisStore) PoolKey() string { return "redis|" + r.resolved + "|" + r.KeyPrefix }
+
+// Open implements StoreBackend.
+func (r *RedisStore) Open() (store.Store, error) {
+	st, err := store.NewRedis(store.RedisOptions{URL: r.resolved, KeyPrefix: r.KeyPrefix})
+	if err != nil {
+		return nil, fmt.Errorf("store redis %s: %w", redact(r.resolved), err)
+	}
+	return st, nil
+}
+
+// UnmarshalCaddyfile sets up the store from
+//
+//	store redis <url> {
+//		key_prefix <prefix>
+//	}
+func (r *RedisStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // store name
+	if !d.NextArg() {
+		return d.Errf("store redis needs a URL, e.g. `store redis {env.REDIS_URL}`")
+	}
+	r.URL = d.Val()
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(d.Nesting()) {
+		switch d.Val() {
+		case "key_prefix":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			r.KeyPrefix = d.Val()
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+		default:
+			return d.Errf("unknown store redis option %q (known: key_prefix)", d.Val())
+		}
+	}
+	return nil
+}
+
+// redact hides a password in a URL for error messages.
+func redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Redacted()
+}
+
+// Interface guards
+var (
+	_ StoreBackend          = MemoryStore{}
+	_ StoreBackend          = (*RedisStore)(nil)
+	_ caddy.Provisioner     = (*RedisStore)(nil)
+	_ caddyfile.Unmarshaler = (*MemoryStore)(nil)
+	_ caddyfile.Unmarshaler = (*RedisStore)(nil)
+)
