@@ -102,30 +102,28 @@ func TestProvisionFailsClosed(t *testing.T) {
 // TestPoolSharesStore: two handlers with the same store config share one
 // store (what a reload relies on); it closes when the last lets go.
 func TestPoolSharesStore(t *testing.T) {
-	ctx, cancel := caddy.NewContext(caddy.Context{Context: t.Context()})
-	defer cancel()
-	a := Handler{JWTSecret: strings.Repeat("s", 32)}
-	b := Handler{JWTSecret: strings.Repeat("t", 32)}
-	if err := a.Provision(ctx); err != nil {
+	var b MemoryStore
+	a1, err := acquireShared(b)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Provision(ctx); err != nil {
+	a2, err := acquireShared(b)
+	if err != nil {
 		t.Fatal(err)
 	}
-	st := a.shared.store
-	if b.shared.store != st {
+	if a1.store != a2.store {
 		t.Fatal("two memory-store handlers got different stores")
 	}
-	if err := a.Cleanup(); err != nil {
+	if err := releaseShared(b.PoolKey()); err != nil {
 		t.Fatal(err)
 	}
-	if err := st.Ping(t.Context()); err != nil {
+	if err := a1.store.Ping(t.Context()); err != nil {
 		t.Fatalf("store closed while still in use: %v", err)
 	}
-	if err := b.Cleanup(); err != nil {
+	if err := releaseShared(b.PoolKey()); err != nil {
 		t.Fatal(err)
 	}
-	if err := st.Ping(t.Context()); err == nil {
+	if err := a1.store.Ping(t.Context()); err == nil {
 		t.Fatal("store still open after the last handler let go")
 	}
 }

@@ -7,6 +7,7 @@
 package mcpfeedback
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyevents"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
@@ -82,6 +84,10 @@ type Handler struct {
 	shared  *shared
 	poolKey string
 	logger  *zap.Logger
+	// stopHooks run when this handler's configuration stops: on a reload
+	// (exiting false) or a process exit (exiting true). Long-lived streams
+	// end here, because Caddy waits for them before its own context ends.
+	stopHooks []func(exiting bool)
 }
 
 // CaddyModule returns the Caddy module information.
@@ -145,6 +151,25 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		Logger:    h.logger,
 	})
 	h.mux = h.routes()
+	return h.subscribeStopping(ctx)
+}
+
+// subscribeStopping runs stopHooks on Caddy's "stopping" event, which fires
+// for the old configuration on a reload and for the last one on exit.
+func (h *Handler) subscribeStopping(ctx caddy.Context) error {
+	app, err := ctx.App("events")
+	if err != nil {
+		return fmt.Errorf("loading events app: %w", err)
+	}
+	return app.(*caddyevents.App).On("stopping", h)
+}
+
+// Handle implements caddyevents.Handler for the "stopping" event.
+func (h *Handler) Handle(context.Context, caddy.Event) error {
+	exiting := caddy.Exiting()
+	for _, f := range h.stopHooks {
+		f(exiting)
+	}
 	return nil
 }
 
@@ -161,6 +186,10 @@ func (h *Handler) routes() *http.ServeMux {
 	mux.Handle("/api/feedback/{id}/submit", handlers.Methods(s.Submit, http.MethodPost))
 	mux.Handle("/api/feedback/{id}/result", handlers.Methods(s.Result, http.MethodGet))
 	mux.HandleFunc("/api/feedback/", handlers.UnknownEndpoint)
+
+	// MCP: Streamable HTTP at /mcp, legacy SSE at /sse + /message.
+
+	// The person's side: the answer page /feedback/{id} and /ws/{id}.
 	return mux
 }
 
@@ -263,4 +292,5 @@ var (
 	_ caddy.Validator             = (*Handler)(nil)
 	_ caddy.CleanerUpper          = (*Handler)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+	_ caddyevents.Handler         = (*Handler)(nil)
 )
