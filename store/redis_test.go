@@ -1,0 +1,428 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/rueidis"
+
+	"github.com/mcpfeedback/caddy-mcp-feedback/internal/redistest"
+	"github.com/mcpfeedback/caddy-mcp-feedback/store"
+	"github.com/mcpfeedback/caddy-mcp-feedback/store/storetest"
+)
+
+// waitBound bounds waits for things that should happen promptly; only a
+// broken store reaches it.
+const waitBound = 10 * time.Second
+
+func newRedis(t testing.TB, srv *redistest.Server, prefix string) *store.Redis {
+	t.Helper()
+	r, err := store.NewRedis(store.RedisOptions{URL: srv.URL(), KeyPrefix: prefix})
+	if err != nil {
+		t.Fatalf("NewRedis: %v", err)
+	}
+	t.Cleanup(func() { _ = r.Close() })
+	return r
+}
+
+// uniquePrefix keeps stores of different subtests on one server apart.
+func uniquePrefix() string { return "t" + strings.ToLower(storetest.NewID()[:10]) + ":" }
+
+// adminClient talks to the server behind the store's back.
+func adminClient(t testing.TB, srv *redistest.Server) rueidis.Client {
+	t.Helper()
+	c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{srv.Addr}, DisableCache: true})
+	if err != nil {
+		t.Fatalf("admin client: %v", err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+func TestRedisContract(t *testing.T) {
+	srv := redistest.Start(t)
+	storetest.Run(t, func(t *testing.T) store.Store {
+		return newRedis(t, srv, uniquePrefix())
+	})
+}
+
+func TestRedisContractSharedClient(t *testing.T) {
+	// A store given its client must behave the same and leave it open.
+	srv := redistest.Start(t)
+	admin := adminClient(t, srv)
+	storetest.Run(t, func(t *testing.T) store.Store {
+		r, err := store.NewRedis(store.RedisOptions{Client: admin, KeyPrefix: uniquePrefix()})
+		if err != nil {
+			t.Fatalf("NewRedis: %v", err)
+		}
+		t.Cleanup(func() { _ = r.Close() })
+		return r
+	})
+	if err := admin.Do(t.Context(), admin.B().Ping().Build()).Error(); err != nil {
+		t.Fatalf("shared client after the stores closed: %v", err)
+	}
+}
+
+func TestRedisKeysAndTTLs(t *testing.T) {
+	srv := redistest.Start(t)
+	admin := adminClient(t, srv)
+	r := newRedis(t, srv, "") // the default prefix
+	ctx := t.Context()
+
+	create := func(timeout time.Duration) string {
+		s := storetest.NewSession(timeout)
+		if err := r.Create(ctx, s, time.Hour); err != nil {
+			t.Fatalf("Create: %v", err)
+		}
+		return s.ID
+	}
+	pending := create(time.Minute)
+	submitted := create(time.Minute)
+	if _, err := r.Submit(ctx, submitted, store.Answer{FreeText: "x", Nonce: "n"}); err != nil {
+		t.Fatalf("Submit: %v", err)
+	}
+	cancelled := create(time.Minute)
+	if _, err := r.Cancel(ctx, cancelled); err != nil {
+		t.Fatalf("Cancel: %v", err)
+	}
+	expiredByGet := create(-time.Second)
+	if _, err := r.Get(ctx, expiredByGet); err != nil {
+		t.Fatalf("Get: %v", err)
+	}
+	expiredBySubmit := create(-time.Second)
+	if _, err := r.Submit(ctx, expiredBySubmit, store.Answer{FreeText: "x"}); !errors.Is(err, store.ErrGone) {
+		t.Fatalf("late Submit: %v", err)
+	}
+	expiredByCancel := create(-time.Second)
+	if _, err := r.Cancel(ctx, expiredByCancel); !errors.Is(err, store.ErrGone) {
+		t.Fatalf("late Cancel: %v", err)
+	}
+
+	// Exactly one key per session, named as documented, and nothing else.
+	var want []string
+	for _, id := range []string{pending, submitted, cancelled, expiredByGet, expiredBySubmit, expiredByCancel} {
+		want = append(want, store.DefaultKeyPrefix+"s:{"+id+"}")
+	}
+	keys, err := admin.Do(ctx, admin.B().Keys().Pattern("*").Build()).AsStrSlice()
+	if err != nil {
+		t.Fatalf("KEYS: %v", err)
+	}
+	slices.Sort(keys)
+	slices.Sort(want)
+	if !slices.Equal(keys, want) {
+		t.Fatalf("keys = %q, want %q", keys, want)
+	}
+	for _, k := range keys {
+		pttl, err := admin.Do(ctx, admin.B().Pttl().Key(k).Build()).AsInt64()
+		if err != nil {
+			t.Fatalf("PTTL %s: %v", k, err)
+		}
+		// -1 would be a key that lives forever; the ttl is never extended.
+		if pttl <= 0 || pttl > time.Hour.Milliseconds() {
+			t.Errorf("PTTL %s = %d ms, want in (0, 1h]", k, pttl)
+		}
+	}
+}
+
+func TestRedisScriptFlush(t *testing.T) {
+	srv := redistest.Start(t)
+	admin := adminClient(t, srv)
+	r := newRedis(t, srv, uniquePrefix())
+	ctx := t.Context()
+	s := storetest.NewSession(time.Minute)
+	if err := r.Create(ctx, s, time.Hour); err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	if _, err := r.Get(ctx, s.ID); err != nil { // the scripts are now cached
+		t.Fatalf("Get: %v", err)
+	}
+	// As after a Redis restart or failover: EVALSHA gets NOSCRIPT.
+	if err := admin.Do(ctx, admin.B().ScriptFlush().Build()).Error(); err != nil {
+		t.Fatalf("SCRIPT FLUSH: %v", err)
+	}
+	got, err := r.Submit(ctx, s.ID, store.Answer{FreeText: "after flush", Nonce: "n"})
+	if err != nil {
+		t.Fatalf("Submit after SCRIPT FLUSH: %v", err)
+	}
+	if got.Status != store.StatusSubmitted || got.Result.FreeText != "after flush" {
+		t.Fatalf("Submit after SCRIPT FLUSH returned %+v", got)
+	}
+	if err := admin.Do(ctx, admin.B().ScriptFlush().Build()).Error(); err != nil {
+		t.Fatalf("SCRIPT FLUSH: %v", err)
+	}
+	if _, err := r.Get(ctx, s.ID); err != nil {
+		t.Fatalf("Get after SCRIPT FLUSH: %v", err)
+	}
+}
+
+func TestRedisCrossInstanceWatch(t *testing.T) {
+	srv := redistest.Start(t)
+	prefix := uniquePrefix()
+	a, b := newRedis(t, srv, prefix), newRedis(t, srv, prefix)
+	s := storetest.NewSession(time.Minute)
+	if err := a.Create(t.Context(), s, time.Hour); err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	w := a.Watch(t.Context(), s.ID)
+	if _, err := b.Submit(t.Context(), s.ID, store.Answer{FreeText: "from b"}); err != nil {
+		t.Fatalf("Submit on b: %v", err)
+	}
+	waitStatus(t, a, w, s.ID, store.StatusSubmitted)
+}
+
+// waitStatus follows the watch protocol: on every signal, re-read. Reads
+// that fail because a connection is being replaced are retried.
+func waitStatus(t *testing.T, r store.Store, w <-chan struct{}, id string, want store.Status) *store.Session {
+	t.Helper()
+	timer := time.NewTimer(waitBound)
+	defer timer.Stop()
+	for {
+		select {
+		case _, ok := <-w:
+			if !ok {
+				t.Fatalf("watch of %s closed while waiting for %s", id, want)
+			}
+		case <-timer.C:
+			t.Fatalf("no signal for %s reaching %s within %v", id, want, waitBound)
+		}
+		got, err := r.Get(t.Context(), id)
+		switch {
+		case errors.Is(err, store.ErrUnavailable):
+		case err != nil:
+			t.Fatalf("Get(%s): %v", id, err)
+		case got.Status == want:
+			return got
+		}
+	}
+}
+
+// drain empties a watch channel of signals already delivered.
+func drain(w <-chan struct{}) {
+	for {
+		select {
+		case <-w:
+		default:
+			return
+		}
+	}
+}
+
+// waitSubscribers polls until n clients are subscribed to the store's
+// events channel.
+func waitSubscribers(t *testing.T, admin rueidis.Client, channel string, n int64) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), waitBound)
+	defer cancel()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		m, err := admin.Do(ctx, admin.B().PubsubNumsub().Channel(channel).Build()).AsIntMap()
+		if err == nil && m[channel] == n {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%s has %d subscribers (err %v), want %d", channel, m[channel], err, n)
+		case <-tick.C:
+		}
+	}
+}
+
+func waitSubscribeCount(t *testing.T, r *store.Redis, n int64) {
+	t.Helper()
+	timer := time.NewTimer(waitBound)
+	defer timer.Stop()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for store.SubscribeCount(r) < n {
+		select {
+		case <-timer.C:
+			t.Fatalf("%d subscribe confirmations after %v, want %d", store.SubscribeCount(r), waitBound, n)
+		case <-tick.C:
+		}
+	}
+}
+
+func killPubSubClients(t *testing.T, admin rueidis.Client) {
+	t.Helper()
+	n, err := admin.Do(t.Context(), admin.B().ClientKill().TypePubsub().Build()).AsInt64()
+	if err != nil {
+		t.Fatalf("CLIENT KILL TYPE pubsub: %v", err)
+	}
+	if n == 0 {
+		t.Fatal("CLIENT KILL TYPE pubsub killed no client")
+	}
+}
+
+func TestRedisResubscribe(t *testing.T) {
+	srv := redistest.Start(t)
+	admin := adminClient(t, srv)
+	prefix := uniquePrefix()
+	watching, writer := newRedis(t, srv, prefix), newRedis(t, srv, prefix)
+	ctx := t.Context()
+	// The first subscribe confirmation signals every watcher too; wait for
+	// it, so that the signal awaited below can only come from a resubscribe.
+	waitSubscribeCount(t, watching, 1)
+	s := storetest.NewSession(time.Minute)
+	if err := writer.Create(ctx, s, time.Hour); err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	w := watching.Watch(ctx, s.ID)
+	waitSubscribers(t, admin, prefix+"events", 2)
+
+	// Nothing changes, so the only reason for a signal is the resubscribe:
+	// the store cannot know what it missed and makes every watcher re-read.
+	killPubSubClients(t, admin)
+	storetest.WaitSignal(t, w, "watcher after the subscriber connection was killed")
+	if n := store.SubscribeCount(watching); n < 2 {
+		t.Fatalf("%d subscribe confirmations after the kill, want 2 or more", n)
+	}
+
+	// Now a change made while the subscription is (probably) down. The
+	// writer's connection is killed too, so its submit may fail; the nonce
+	// makes retrying it safe.
+	waitSubscribers(t, admin, prefix+"events", 2)
+	drain(w)
+	killPubSubClients(t, admin)
+	submitRetrying(t, writer, s.ID, store.Answer{FreeText: "in the gap", Nonce: "gap"})
+	got := waitStatus(t, watching, w, s.ID, store.StatusSubmitted)
+	if got.Result.FreeText != "in the gap" {
+		t.Fatalf("watcher read %+v", got.Result)
+	}
+}
+
+// submitRetrying retries a submit that failed with ErrUnavailable, as a
+// client would, and fails t on any other outcome than success.
+func submitRetrying(t *testing.T, r store.Store, id string, a store.Answer) *store.Session {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), waitBound)
+	defer cancel()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		got, err := r.Submit(ctx, id, a)
+		if err == nil {
+			return got
+		}
+		if !errors.Is(err, store.ErrUnavailable) {
+			t.Fatalf("Submit(%s): %v", id, err)
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("Submit(%s) still failing after %v: %v", id, waitBound, err)
+		case <-tick.C:
+		}
+	}
+}
+
+// getRetrying retries a Get that fails with ErrUnavailable, as while Redis
+// restarts, and fails t on any other error.
+func getRetrying(t *testing.T, r store.Store, id string) *store.Session {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), waitBound)
+	defer cancel()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		got, err := r.Get(ctx, id)
+		if err == nil {
+			return got
+		}
+		if !errors.Is(err, store.ErrUnavailable) {
+			t.Fatalf("Get(%s): %v", id, err)
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("Get(%s) still failing after %v: %v", id, waitBound, err)
+		case <-tick.C:
+		}
+	}
+}
+
+func TestRedisKilledAndRestarted(t *testing.T) {
+	srv := redistest.Start(t)
+	prefix := uniquePrefix()
+	r, other := newRedis(t, srv, prefix), newRedis(t, srv, prefix)
+	ctx := t.Context()
+
+	answered := storetest.NewSession(time.Hour)
+	open := storetest.NewSession(time.Hour)
+	for _, s := range []*store.Session{answered, open} {
+		if err := r.Create(ctx, s, 2*time.Hour); err != nil {
+			t.Fatalf("Create: %v", err)
+		}
+	}
+	acked, err := r.Submit(ctx, answered.ID, store.Answer{SelectedOptions: []string{"yes"}, Nonce: "acked"})
+	if err != nil {
+		t.Fatalf("Submit: %v", err)
+	}
+
+	srv.Kill()
+	// Every call fails with ErrUnavailable, and does so within its deadline
+	// rather than hanging (a hang would trip the test timeout).
+	calls := map[string]func(context.Context) error{
+		"Get": func(ctx context.Context) error { _, err := r.Get(ctx, answered.ID); return err },
+		"Submit": func(ctx context.Context) error {
+			_, err := r.Submit(ctx, open.ID, store.Answer{FreeText: "x"})
+			return err
+		},
+		"Submit with nonce": func(ctx context.Context) error {
+			_, err := r.Submit(ctx, open.ID, store.Answer{FreeText: "x", Nonce: "n"})
+			return err
+		},
+		"Cancel": func(ctx context.Context) error { _, err := r.Cancel(ctx, open.ID); return err },
+		"Create": func(ctx context.Context) error {
+			return r.Create(ctx, storetest.NewSession(time.Minute), time.Hour)
+		},
+		"Ping": func(ctx context.Context) error { return r.Ping(ctx) },
+	}
+	for name, call := range calls {
+		ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
+		err := call(ctx)
+		cancel()
+		if !errors.Is(err, store.ErrUnavailable) {
+			t.Errorf("%s with Redis down: %v, want ErrUnavailable", name, err)
+		}
+	}
+	// A call without a deadline of its own is bounded too.
+	if err := r.Ping(context.Background()); !errors.Is(err, store.ErrUnavailable) {
+		t.Errorf("Ping without deadline, Redis down: %v", err)
+	}
+
+	w := r.Watch(ctx, open.ID)
+	srv.Restart(t)
+
+	// The acknowledged submit survived kill -9 (AOF), and nothing else ran.
+	got := getRetrying(t, r, answered.ID)
+	storetest.SameSession(t, "acknowledged submit after kill -9", got, acked)
+	if st, err := r.Get(ctx, open.ID); err != nil || st.Status != store.StatusPending {
+		t.Fatalf("open session after restart: %+v, %v", st, err)
+	}
+
+	// The subscription came back: a change on another instance reaches the
+	// watcher.
+	drain(w)
+	submitRetrying(t, other, open.ID, store.Answer{FreeText: "after restart", Nonce: "n2"})
+	waitStatus(t, r, w, open.ID, store.StatusSubmitted)
+}
+
+func TestNewRedisErrors(t *testing.T) {
+	if _, err := store.NewRedis(store.RedisOptions{}); err == nil {
+		t.Error("NewRedis without URL or client succeeded")
+	}
+	for _, u := range []string{"http://user:secret@localhost", "redis://user:secret@localhost:port"} {
+		if _, err := store.NewRedis(store.RedisOptions{URL: u}); err == nil || strings.Contains(err.Error(), "secret") {
+			t.Errorf("NewRedis(%q): %v", u, err)
+		}
+	}
+	// A port nobody listens on: the server was started and killed.
+	srv := redistest.Start(t)
+	srv.Kill()
+	if _, err := store.NewRedis(store.RedisOptions{URL: srv.URL()}); !errors.Is(err, store.ErrUnavailable) {
+		t.Errorf("NewRedis with Redis down: %v, want ErrUnavailable", err)
+	}
+}
