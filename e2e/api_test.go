@@ -316,3 +316,13 @@ func TestTokenCommand(t *testing.T) {
 		t.Fatalf("token without JWT_SECRET: %v %s", err, out)
 	}
 }
+
+// TestExampleCaddyfileLoads: the quick-start config the README points at
+// adapts and provisions (caddy validate runs Provision).
+func TestExampleCaddyfileLoads(t *testing.T) {
+	c := newCaddy(t)
+	out, err := caddyCmd(t, c.env, "validate", "--config", "../Caddyfile.example", "--adapter", "caddyfile")
+	if err != nil || !strings.Contains(out, "Valid configuration") {
+		t.Fatalf("validate Caddyfile.example: %v\n%s", err, tail(out, 1500))
+	}
+}
