@@ -7,7 +7,7 @@ GO          ?= go
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: test deps vet build run bench clean
+.PHONY: test deps vet build run bench clean fuzz
 
 test: deps vet
 	$(GO) test -race -count=1 -timeout 40m ./...
@@ -38,3 +38,11 @@ bench: deps
 
 clean:
 	rm -rf bin
+
+# fuzz runs each fuzz target for FUZZTIME (seed corpora under testdata/fuzz run in every `go test`).
+FUZZTIME ?= 30s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeCreate$$' -fuzztime $(FUZZTIME) ./internal/validate/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeSubmit$$' -fuzztime $(FUZZTIME) ./internal/validate/
+	$(GO) test -run '^$$' -fuzz '^FuzzVerifyHeader$$' -fuzztime $(FUZZTIME) ./internal/auth/
+	$(GO) test -run '^$$' -fuzz '^FuzzCaddyfile$$' -fuzztime $(FUZZTIME) .

@@ -127,3 +127,17 @@ func TestPoolSharesStore(t *testing.T) {
 		t.Fatal("store still open after the last handler let go")
 	}
 }
+
+// FuzzCaddyfile: no directive body panics the parser.
+func FuzzCaddyfile(f *testing.F) {
+	for _, s := range []string{
+		"mcp_feedback {\n jwt_secret {env.JWT_SECRET}\n store redis redis://x {\n key_prefix p\n }\n}",
+		"mcp_feedback {\n store memory\n max_options 3\n}", "mcp_feedback {\n default_timeout 1.5s\n}", "mcp_feedback x y {",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		var h Handler
+		_ = h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(in))
+	})
+}

@@ -1,0 +1,97 @@
+package validate
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"unicode/utf8"
+)
+
+// FuzzDecodeCreate: no input panics, and whatever is accepted is within
+// every limit, so nothing downstream has to check again.
+func FuzzDecodeCreate(f *testing.F) {
+	for _, s := range []string{
+		`{"message":"hi"}`,
+		`{"message":"Pick","predefinedOptions":["a","b"],"timeout":300,"metadata":{"k":"v"},"multiSelect":true,"allowFreeText":false}`,
+		`{"message":"hi","timeout":1e400}`, `{"message":"hi","timeout":"300"}`, `{"MESSAGE":"hi"}`,
+		`{"message":"hi","message":"x"}`, `[` + strings.Repeat("[", 100), `{"message":"a\u202eb"}`, "{\"message\":\"\xff\"}",
+		`{"message":"hi","predefinedOptions":[null,1,"a"]}`, `{"message":"hi","wait":true}`,
+	} {
+		f.Add([]byte(s))
+	}
+	lim := DefaultLimits()
+	f.Fuzz(func(t *testing.T, body []byte) {
+		req, extra, verr := DecodeCreate(body, lim, "wait")
+		if verr != nil {
+			if verr.Message == "" || req != nil {
+				t.Fatalf("error without message or with a request: %+v", verr)
+			}
+			return
+		}
+		if !utf8.ValidString(req.Message) || strings.TrimSpace(req.Message) == "" || utf8.RuneCountInString(req.Message) > lim.MaxMessageLength {
+			t.Fatalf("accepted message %q", req.Message)
+		}
+		if len(req.PredefinedOptions) > lim.MaxOptions {
+			t.Fatalf("accepted %d options", len(req.PredefinedOptions))
+		}
+		for _, o := range req.PredefinedOptions {
+			if strings.TrimSpace(o) == "" || utf8.RuneCountInString(o) > lim.MaxOptionLength || strings.ContainsAny(o, "\n\r\x00") {
+				t.Fatalf("accepted option %q", o)
+			}
+		}
+		if req.Timeout < lim.MinTimeout || req.Timeout > lim.MaxTimeout {
+			t.Fatalf("accepted timeout %s", req.Timeout)
+		}
+		if req.Metadata != nil && (len(req.Metadata) > MaxMetadataBytes || !json.Valid(req.Metadata) || req.Metadata[0] != '{') {
+			t.Fatalf("accepted metadata %s", req.Metadata)
+		}
+		if len(req.PredefinedOptions) == 0 && !req.AllowFreeText {
+			t.Fatal("accepted a question nobody could answer")
+		}
+		for k := range extra {
+			if k != "wait" {
+				t.Fatalf("unexpected extra field %q", k)
+			}
+		}
+	})
+}
+
+// FuzzDecodeSubmit: no input panics; an accepted answer checked against a
+// question only ever names offered options.
+func FuzzDecodeSubmit(f *testing.F) {
+	for _, s := range []string{
+		`{"selectedOptions":["a"]}`, `{"freeText":"x","nonce":"n-1"}`, `{"selectedOptions":"a"}`,
+		`{"selectedOptions":["a","a"]}`, `{"nonce":"a b"}`, `{}`, `null`, "{\"freeText\":\"\xff\"}",
+	} {
+		f.Add([]byte(s))
+	}
+	options := []string{"a", "b", "c"}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		req, verr := DecodeSubmit(body)
+		if verr != nil {
+			if verr.Message == "" {
+				t.Fatal("error without a message")
+			}
+			return
+		}
+		if len(req.Nonce) > MaxNonceLength {
+			t.Fatalf("accepted nonce of %d bytes", len(req.Nonce))
+		}
+		for _, multi := range []bool{false, true} {
+			if CheckAnswer(req, options, multi, true) != nil {
+				continue
+			}
+			if !multi && len(req.SelectedOptions) > 1 {
+				t.Fatalf("single-select accepted %v", req.SelectedOptions)
+			}
+			for _, o := range req.SelectedOptions {
+				if o != "a" && o != "b" && o != "c" {
+					t.Fatalf("accepted option %q that was not offered", o)
+				}
+			}
+			if utf8.RuneCountInString(req.FreeText) > MaxFreeTextChars {
+				t.Fatalf("accepted freeText of %d chars", utf8.RuneCountInString(req.FreeText))
+			}
+		}
+	})
+}
