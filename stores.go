@@ -2,6 +2,7 @@ package mcpfeedback
 
 import (
 	"fmt"
+	"net"
 	"net/url"
 
 	"github.com/caddyserver/caddy/v2"
@@ -63,6 +64,11 @@ type RedisStore struct {
 	// `rediss://` for TLS. Placeholders such as `{env.REDIS_URL}` are
 	// resolved when the config loads, so a password stays out of the JSON.
 	URL string `json:"url,omitempty"`
+	// Addresses are more nodes (host:port) of the same deployment. With
+	// them, or with `?addr=host:port` in the URL, a Redis Cluster is
+	// detected and used; one node is enough for rueidis to find the rest,
+	// more survive one being down at start-up.
+	Addresses []string `json:"addresses,omitempty"`
 	// KeyPrefix starts every key and channel name. Default: `mcpfb:`.
 	KeyPrefix string `json:"key_prefix,omitempty"`
 
@@ -87,6 +93,18 @@ func (r *RedisStore) Provision(caddy.Context) error {
 	if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix") {
 		return fmt.Errorf("store redis: %q is not a redis://, rediss:// or unix:// URL", redact(r.resolved))
 	}
+	if len(r.Addresses) > 0 {
+		q := u.Query()
+		for _, a := range r.Addresses {
+			a = caddy.NewReplacer().ReplaceKnown(a, "")
+			if _, _, err := net.SplitHostPort(a); err != nil {
+				return fmt.Errorf("store redis: address %q is not host:port", a)
+			}
+			q.Add("addr", a)
+		}
+		u.RawQuery = q.Encode()
+		r.resolved = u.String()
+	}
 	if r.KeyPrefix == "" {
 		r.KeyPrefix = "mcpfb:"
 	}
@@ -107,7 +125,7 @@ func (r *RedisStore) Open() (store.Store, error) {
 
 // UnmarshalCaddyfile sets up the store from
 //
-//	store redis <url> {
+//	store redis <url> [<host:port>...] {
 //		key_prefix <prefix>
 //	}
 func (r *RedisStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
@@ -116,9 +134,7 @@ func (r *RedisStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		return d.Errf("store redis needs a URL, e.g. `store redis {env.REDIS_URL}`")
 	}
 	r.URL = d.Val()
-	if d.NextArg() {
-		return d.ArgErr()
-	}
+	r.Addresses = d.RemainingArgs()
 	for d.NextBlock(d.Nesting()) {
 		switch d.Val() {
 		case "key_prefix":
