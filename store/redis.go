@@ -20,7 +20,7 @@ const (
 
 	// defaultOpTimeout caps a call whose ctx has no deadline. Without it a
 	// retryable script would be retried for as long as Redis stays down.
-	defaultOpTimeout = 5 * time.Second
+	defaultOpTimeout = 2 * time.Second
 	// defaultWriteTimeout is how long a connection may wait for Redis to
 	// answer before rueidis drops it; it also bounds how long a half-open
 	// subscriber connection goes unnoticed.
