@@ -40,6 +40,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		max_options        <n>
 //		max_option_length  <n>
 //		retention          <duration>
+//		max_pending_per_subject <n> | off
+//		creates_per_minute <n> | off
 //	}
 //
 // Every subdirective may appear once; an unknown one is an error, so that a
@@ -82,9 +84,13 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = oneInt(d, &h.MaxOptions)
 		case "max_option_length":
 			err = oneInt(d, &h.MaxOptionLength)
+		case "max_pending_per_subject":
+			err = oneLimit(d, &h.MaxPendingPerSubject)
+		case "creates_per_minute":
+			err = oneLimit(d, &h.CreatesPerMinute)
 		default:
 			return d.Errf("unknown mcp_feedback option %q (known: jwt_secret, jwt_issuer, jwt_audience, public_url, store, "+
-				"default_timeout, min_timeout, max_timeout, max_message_length, max_options, max_option_length, retention)", name)
+				"default_timeout, min_timeout, max_timeout, max_message_length, max_options, max_option_length, retention, max_pending_per_subject, creates_per_minute)", name)
 		}
 		if err != nil {
 			return err
@@ -142,6 +148,18 @@ func oneInt(d *caddyfile.Dispenser, dst *int) error {
 	}
 	*dst = v
 	return nil
+}
+
+// oneLimit reads a positive limit, or `off` (stored as -1).
+func oneLimit(d *caddyfile.Dispenser, dst *int) error {
+	if d.CountRemainingArgs() == 1 && d.NextArg() {
+		if d.Val() == "off" {
+			*dst = -1
+			return nil
+		}
+		d.Prev()
+	}
+	return oneInt(d, dst)
 }
 
 // Interface guard

@@ -24,6 +24,7 @@ import (
 	"github.com/mcpfeedback/caddy-mcp-feedback/handlers"
 	"github.com/mcpfeedback/caddy-mcp-feedback/internal/auth"
 	"github.com/mcpfeedback/caddy-mcp-feedback/internal/validate"
+	"github.com/mcpfeedback/caddy-mcp-feedback/store"
 )
 
 func init() {
@@ -78,6 +79,16 @@ type Handler struct {
 	// Retention is how long a finished session stays readable after its
 	// deadline (for result lookups and the answer page). Default: 1h.
 	Retention caddy.Duration `json:"retention,omitempty"`
+
+	// MaxPendingPerSubject caps the questions one token subject may have
+	// waiting at once, across every instance sharing the store; past it,
+	// creates get 429 with Retry-After. Default: 100; -1 turns it off.
+	MaxPendingPerSubject int `json:"max_pending_per_subject,omitempty"`
+
+	// CreatesPerMinute caps the questions one subject may create in any
+	// 60 s; past it, creates get 429 with Retry-After. Default: 60; -1
+	// turns it off.
+	CreatesPerMinute int `json:"creates_per_minute,omitempty"`
 
 	svc     *handlers.Service
 	mux     *http.ServeMux
@@ -146,6 +157,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		Verifier:  verifier,
 		Limits:    limits,
 		Retention: time.Duration(h.Retention),
+		Quota:     h.quota(),
 		BaseURL:   baseURL(publicURL),
 		Issuer:    repl.ReplaceKnown(h.JWTIssuer, ""),
 		Logger:    h.logger,
@@ -245,6 +257,19 @@ func (h *Handler) limits() validate.Limits {
 		h.Retention = caddy.Duration(time.Hour)
 	}
 	return l
+}
+
+// quota applies the defaults: a runaway agent must not be able to fill the
+// store or a person's screen, so limits are on unless turned off with -1.
+func (h *Handler) quota() store.Quota {
+	q := store.Quota{MaxPending: 100, CreatesPerMinute: 60}
+	if h.MaxPendingPerSubject != 0 {
+		q.MaxPending = max(h.MaxPendingPerSubject, 0)
+	}
+	if h.CreatesPerMinute != 0 {
+		q.CreatesPerMinute = max(h.CreatesPerMinute, 0)
+	}
+	return q
 }
 
 func checkLimits(l validate.Limits) error {

@@ -24,6 +24,23 @@ import (
 // longest request during an outage) are logged, not asserted: speed is
 // reported, behaviour is tested.
 
+// loadSites is redisSites without per-subject quotas, for tests that
+// create hundreds of sessions with one token.
+func loadSites(url string) string {
+	return `
+http://127.0.0.1:{HTTP} {
+	mcp_feedback {
+		jwt_secret {env.JWT_SECRET}
+		store redis ` + url + ` {
+			key_prefix e2e:
+		}
+		max_pending_per_subject off
+		creates_per_minute off
+	}
+}
+`
+}
+
 func fastClient() *http.Client {
 	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 256, MaxConnsPerHost: 256}}
 }
@@ -83,7 +100,7 @@ func TestRacingSubmitsAcrossInstances(t *testing.T) {
 	rs := redistest.Start(t)
 	var insts []*Caddy
 	for range 3 {
-		insts = append(insts, startCaddy(t, redisSites(rs.URL())))
+		insts = append(insts, startCaddy(t, loadSites(rs.URL())))
 	}
 	client := fastClient()
 	alice := token(t, "alice")
@@ -138,7 +155,7 @@ func TestRacingSubmitsAcrossInstances(t *testing.T) {
 // and retries with the same nonce settle every session.
 func TestRedisKilledUnderLoad(t *testing.T) {
 	rs := redistest.Start(t)
-	c := startCaddy(t, redisSites(rs.URL()))
+	c := startCaddy(t, loadSites(rs.URL()))
 	client := fastClient()
 	alice := token(t, "alice")
 	const n = 300
@@ -334,4 +351,26 @@ func TestScriptFlushAndPubsubKill(t *testing.T) {
 		t.Fatalf("result: %s", r.Body)
 	}
 	checkInvariants(t, rs, "e2e:", map[string]string{cr.SessionID: "after flush"})
+}
+
+// TestQuotaAcrossInstances: the per-subject cap on pending questions holds
+// across instances sharing one Redis, and answers 429 with Retry-After.
+func TestQuotaAcrossInstances(t *testing.T) {
+	rs := redistest.Start(t)
+	sites := strings.Replace(redisSites(rs.URL()), "jwt_secret {env.JWT_SECRET}", "jwt_secret {env.JWT_SECRET}\n\t\tmax_pending_per_subject 3", 1)
+	a, b := startCaddy(t, sites), startCaddy(t, sites)
+	alice := token(t, "alice")
+	createSession(t, a.Client, a.HTTP, alice, `{"message":"1"}`)
+	createSession(t, b.Client, b.HTTP, alice, `{"message":"2"}`)
+	cr, capTok := createSession(t, a.Client, a.HTTP, alice, `{"message":"3"}`)
+	for _, c := range []*Caddy{a, b} {
+		r := do(t, c.Client, "POST", c.HTTP+"/api/feedback/create", `{"message":"4"}`, "Authorization", "Bearer "+alice)
+		if r.Status != 429 || r.Header.Get("Retry-After") == "" || !strings.Contains(r.Body, "quota_exceeded") {
+			t.Fatalf("4th pending question: %d %s", r.Status, r.Body)
+		}
+	}
+	if r := do(t, b.Client, "POST", b.HTTP+"/api/feedback/"+cr.SessionID+"/submit", `{"freeText":"ok"}`, "X-Feedback-Token", capTok); r.Status != 200 {
+		t.Fatalf("submit: %d %s", r.Status, r.Body)
+	}
+	createSession(t, b.Client, b.HTTP, alice, `{"message":"4, after one was answered"}`)
 }

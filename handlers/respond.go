@@ -6,6 +6,8 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/mcpfeedback/caddy-mcp-feedback/internal/validate"
 	"github.com/mcpfeedback/caddy-mcp-feedback/store"
@@ -50,7 +52,10 @@ func notFound(w http.ResponseWriter) {
 // StoreStatus maps a store error to an HTTP status, error code and message:
 // the one mapping every endpoint and the MCP tools share.
 func StoreStatus(err error) (int, string, string) {
+	var qe *store.QuotaError
 	switch {
+	case errors.As(err, &qe):
+		return http.StatusTooManyRequests, "quota_exceeded", qe.Error() + "; retry after " + retryAfter(err) + " s, or answer or cancel pending questions"
 	case errors.Is(err, store.ErrNotFound):
 		return http.StatusNotFound, "not_found", "no session with this id exists, or it is not yours"
 	case errors.Is(err, store.ErrConflict):
@@ -64,10 +69,19 @@ func StoreStatus(err error) (int, string, string) {
 
 func writeStoreError(w http.ResponseWriter, err error) {
 	status, code, msg := StoreStatus(err)
-	if status == http.StatusServiceUnavailable {
-		w.Header().Set("Retry-After", "1")
+	if status == http.StatusServiceUnavailable || status == http.StatusTooManyRequests {
+		w.Header().Set("Retry-After", retryAfter(err))
 	}
 	WriteError(w, status, code, msg)
+}
+
+// retryAfter is the Retry-After value for err, in whole seconds (at least 1).
+func retryAfter(err error) string {
+	var qe *store.QuotaError
+	if errors.As(err, &qe) && qe.RetryAfter > time.Second {
+		return strconv.Itoa(int((qe.RetryAfter + time.Second - 1) / time.Second))
+	}
+	return "1"
 }
 
 // readJSONBody enforces content type and size before anything is parsed.

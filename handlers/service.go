@@ -28,6 +28,9 @@ type Config struct {
 	Limits   validate.Limits
 	// Retention is how long a session stays readable after its deadline.
 	Retention time.Duration
+	// Quota bounds each owner's pending sessions and creates per minute,
+	// when the store can enforce it (both built-in stores can).
+	Quota store.Quota
 	// BaseURL returns the public base of answer links for a request, without
 	// a trailing slash (e.g. "https://fb.example" or "https://ex.com/prefix").
 	BaseURL func(r *http.Request) string
@@ -89,6 +92,11 @@ func (s *Service) CreateSession(ctx context.Context, owner store.Owner, req *val
 	}
 	if sess.PredefinedOptions == nil {
 		sess.PredefinedOptions = []string{}
+	}
+	if lim, ok := s.cfg.Store.(store.Limiter); ok && s.cfg.Quota != (store.Quota{}) {
+		if err := lim.Admit(ctx, owner, sess.ID, sess.ExpiresAt, s.cfg.Quota); err != nil {
+			return nil, fmt.Errorf("creating session: %w", err)
+		}
 	}
 	if err := s.cfg.Store.Create(ctx, sess, req.Timeout+s.cfg.Retention); err != nil {
 		return nil, fmt.Errorf("creating session: %w", err)

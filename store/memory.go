@@ -24,6 +24,9 @@ type Memory struct {
 	closed   bool
 
 	hub *hub
+	// quotas tracks, per owner, pending sessions and recent creates (see
+	// Admit); guarded by mu.
+	quotas map[Owner]*memQuota
 	// now is the store clock; tests may replace it before first use.
 	now func() time.Time
 
