@@ -151,6 +151,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.shared, h.poolKey = sh, backend.PoolKey()
+	sh.life.logger.Store(h.logger)
+	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return fmt.Errorf("registering metrics: %w", err)
+	}
 
 	h.svc = handlers.New(handlers.Config{
 		Store:     sh.store,
@@ -158,6 +162,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		Limits:    limits,
 		Retention: time.Duration(h.Retention),
 		Quota:     h.quota(),
+		Observer:  sh.life,
 		BaseURL:   baseURL(publicURL),
 		Issuer:    repl.ReplaceKnown(h.JWTIssuer, ""),
 		Logger:    h.logger,

@@ -18,10 +18,12 @@ var pool = caddy.NewUsagePool()
 // shared is one pooled backend and what hangs off it.
 type shared struct {
 	store store.Store
+	life  *lifecycle
 }
 
 // Destruct closes the store once no configuration uses it.
 func (s *shared) Destruct() error {
+	s.life.close()
 	if err := s.store.Close(); err != nil {
 		return fmt.Errorf("closing session store: %w", err)
 	}
@@ -34,7 +36,7 @@ func acquireShared(b StoreBackend) (*shared, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &shared{store: st}, nil
+		return &shared{store: st, life: newLifecycle(st)}, nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("opening session store: %w", err)

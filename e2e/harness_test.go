@@ -68,6 +68,7 @@ type Caddy struct {
 	dir                 string
 	HTTPPort, HTTPSPort int
 	AdminPort           int
+	Globals             string // more global options, one per line
 	HTTP, HTTPS         string // base URLs
 	Client              *http.Client
 	env                 []string
@@ -107,8 +108,8 @@ func (c *Caddy) globals() string {
 	auto_https disable_redirects
 	grace_period 5s
 	storage file_system %s
-}
-`, c.AdminPort, c.HTTPPort, c.HTTPSPort, filepath.Join(c.dir, "storage"))
+%s}
+`, c.AdminPort, c.HTTPPort, c.HTTPSPort, filepath.Join(c.dir, "storage"), c.Globals)
 }
 
 // newCaddy prepares ports and directories; sites is the Caddyfile after the

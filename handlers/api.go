@@ -237,6 +237,7 @@ func (s *Service) Authenticate(w http.ResponseWriter, r *http.Request, scope str
 func (s *Service) authenticate(w http.ResponseWriter, r *http.Request, scope string) (*auth.Claims, bool) {
 	claims, aerr := s.cfg.Verifier.VerifyHeader(r.Header.Get("Authorization"))
 	if aerr != nil {
+		s.cfg.Observer.AuthFailed(aerr.Reason)
 		s.log.Info("authentication failed",
 			zap.String("reason", aerr.Reason), zap.String("remote_addr", r.RemoteAddr),
 			zap.String("method", r.Method), zap.String("path", r.URL.Path))
@@ -249,6 +250,7 @@ func (s *Service) authenticate(w http.ResponseWriter, r *http.Request, scope str
 		return nil, false
 	}
 	if scope != "" && !claims.HasScope(scope) {
+		s.cfg.Observer.AuthFailed("insufficient_scope")
 		s.log.Info("authentication failed",
 			zap.String("reason", "insufficient_scope"), zap.String("remote_addr", r.RemoteAddr),
 			zap.String("sub", claims.Subject), zap.String("path", r.URL.Path))
@@ -262,10 +264,11 @@ func (s *Service) authenticate(w http.ResponseWriter, r *http.Request, scope str
 
 func (s *Service) storeFailed(r *http.Request, op string, err error) {
 	if errors.Is(err, store.ErrUnavailable) || !isExpected(err) {
+		s.cfg.Observer.StoreFailed(op)
 		s.log.Error("session store failed", zap.String("op", op), zap.String("path", r.URL.Path), zap.Error(err))
 	}
 }
 
 func isExpected(err error) bool {
-	return errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrGone)
+	return errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrGone) || errors.Is(err, store.ErrQuota)
 }

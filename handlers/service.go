@@ -39,6 +39,8 @@ type Config struct {
 	// Service names this server in /health.
 	Service string
 	Logger  *zap.Logger
+	// Observer is told about sessions, auth failures and store errors.
+	Observer Observer
 	// Now is the clock for new sessions; nil means time.Now.
 	Now func() time.Time
 }
@@ -56,6 +58,9 @@ func New(cfg Config) *Service {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
+	}
+	if cfg.Observer == nil {
+		cfg.Observer = nopObserver{}
 	}
 	if cfg.Service == "" {
 		cfg.Service = "caddy-mcp-feedback"
@@ -101,6 +106,7 @@ func (s *Service) CreateSession(ctx context.Context, owner store.Owner, req *val
 	if err := s.cfg.Store.Create(ctx, sess, req.Timeout+s.cfg.Retention); err != nil {
 		return nil, fmt.Errorf("creating session: %w", err)
 	}
+	s.cfg.Observer.Created(sess)
 	return &Created{Session: sess, FeedbackURL: FeedbackURL(base, sess.ID, token)}, nil
 }
 

@@ -24,6 +24,7 @@ type Memory struct {
 	closed   bool
 
 	hub *hub
+	changeHook
 	// quotas tracks, per owner, pending sessions and recent creates (see
 	// Admit); guarded by mu.
 	quotas map[Owner]*memQuota
@@ -197,13 +198,17 @@ func (m *Memory) update(ctx context.Context, op, id string, fn func(s *Session, 
 	}
 	err := fn(&e.s, now)
 	changed := e.s.Status != before
-	var out *Session
+	var out, after *Session
 	if err == nil {
 		out = cloneSession(&e.s)
+	}
+	if changed {
+		after = cloneSession(&e.s)
 	}
 	m.mu.Unlock()
 
 	if changed {
+		m.changed(after)
 		m.hub.notify(id)
 	}
 	if err != nil {

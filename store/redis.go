@@ -58,6 +58,7 @@ type Redis struct {
 	prefix  string
 	channel string
 	hub     *hub
+	changeHook
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -219,7 +220,7 @@ return {1, changed, redis.call('HGETALL', key)}
 const submitSrc = luaPrelude + `
 if st == 'pending' then
   local now = now_ms()
-  if expire_due(now) then return {3, 1} end
+  if expire_due(now) then return {3, 1, redis.call('HGETALL', key)} end
   local ns = string.format('%d', now)
   redis.call('HSET', key, 'status', 'submitted', 'result', ARGV[3], 'nonce', ARGV[4],
     'submitted_ms', ns, 'updated_ms', ns)
@@ -246,7 +247,7 @@ var (
 var cancelScript = rueidis.NewLuaScriptRetryable(luaPrelude + `
 if st == 'pending' then
   local now = now_ms()
-  if expire_due(now) then return {3, 1} end
+  if expire_due(now) then return {3, 1, redis.call('HGETALL', key)} end
   redis.call('HSET', key, 'status', 'cancelled', 'updated_ms', string.format('%d', now))
   redis.call('PUBLISH', ARGV[1], ARGV[2])
   return {1, 1, redis.call('HGETALL', key)}
@@ -361,6 +362,13 @@ func (r *Redis) run(ctx context.Context, op string, script *rueidis.Lua, id stri
 		return nil, fmt.Errorf("store: %s %s: malformed script reply: %w", op, id, err)
 	}
 	if changed == 1 {
+		if len(reply) >= 3 {
+			if fields, err := reply[2].AsStrMap(); err == nil {
+				if s, err := decodeRedisSession(id, fields); err == nil {
+					r.changed(s)
+				}
+			}
+		}
 		// The PUBLISH reaches our subscriber too, but local watchers should
 		// not depend on the subscription being up.
 		r.hub.notify(id)

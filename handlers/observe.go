@@ -1,0 +1,21 @@
+package handlers
+
+import "github.com/mcpfeedback/caddy-mcp-feedback/store"
+
+// Observer is told what the handlers see, for metrics and logs. The root
+// package implements it with Prometheus collectors; nil means nobody listens.
+// Methods must not block.
+type Observer interface {
+	// Created: a session was stored.
+	Created(s *store.Session)
+	// AuthFailed: a request was refused for its credentials.
+	AuthFailed(reason string)
+	// StoreFailed: the store failed (not "not found" and the like).
+	StoreFailed(op string)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) Created(*store.Session) {}
+func (nopObserver) AuthFailed(string)      {}
+func (nopObserver) StoreFailed(string)     {}
