@@ -42,6 +42,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		retention          <duration>
 //		max_pending_per_subject <n> | off
 //		creates_per_minute <n> | off
+//		notify webhook <url> { header <k> <v>; secret <s>; format json|slack|ntfy; events … }  (repeatable)
 //	}
 //
 // Every subdirective may appear once; an unknown one is an error, so that a
@@ -54,7 +55,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	seen := map[string]bool{}
 	for d.NextBlock(0) {
 		name := d.Val()
-		if seen[name] {
+		if seen[name] && name != "notify" {
 			return d.Errf("%s is set twice", name)
 		}
 		seen[name] = true
@@ -70,6 +71,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = oneString(d, &h.PublicURL)
 		case "store":
 			err = h.unmarshalStore(d)
+		case "notify":
+			err = h.unmarshalNotify(d)
 		case "default_timeout":
 			err = oneDuration(d, &h.DefaultTimeout)
 		case "min_timeout":
@@ -90,7 +93,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = oneLimit(d, &h.CreatesPerMinute)
 		default:
 			return d.Errf("unknown mcp_feedback option %q (known: jwt_secret, jwt_issuer, jwt_audience, public_url, store, "+
-				"default_timeout, min_timeout, max_timeout, max_message_length, max_options, max_option_length, retention, max_pending_per_subject, creates_per_minute)", name)
+				"default_timeout, min_timeout, max_timeout, max_message_length, max_options, max_option_length, retention, max_pending_per_subject, creates_per_minute, notify)", name)
 		}
 		if err != nil {
 			return err

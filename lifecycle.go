@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/mcpfeedback/caddy-mcp-feedback/notify"
 	"github.com/mcpfeedback/caddy-mcp-feedback/store"
 )
 
@@ -20,7 +21,9 @@ import (
 type lifecycle struct {
 	store  store.Store
 	logger atomic.Pointer[zap.Logger]
-	exp    *expirer
+	// notifier is the newest configuration's webhooks (nil: none).
+	notifier atomic.Pointer[notify.Notifier]
+	exp      *expirer
 }
 
 func newLifecycle(st store.Store) *lifecycle {
@@ -36,8 +39,9 @@ func newLifecycle(st store.Store) *lifecycle {
 func (l *lifecycle) close() { l.exp.stop() }
 
 // Created implements handlers.Observer.
-func (l *lifecycle) Created(s *store.Session) {
+func (l *lifecycle) Created(s *store.Session, feedbackURL string) {
 	countCreated(s)
+	l.notifier.Load().Send(notify.EventCreated, s, feedbackURL)
 	l.exp.add(s.ID, s.ExpiresAt)
 	l.logger.Load().Info("session created",
 		zap.String("session", s.ID), zap.String("sub", s.Owner.Subject),
@@ -47,6 +51,12 @@ func (l *lifecycle) Created(s *store.Session) {
 // changed is the store's ChangeFunc. It never logs the answer itself.
 func (l *lifecycle) changed(s *store.Session) {
 	countChange(s)
+	switch s.Status {
+	case store.StatusExpired:
+		l.notifier.Load().Send(notify.EventExpired, s, "")
+	case store.StatusCancelled:
+		l.notifier.Load().Send(notify.EventCancelled, s, "")
+	}
 	l.logger.Load().Info("session "+string(s.Status),
 		zap.String("session", s.ID), zap.String("sub", s.Owner.Subject),
 		zap.String("outcome", string(s.Status)), zap.Duration("latency", latency(s)))

@@ -41,7 +41,7 @@ func TestLifecycle(t *testing.T) {
 		if err := st.Create(t.Context(), s, time.Hour); err != nil {
 			t.Fatal(err)
 		}
-		l.Created(s)
+		l.Created(s, "https://fb.example/feedback/"+id+"#t=t")
 		return s
 	}
 	mk("00000000-0000-4000-8000-000000000001", -time.Millisecond) // already due: the expirer reads it

@@ -24,6 +24,7 @@ import (
 	"github.com/mcpfeedback/caddy-mcp-feedback/handlers"
 	"github.com/mcpfeedback/caddy-mcp-feedback/internal/auth"
 	"github.com/mcpfeedback/caddy-mcp-feedback/internal/validate"
+	"github.com/mcpfeedback/caddy-mcp-feedback/notify"
 	"github.com/mcpfeedback/caddy-mcp-feedback/store"
 )
 
@@ -90,6 +91,12 @@ type Handler struct {
 	// turns it off.
 	CreatesPerMinute int `json:"creates_per_minute,omitempty"`
 
+	// Notify lists webhooks told about each question: created (with the
+	// answer link, so a chat or push service can reach the person),
+	// expired and cancelled. Delivery is signed, retried with backoff and
+	// never delays the request that created the question.
+	Notify []WebhookConfig `json:"notify,omitempty"`
+
 	svc     *handlers.Service
 	mux     *http.ServeMux
 	shared  *shared
@@ -99,6 +106,7 @@ type Handler struct {
 	// (exiting false) or a process exit (exiting true). Long-lived streams
 	// end here, because Caddy waits for them before its own context ends.
 	stopHooks []func(exiting bool)
+	notifier  *notify.Notifier
 }
 
 // CaddyModule returns the Caddy module information.
@@ -168,6 +176,15 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		Logger:    h.logger,
 	})
 	h.mux = h.routes()
+	hooks, err := h.webhooks()
+	if err != nil {
+		return err
+	}
+	if len(hooks) > 0 {
+		h.notifier = notify.New(hooks, notify.Options{Logger: h.logger.Named("notify")})
+	}
+	// The newest configuration's webhooks get the events of the shared store.
+	sh.life.notifier.Store(h.notifier)
 	return h.subscribeStopping(ctx)
 }
 
@@ -231,6 +248,12 @@ func (h *Handler) Validate() error {
 // reloads included, while streams of this instance may still be open; the
 // store closes only when the last configuration using it is gone.
 func (h *Handler) Cleanup() error {
+	if h.notifier != nil {
+		if h.shared != nil {
+			h.shared.life.notifier.CompareAndSwap(h.notifier, nil)
+		}
+		h.notifier.Close()
+	}
 	if h.shared == nil {
 		return nil
 	}

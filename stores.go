@@ -51,7 +51,7 @@ func (*MemoryStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
-	if d.NextBlock(d.Nesting()) {
+	if nesting := d.Nesting(); d.NextBlock(nesting) {
 		return d.Errf("store memory takes no options")
 	}
 	return nil
@@ -135,7 +135,7 @@ func (r *RedisStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	}
 	r.URL = d.Val()
 	r.Addresses = d.RemainingArgs()
-	for d.NextBlock(d.Nesting()) {
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		switch d.Val() {
 		case "key_prefix":
 			if !d.NextArg() {

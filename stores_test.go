@@ -29,3 +29,11 @@ func TestRedisStoreAddresses(t *testing.T) {
 		t.Fatalf("error %v leaks the password or accepts the scheme", err)
 	}
 }
+
+func TestRedisStoreUnknownOptionAfterKnown(t *testing.T) {
+	var r RedisStore
+	d := caddyfile.NewTestDispenser("redis redis://127.0.0.1:7000 {\n key_prefix c:\n pool_size 3\n}")
+	if err := r.UnmarshalCaddyfile(d); err == nil || !strings.Contains(err.Error(), "pool_size") {
+		t.Fatalf("unknown option after key_prefix: %v", err)
+	}
+}

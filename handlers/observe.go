@@ -6,8 +6,8 @@ import "github.com/mcpfeedback/caddy-mcp-feedback/store"
 // package implements it with Prometheus collectors; nil means nobody listens.
 // Methods must not block.
 type Observer interface {
-	// Created: a session was stored.
-	Created(s *store.Session)
+	// Created: a session was stored; feedbackURL is its answer link.
+	Created(s *store.Session, feedbackURL string)
 	// AuthFailed: a request was refused for its credentials.
 	AuthFailed(reason string)
 	// StoreFailed: the store failed (not "not found" and the like).
@@ -16,6 +16,6 @@ type Observer interface {
 
 type nopObserver struct{}
 
-func (nopObserver) Created(*store.Session) {}
-func (nopObserver) AuthFailed(string)      {}
-func (nopObserver) StoreFailed(string)     {}
+func (nopObserver) Created(*store.Session, string) {}
+func (nopObserver) AuthFailed(string)              {}
+func (nopObserver) StoreFailed(string)             {}

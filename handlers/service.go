@@ -106,8 +106,9 @@ func (s *Service) CreateSession(ctx context.Context, owner store.Owner, req *val
 	if err := s.cfg.Store.Create(ctx, sess, req.Timeout+s.cfg.Retention); err != nil {
 		return nil, fmt.Errorf("creating session: %w", err)
 	}
-	s.cfg.Observer.Created(sess)
-	return &Created{Session: sess, FeedbackURL: FeedbackURL(base, sess.ID, token)}, nil
+	link := FeedbackURL(base, sess.ID, token)
+	s.cfg.Observer.Created(sess, link)
+	return &Created{Session: sess, FeedbackURL: link}, nil
 }
 
 // FeedbackURL is the answer link. The token sits in the fragment, which
