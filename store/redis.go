@@ -361,14 +361,19 @@ func (r *Redis) run(ctx context.Context, op string, script *rueidis.Lua, id stri
 	if err := errors.Join(err1, err2); err != nil {
 		return nil, fmt.Errorf("store: %s %s: malformed script reply: %w", op, id, err)
 	}
-	if changed == 1 {
-		if len(reply) >= 3 {
-			if fields, err := reply[2].AsStrMap(); err == nil {
-				if s, err := decodeRedisSession(id, fields); err == nil {
-					r.changed(s)
-				}
-			}
+	// Decode the session once: the caller and the change hook share it.
+	var sess *Session
+	if len(reply) >= 3 && (code == codeOK || changed == 1) {
+		fields, err := reply[2].AsStrMap()
+		if err != nil {
+			return nil, fmt.Errorf("store: %s %s: malformed session: %w", op, id, err)
 		}
+		if sess, err = decodeRedisSession(id, fields); err != nil {
+			return nil, fmt.Errorf("store: %s %s: %w", op, id, err)
+		}
+	}
+	if changed == 1 {
+		r.changed(sess)
 		// The PUBLISH reaches our subscriber too, but local watchers should
 		// not depend on the subscription being up.
 		r.hub.notify(id)
@@ -384,18 +389,10 @@ func (r *Redis) run(ctx context.Context, op string, script *rueidis.Lua, id stri
 	default:
 		return nil, fmt.Errorf("store: %s %s: unknown script result %d", op, id, code)
 	}
-	if len(reply) < 3 {
+	if sess == nil {
 		return nil, fmt.Errorf("store: %s %s: script reply without session", op, id)
 	}
-	fields, err := reply[2].AsStrMap()
-	if err != nil {
-		return nil, fmt.Errorf("store: %s %s: malformed session: %w", op, id, err)
-	}
-	s, err := decodeRedisSession(id, fields)
-	if err != nil {
-		return nil, fmt.Errorf("store: %s %s: %w", op, id, err)
-	}
-	return s, nil
+	return sess, nil
 }
 
 func decodeRedisSession(id string, f map[string]string) (*Session, error) {

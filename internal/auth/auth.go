@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -93,7 +94,16 @@ func (e *Error) Description() string {
 type Verifier struct {
 	secret []byte
 	parser *jwt.Parser
+	// verified remembers tokens whose signature and claims checked out, so
+	// an agent's repeated calls skip the HMAC and JSON work (the largest
+	// cost of a status request in profiles). Claims of a signed token
+	// cannot change, so a hit only has to check that it has not expired.
+	mu       sync.Mutex
+	verified map[string]*Claims
 }
+
+// verifiedCacheSize bounds the cache; when full it starts over.
+const verifiedCacheSize = 4096
 
 // NewVerifier builds a Verifier. issuer and audience are required in every
 // token when not empty.
@@ -113,7 +123,7 @@ func NewVerifier(secret []byte, issuer, audience string) (*Verifier, error) {
 	if audience != "" {
 		opts = append(opts, jwt.WithAudience(audience))
 	}
-	return &Verifier{secret: slices.Clone(secret), parser: jwt.NewParser(opts...)}, nil
+	return &Verifier{secret: slices.Clone(secret), parser: jwt.NewParser(opts...), verified: map[string]*Claims{}}, nil
 }
 
 // BearerToken extracts the token from an Authorization header value. The
@@ -150,6 +160,17 @@ func (v *Verifier) Verify(token string) (*Claims, *Error) {
 	if len(token) > MaxBearerLength {
 		return nil, &Error{Code: "invalid_token", Reason: "too_long"}
 	}
+	v.mu.Lock()
+	cached := v.verified[token]
+	v.mu.Unlock()
+	if cached != nil {
+		if time.Now().Before(cached.ExpiresAt.Add(Leeway)) {
+			return cached.clone(), nil
+		}
+		v.mu.Lock()
+		delete(v.verified, token)
+		v.mu.Unlock()
+	}
 	claims := &Claims{}
 	_, err := v.parser.ParseWithClaims(token, claims, v.key)
 	if err != nil {
@@ -158,7 +179,30 @@ func (v *Verifier) Verify(token string) (*Claims, *Error) {
 	if claims.Subject == "" {
 		return nil, &Error{Code: "invalid_token", Reason: "claims", Err: errors.New("token has no sub claim")}
 	}
+	v.mu.Lock()
+	if len(v.verified) >= verifiedCacheSize {
+		clear(v.verified)
+	}
+	v.verified[token] = claims.clone()
+	v.mu.Unlock()
 	return claims, nil
+}
+
+// clone copies the claims so that callers cannot change the cached ones.
+func (c *Claims) clone() *Claims {
+	out := *c
+	out.Audience = slices.Clone(c.Audience)
+	for _, d := range []**jwt.NumericDate{&out.ExpiresAt, &out.IssuedAt, &out.NotBefore} {
+		if *d != nil {
+			nd := **d
+			*d = &nd
+		}
+	}
+	if c.Scope != nil {
+		s := *c.Scope
+		out.Scope = &s
+	}
+	return &out
 }
 
 var errCrit = errors.New("tokens with a crit header are not accepted")

@@ -94,3 +94,47 @@ func signed(tok string) string {
 	}
 	return tok[:i]
 }
+
+// TestVerifiedCache: a cached token stops being accepted once it expires,
+// and the claims a caller gets cannot change the cached ones.
+func TestVerifiedCache(t *testing.T) {
+	v, _ := NewVerifier(secret, "", "")
+	now := time.Now()
+	short, _ := Mint(secret, TokenOptions{Subject: "alice", TTL: time.Second, Now: now.Add(-Leeway - 2*time.Second), Scope: []string{ScopeRead}})
+	// Issued in the past and expired beyond the leeway: refused, first time and every time.
+	for range 2 {
+		if _, aerr := v.Verify(short); aerr == nil || aerr.Reason != "expired" {
+			t.Fatalf("expired token: %v", aerr)
+		}
+	}
+	tok, _ := Mint(secret, TokenOptions{Subject: "alice", TTL: time.Hour, Scope: []string{ScopeRead}})
+	c1, aerr := v.Verify(tok)
+	if aerr != nil {
+		t.Fatal(aerr)
+	}
+	*c1.Scope = "feedback:create"
+	c1.Subject = "mallory"
+	c1.ExpiresAt.Time = now.Add(-time.Hour)
+	c2, aerr := v.Verify(tok)
+	if aerr != nil || c2.Subject != "alice" || !c2.HasScope(ScopeRead) || c2.HasScope(ScopeCreate) || c2.ExpiresAt.Before(now) {
+		t.Fatalf("cached claims were changed through a returned copy: %+v %v", c2, aerr)
+	}
+	// A cached entry past its expiry is dropped, not served.
+	v.mu.Lock()
+	v.verified[tok].ExpiresAt.Time = now.Add(-time.Hour)
+	v.mu.Unlock()
+	if _, aerr := v.Verify(tok); aerr != nil {
+		// the token itself is still valid: it is verified again from scratch
+		t.Fatalf("re-verification failed: %v", aerr)
+	}
+}
+
+func BenchmarkVerify(b *testing.B) {
+	v, _ := NewVerifier(secret, "", "")
+	tok, _ := Mint(secret, TokenOptions{Subject: "alice", TTL: time.Hour})
+	for b.Loop() {
+		if _, aerr := v.Verify(tok); aerr != nil {
+			b.Fatal(aerr)
+		}
+	}
+}
