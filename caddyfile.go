@@ -9,6 +9,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/mcpfeedback/caddy-mcp-feedback/handlers"
 )
 
 func init() {
@@ -43,6 +45,10 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		max_pending_per_subject <n> | off
 //		creates_per_minute <n> | off
 //		notify webhook <url> { header <k> <v>; secret <s>; format json|slack|ntfy; events … }  (repeatable)
+//		allowed_origins    <origin> [<origin>...]
+//		ws_max_per_session <n>
+//		ws_max_per_subject <n>
+//		elicitation        off | url | form
 //	}
 //
 // Every subdirective may appear once; an unknown one is an error, so that a
@@ -91,9 +97,25 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = oneLimit(d, &h.MaxPendingPerSubject)
 		case "creates_per_minute":
 			err = oneLimit(d, &h.CreatesPerMinute)
+		case "allowed_origins":
+			if err = manyStrings(d, &h.AllowedOrigins); err == nil {
+				for _, o := range h.AllowedOrigins {
+					if _, oerr := handlers.CanonicalOrigin(o); oerr != nil {
+						return d.Err(oerr.Error())
+					}
+				}
+			}
+		case "ws_max_per_session":
+			err = oneInt(d, &h.WSMaxPerSession)
+		case "ws_max_per_subject":
+			err = oneInt(d, &h.WSMaxPerSubject)
+		case "elicitation":
+			if err = oneString(d, &h.Elicitation); err == nil && h.Elicitation != "off" && h.Elicitation != "url" && h.Elicitation != "form" {
+				return d.Errf("elicitation must be off, url or form, not %q", h.Elicitation)
+			}
 		default:
 			return d.Errf("unknown mcp_feedback option %q (known: jwt_secret, jwt_issuer, jwt_audience, public_url, store, "+
-				"default_timeout, min_timeout, max_timeout, max_message_length, max_options, max_option_length, retention, max_pending_per_subject, creates_per_minute, notify)", name)
+				"default_timeout, min_timeout, max_timeout, max_message_length, max_options, max_option_length, retention, max_pending_per_subject, creates_per_minute, notify, allowed_origins, ws_max_per_session, ws_max_per_subject, elicitation)", name)
 		}
 		if err != nil {
 			return err
@@ -123,6 +145,16 @@ func oneString(d *caddyfile.Dispenser, dst *string) error {
 	*dst = d.Val()
 	if d.NextArg() {
 		return d.Errf("%s takes one value", name)
+	}
+	return nil
+}
+
+// manyStrings reads one or more values on the option's line.
+func manyStrings(d *caddyfile.Dispenser, dst *[]string) error {
+	name := d.Val()
+	*dst = append(*dst, d.RemainingArgs()...)
+	if len(*dst) == 0 {
+		return d.Errf("%s needs at least one value", name)
 	}
 	return nil
 }

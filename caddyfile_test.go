@@ -141,3 +141,72 @@ func FuzzCaddyfile(f *testing.F) {
 		_ = h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(in))
 	})
 }
+
+// TestUnmarshalCaddyfileHumanSide: the answer page and WebSocket options.
+func TestUnmarshalCaddyfileHumanSide(t *testing.T) {
+	var h Handler
+	err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(`mcp_feedback {
+		allowed_origins https://app.example.com http://localhost:8080
+		ws_max_per_session 3
+		ws_max_per_subject 7
+	}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(h.AllowedOrigins, " ") != "https://app.example.com http://localhost:8080" || h.WSMaxPerSession != 3 || h.WSMaxPerSubject != 7 {
+		t.Fatalf("parsed %+v", h)
+	}
+	for name, c := range map[string]struct{ in, want string }{
+		"no origin":         {"mcp_feedback {\n allowed_origins\n}", "needs at least one value"},
+		"origin with path":  {"mcp_feedback {\n allowed_origins https://a.example/x\n}", "must be an origin"},
+		"wildcard origin":   {"mcp_feedback {\n allowed_origins https://*.example.com\n}", "no wildcards"},
+		"scheme-less":       {"mcp_feedback {\n allowed_origins app.example.com\n}", "must be an origin"},
+		"origins twice":     {"mcp_feedback {\n allowed_origins https://a.example\n allowed_origins https://b.example\n}", "set twice"},
+		"zero session cap":  {"mcp_feedback {\n ws_max_per_session 0\n}", "not a positive whole number"},
+		"text subject cap":  {"mcp_feedback {\n ws_max_per_subject many\n}", "not a positive whole number"},
+		"unknown ws option": {"mcp_feedback {\n ws_max 3\n}", "ws_max_per_session"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			var h Handler
+			err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(c.in))
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error %v, want one containing %q", err, c.want)
+			}
+		})
+	}
+	// JSON configs skip the Caddyfile parser; Provision checks them too.
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: t.Context()})
+	defer cancel()
+	bad := Handler{JWTSecret: strings.Repeat("s", 32), AllowedOrigins: []string{"https://*.example.com"}}
+	if err := bad.Provision(ctx); err == nil || !strings.Contains(err.Error(), "allowed_origins") {
+		t.Fatalf("Provision with a wildcard origin: %v", err)
+	}
+	if err := bad.Cleanup(); err != nil {
+		t.Fatalf("Cleanup after a failed Provision: %v", err)
+	}
+}
+
+// TestUnmarshalCaddyfileElicitation: the MCP elicitation option.
+func TestUnmarshalCaddyfileElicitation(t *testing.T) {
+	for _, mode := range []string{"off", "url", "form"} {
+		var h Handler
+		if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser("mcp_feedback {\n elicitation " + mode + "\n}")); err != nil || h.Elicitation != mode {
+			t.Fatalf("elicitation %s: %v, parsed %q", mode, err, h.Elicitation)
+		}
+	}
+	for name, c := range map[string]struct{ in, want string }{
+		"unknown mode": {"mcp_feedback {\n elicitation always\n}", `elicitation must be off, url or form, not "always"`},
+		"no mode":      {"mcp_feedback {\n elicitation\n}", "needs a value"},
+		"two modes":    {"mcp_feedback {\n elicitation url form\n}", "takes one value"},
+		"twice":        {"mcp_feedback {\n elicitation url\n elicitation off\n}", "set twice"},
+		"typo listed":  {"mcp_feedback {\n elicitaton url\n}", "elicitation)"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			var h Handler
+			err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(c.in))
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error %v, want one containing %q", err, c.want)
+			}
+		})
+	}
+}

@@ -97,11 +97,40 @@ type Handler struct {
 	// never delays the request that created the question.
 	Notify []WebhookConfig `json:"notify,omitempty"`
 
+	// AllowedOrigins lists other origins, each `scheme://host[:port]` (e.g.
+	// `https://app.example.com`), whose pages may open the live-update
+	// WebSocket and post answers. The site's own origin is always allowed;
+	// anything else is refused (403), so another site cannot act with a
+	// visitor's browser.
+	AllowedOrigins []string `json:"allowed_origins,omitempty"`
+
+	// WSMaxPerSession caps the WebSockets open on one session (answer pages
+	// and apps together). Default: 10.
+	WSMaxPerSession int `json:"ws_max_per_session,omitempty"`
+
+	// WSMaxPerSubject caps the WebSockets one token subject (`sub`) has
+	// open across all its sessions. Default: 20.
+	WSMaxPerSubject int `json:"ws_max_per_subject,omitempty"`
+
+	// Elicitation is how a waiting MCP call may also reach the person
+	// through the agent's own client, when that client declares it can:
+	// `url` (the default) asks the client to open the answer link, `form`
+	// asks questions with predefined options in the client's own form (the
+	// answer is stored like one from the page; other questions use the
+	// link), and `off` sends nothing.
+	Elicitation string `json:"elicitation,omitempty"`
+
 	svc     *handlers.Service
+	human   *handlers.Human
 	mux     *http.ServeMux
 	shared  *shared
 	poolKey string
 	logger  *zap.Logger
+	// mcp is the pooled MCP server (mcp.go); mcpKey is set while this
+	// handler holds a reference to it.
+	mcp       *handlers.MCP
+	mcpKey    string
+	mcpConfig handlers.MCPConfig
 	// stopHooks run when this handler's configuration stops: on a reload
 	// (exiting false) or a process exit (exiting true). Long-lived streams
 	// end here, because Caddy waits for them before its own context ends.
@@ -175,6 +204,21 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		Issuer:    repl.ReplaceKnown(h.JWTIssuer, ""),
 		Logger:    h.logger,
 	})
+	human, err := handlers.NewHuman(h.svc, handlers.HumanConfig{
+		AllowedOrigins:       h.AllowedOrigins,
+		MaxSocketsPerSession: h.WSMaxPerSession,
+		MaxSocketsPerSubject: h.WSMaxPerSubject,
+	})
+	if err != nil {
+		return err
+	}
+	h.human = human
+	// WebSockets are hijacked, so Caddy's shutdown does not see them: this
+	// configuration closes its own, 1012 on a reload and 1001 on exit.
+	h.stopHooks = append(h.stopHooks, human.Stop)
+	if err := h.provisionMCP(ctx); err != nil {
+		return err
+	}
 	h.mux = h.routes()
 	hooks, err := h.webhooks()
 	if err != nil {
@@ -217,13 +261,28 @@ func (h *Handler) routes() *http.ServeMux {
 
 	mux.Handle("/api/feedback/create", handlers.Methods(s.Create, http.MethodPost))
 	mux.Handle("/api/feedback/{id}/status", handlers.Methods(s.Status, http.MethodGet))
-	mux.Handle("/api/feedback/{id}/submit", handlers.Methods(s.Submit, http.MethodPost))
+	// Cross-site browser posts are refused here as on the page's submit.
+	mux.Handle("/api/feedback/{id}/submit", h.human.Protect(handlers.Methods(s.Submit, http.MethodPost)))
 	mux.Handle("/api/feedback/{id}/result", handlers.Methods(s.Result, http.MethodGet))
 	mux.HandleFunc("/api/feedback/", handlers.UnknownEndpoint)
 
 	// MCP: Streamable HTTP at /mcp, legacy SSE at /sse + /message.
+	// They authenticate like the API (handlers/mcp.go).
+	mcpEP := h.mcp.Endpoints(s, h.mcpConfig)
+	mux.Handle("/mcp", mcpEP.Streamable)
+	mux.Handle("/sse", mcpEP.SSE)
+	mux.Handle("/message", mcpEP.Message)
 
 	// The person's side: the answer page /feedback/{id} and /ws/{id}.
+	// The page is a shell; its script reads the token from the link's
+	// fragment and posts it to /feedback/{id}/view and …/submit in the body,
+	// which access logs never record (handlers/page.go).
+	hp := h.human
+	mux.Handle("/feedback/{id}", hp.Protect(handlers.Methods(hp.Page, http.MethodGet, http.MethodHead)))
+	mux.Handle("/feedback/{id}/view", hp.Protect(handlers.Methods(hp.View, http.MethodPost)))
+	mux.Handle("/feedback/{id}/submit", hp.Protect(handlers.Methods(hp.Submit, http.MethodPost)))
+	mux.Handle(handlers.StaticPrefix+"{name}", handlers.Methods(hp.Static, http.MethodGet, http.MethodHead))
+	mux.Handle("/ws/{id}", handlers.Methods(hp.WS, http.MethodGet))
 	return mux
 }
 
@@ -248,6 +307,15 @@ func (h *Handler) Validate() error {
 // reloads included, while streams of this instance may still be open; the
 // store closes only when the last configuration using it is gone.
 func (h *Handler) Cleanup() error {
+	if h.human != nil {
+		// Normally done already by the "stopping" hook; this covers a
+		// configuration unloaded without that event. Idempotent.
+		h.human.Stop(caddy.Exiting())
+	}
+	// Before the store: the MCP server's waits use it.
+	if err := h.releaseMCP(); err != nil {
+		h.logger.Error("cleanup", zap.Error(err))
+	}
 	if h.notifier != nil {
 		if h.shared != nil {
 			h.shared.life.notifier.CompareAndSwap(h.notifier, nil)

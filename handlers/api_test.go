@@ -171,6 +171,21 @@ func TestLifecycle(t *testing.T) {
 	}
 }
 
+// TestFreeTextAnswerListsNoOptions: an answer in words alone reports
+// selectedOptions as [] (clients and output schemas expect an array).
+func TestFreeTextAnswerListsNoOptions(t *testing.T) {
+	s := newService(t, store.NewMemory())
+	alice := mint(t, "alice")
+	id, capTok := create(t, s, alice, `{"message":"Say something"}`)
+	if w := s.do(t, s.Submit, call{method: "POST", id: id, body: `{"freeText":"hi"}`, headers: map[string]string{"X-Feedback-Token": capTok}}); w.Code != 200 {
+		t.Fatalf("submit: %d", w.Code)
+	}
+	w := s.do(t, s.Result, call{method: "GET", id: id, headers: bearer(alice)})
+	if !strings.Contains(w.Body.String(), `"selectedOptions":[]`) {
+		t.Fatalf("result %s", w.Body)
+	}
+}
+
 func TestOwnerJWTMaySubmit(t *testing.T) {
 	s := newService(t, store.NewMemory())
 	alice, bob := mint(t, "alice"), mint(t, "bob")
@@ -287,20 +302,26 @@ func TestScopes(t *testing.T) {
 
 // TestCreateBadInput is the corpus from the issue: each input is refused
 // with the status a client can act on and a message saying what was wrong.
-func TestCreateBadInput(t *testing.T) {
-	s := newService(t, store.NewMemory())
-	tok := mint(t, "alice")
-	opts := func(n, size int) string {
-		o := make([]string, n)
-		for i := range o {
-			o[i] = fmt.Sprintf("%q", fmt.Sprintf("%0*d", size, i))
-		}
-		return "[" + strings.Join(o, ",") + "]"
+// corpusCase is one bad create body and the status the REST API gives it.
+type corpusCase struct {
+	name, body, ctype string
+	want              int
+}
+
+// corpusOpts is a JSON array of n distinct options of size digits each.
+func corpusOpts(n, size int) string {
+	o := make([]string, n)
+	for i := range o {
+		o[i] = fmt.Sprintf("%q", fmt.Sprintf("%0*d", size, i))
 	}
-	cases := []struct {
-		name, body, ctype string
-		want              int
-	}{
+	return "[" + strings.Join(o, ",") + "]"
+}
+
+// createCorpus is the bad-input corpus of a create. The MCP tool gets the
+// same one as its arguments (TestMCP), so both give the same answers.
+func createCorpus() []corpusCase {
+	opts := corpusOpts
+	return []corpusCase{
 		{"empty body", ``, "", 400},
 		{"whitespace body", "  \n", "", 400},
 		{"oversized body", `{"message":"` + strings.Repeat("a", 70<<10) + `"}`, "", 413},
@@ -359,6 +380,13 @@ func TestCreateBadInput(t *testing.T) {
 		{"nothing to answer", `{"message":"hi","allowFreeText":false}`, "", 400},
 		{"multiSelect without options", `{"message":"hi","multiSelect":true}`, "", 400},
 	}
+}
+
+func TestCreateBadInput(t *testing.T) {
+	s := newService(t, store.NewMemory())
+	tok := mint(t, "alice")
+	opts := corpusOpts
+	cases := createCorpus()
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			w := s.do(t, s.Create, call{method: "POST", body: c.body, ctype: c.ctype, headers: bearer(tok)})

@@ -349,7 +349,13 @@ func decodeOptions(raw json.RawMessage, lim Limits) ([]string, *Error) {
 }
 
 func decodeTimeout(raw json.RawMessage, lim Limits) (time.Duration, *Error) {
-	bad := invalid("timeout must be a whole number of seconds from %d to %d", int64(lim.MinTimeout/time.Second), int64(lim.MaxTimeout/time.Second))
+	return decodeSeconds(raw, "timeout", lim)
+}
+
+// decodeSeconds reads a whole number of seconds from lim.MinTimeout to
+// lim.MaxTimeout; name is the field the message names.
+func decodeSeconds(raw json.RawMessage, name string, lim Limits) (time.Duration, *Error) {
+	bad := invalid("%s must be a whole number of seconds from %d to %d", name, int64(lim.MinTimeout/time.Second), int64(lim.MaxTimeout/time.Second))
 	s := string(raw)
 	if s == "" || (s[0] != '-' && (s[0] < '0' || s[0] > '9')) || strings.ContainsAny(s, ".eE") {
 		return 0, bad

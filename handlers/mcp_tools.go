@@ -1,0 +1,424 @@
+package handlers
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/mark3labs/mcp-go/mcp"
+	"github.com/mark3labs/mcp-go/server"
+	"go.uber.org/zap"
+
+	"github.com/mcpfeedback/caddy-mcp-feedback/internal/auth"
+	"github.com/mcpfeedback/caddy-mcp-feedback/internal/validate"
+	"github.com/mcpfeedback/caddy-mcp-feedback/store"
+)
+
+// Tool names.
+const (
+	ToolInteractiveFeedback = "interactive_feedback"
+	ToolGetFeedbackResult   = "get_feedback_result"
+	ToolCheckFeedbackStatus = "check_feedback_status"
+	ToolCancelFeedback      = "cancel_feedback"
+)
+
+// Outcome is the structured result of interactive_feedback and
+// get_feedback_result.
+type Outcome struct {
+	SessionID   string        `json:"sessionId"`
+	Status      store.Status  `json:"status"`
+	FeedbackURL string        `json:"feedbackUrl,omitempty"`
+	ExpiresAt   time.Time     `json:"expiresAt"`
+	Result      *store.Result `json:"result,omitempty"`
+}
+
+// SessionState is the structured result of check_feedback_status and
+// cancel_feedback.
+type SessionState struct {
+	SessionID string       `json:"sessionId"`
+	Status    store.Status `json:"status"`
+	CreatedAt time.Time    `json:"createdAt"`
+	ExpiresAt time.Time    `json:"expiresAt"`
+	UpdatedAt time.Time    `json:"updatedAt"`
+}
+
+// The output schemas are written out rather than derived from the structs:
+// derivation would describe time.Time as an object, and a tag it cannot
+// parse silently drops the schema. TestToolSchemas keeps them in step.
+const statusSchema = `{"type":"string","enum":["pending","submitted","expired","cancelled"],
+ "description":"pending: not answered yet; submitted: the user answered; expired: nobody answered in time; cancelled: the question was withdrawn"}`
+
+var outcomeSchema = json.RawMessage(`{"type":"object","properties":{
+ "sessionId":{"type":"string","description":"Id of the question; pass it to get_feedback_result, check_feedback_status or cancel_feedback."},
+ "status":` + statusSchema + `,
+ "feedbackUrl":{"type":"string","description":"Link where the user answers. Show it to them. It carries a secret: do not put it anywhere public."},
+ "expiresAt":{"type":"string","format":"date-time","description":"When the question closes if unanswered."},
+ "result":{"type":"object","description":"The user's answer, when status is submitted.","properties":{
+   "selectedOptions":{"type":"array","items":{"type":"string"},"description":"The predefined options the user picked."},
+   "freeText":{"type":"string","description":"What the user wrote, if anything."},
+   "submittedAt":{"type":"string","format":"date-time"}},
+  "required":["selectedOptions","freeText","submittedAt"]}},
+ "required":["sessionId","status","expiresAt"]}`)
+
+var stateSchema = json.RawMessage(`{"type":"object","properties":{
+ "sessionId":{"type":"string"},
+ "status":` + statusSchema + `,
+ "createdAt":{"type":"string","format":"date-time"},
+ "expiresAt":{"type":"string","format":"date-time","description":"When the question closes if unanswered."},
+ "updatedAt":{"type":"string","format":"date-time"}},
+ "required":["sessionId","status","createdAt","expiresAt","updatedAt"]}`)
+
+func annotations(title string, readOnly, destructive, idempotent, openWorld bool) mcp.ToolOption {
+	return mcp.WithToolAnnotation(mcp.ToolAnnotation{
+		Title:           title,
+		ReadOnlyHint:    mcp.ToBoolPtr(readOnly),
+		DestructiveHint: mcp.ToBoolPtr(destructive),
+		IdempotentHint:  mcp.ToBoolPtr(idempotent),
+		OpenWorldHint:   mcp.ToBoolPtr(openWorld),
+	})
+}
+
+func sessionIDArg() mcp.ToolOption {
+	return mcp.WithString("sessionId", mcp.Required(),
+		mcp.Description("The sessionId that interactive_feedback returned."))
+}
+
+// Tools lists the tool definitions (for documentation and tests).
+func (m *MCP) Tools() []mcp.Tool {
+	ts := m.server.ListTools()
+	out := make([]mcp.Tool, 0, len(ts))
+	for _, t := range ts {
+		out = append(out, t.Tool)
+	}
+	return out
+}
+
+func (m *MCP) addTools() {
+	m.server.AddTool(mcp.NewTool(ToolInteractiveFeedback,
+		mcp.WithDescription(`Ask the user (a person) a question and get their answer. Use it when you need a decision, a confirmation or information that only the user has; not for questions you can answer yourself.
+The user answers on a web page, possibly on another device. Without wait, this returns at once with a feedbackUrl: show that link to the user, then call get_feedback_result with the sessionId and wait to receive the answer. With wait: true, this call itself blocks until the user answers or the question expires (send a progressToken and allow a long timeout; progress is reported at least every 15 seconds).
+If the result says expired, the user is away: continue with your best judgement and do not ask again.`),
+		mcp.WithString("message", mcp.Required(),
+			mcp.Description("The question, in Markdown. Make it self-contained: the user may read it away from your context. At most 1000 characters by default.")),
+		mcp.WithArray("predefinedOptions", mcp.WithStringItems(),
+			mcp.Description("Answers the user can pick from (at most 10 by default, each at most 100 characters, no duplicates). Omit for a free-text question.")),
+		mcp.WithInteger("timeout",
+			mcp.Description("Seconds the question stays open; by default from 30 to 3600, default 300. When it passes unanswered the status becomes expired.")),
+		mcp.WithObject("metadata",
+			mcp.Description("Optional JSON object (at most 2 KiB) kept with the question, e.g. what task it belongs to.")),
+		mcp.WithBoolean("multiSelect",
+			mcp.Description("Let the user pick several predefinedOptions. Default false.")),
+		mcp.WithBoolean("allowFreeText",
+			mcp.Description("Let the user write their own answer besides the options. Default true; must be true when there are no options.")),
+		mcp.WithBoolean("wait",
+			mcp.Description("Block until the user answers, the question expires or it is cancelled. Default false (return the link at once).")),
+		mcp.WithRawOutputSchema(outcomeSchema),
+		annotations("Ask the user", false, false, false, true),
+	), m.interactiveFeedback)
+
+	m.server.AddTool(mcp.NewTool(ToolGetFeedbackResult,
+		mcp.WithDescription(`Get the user's answer to a question asked with interactive_feedback. With wait (seconds), waits up to that long for the answer, and returns as soon as it arrives; the wait also ends when the question expires. Without wait, returns the current state at once.
+status submitted: result holds the answer. pending: not answered yet, call again with wait. expired: the user is away; continue with your best judgement and do not ask again. cancelled: the question was withdrawn.`),
+		sessionIDArg(),
+		mcp.WithInteger("wait",
+			mcp.Description("Seconds to wait for the answer, from 0 to 3600 by default; waiting stops at the question's expiry anyway. Send a progressToken and allow a long timeout: progress is reported at least every 15 seconds.")),
+		mcp.WithRawOutputSchema(outcomeSchema),
+		annotations("Get the user's answer", true, false, true, false),
+	), m.getFeedbackResult)
+
+	m.server.AddTool(mcp.NewTool(ToolCheckFeedbackStatus,
+		mcp.WithDescription(`Check the state of a question asked with interactive_feedback (pending, submitted, expired or cancelled) without reading the answer and without waiting.`),
+		sessionIDArg(),
+		mcp.WithRawOutputSchema(stateSchema),
+		annotations("Check a question's status", true, false, true, false),
+	), m.checkFeedbackStatus)
+
+	m.server.AddTool(mcp.NewTool(ToolCancelFeedback,
+		mcp.WithDescription(`Withdraw a question asked with interactive_feedback that you no longer need answered. The user can no longer answer it, and anything waiting for it sees status cancelled. Cancelling again is harmless; an answered or expired question cannot be cancelled.`),
+		sessionIDArg(),
+		mcp.WithRawOutputSchema(stateSchema),
+		annotations("Withdraw a question", false, true, true, false),
+	), m.cancelFeedback)
+}
+
+// toolError is a failed call the agent can act on (isError: true).
+func toolError(format string, args ...any) *mcp.CallToolResult {
+	return mcp.NewToolResultError(fmt.Sprintf(format, args...))
+}
+
+// storeToolError words a store error as the REST API does.
+func storeToolError(rq *mcpRequest, op string, err error) *mcp.CallToolResult {
+	_, code, msg := StoreStatus(err)
+	if code == "store_unavailable" {
+		rq.svc.log.Error("session store failed", zap.String("op", op), zap.String("via", "mcp"), zap.Error(err))
+	}
+	return mcp.NewToolResultError(msg)
+}
+
+// rawArgs returns the call's arguments as the JSON the client sent. Absent
+// arguments are an empty object, so the error names the missing field.
+func rawArgs(req mcp.CallToolRequest) ([]byte, *mcp.CallToolResult) {
+	raw := []byte(req.Params.RawArguments)
+	if len(raw) == 0 {
+		if req.Params.Arguments == nil {
+			return []byte("{}"), nil
+		}
+		b, err := json.Marshal(req.Params.Arguments)
+		if err != nil {
+			return nil, toolError("the arguments could not be read as JSON")
+		}
+		raw = b
+	}
+	if len(raw) > validate.MaxBodyBytes {
+		return nil, toolError("the arguments are larger than 64 KiB")
+	}
+	if strings.TrimSpace(string(raw)) == "null" {
+		return []byte("{}"), nil
+	}
+	return raw, nil
+}
+
+// begin checks the scope the tool needs and returns the request state.
+func begin(ctx context.Context, scopes ...string) (*mcpRequest, *mcp.CallToolResult) {
+	rq := requestFrom(ctx)
+	if rq == nil {
+		// Only reachable if a transport is mounted without serve.
+		return nil, toolError("this request was not authenticated")
+	}
+	for _, sc := range scopes {
+		if !rq.claims.HasScope(sc) {
+			return nil, toolError("this token's scope does not include %s, which %s needs", sc, "this tool")
+		}
+	}
+	return rq, nil
+}
+
+func (m *MCP) interactiveFeedback(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+	rq, fail := begin(ctx, auth.ScopeCreate)
+	if fail != nil {
+		return fail, nil
+	}
+	raw, fail := rawArgs(req)
+	if fail != nil {
+		return fail, nil
+	}
+	creq, extra, verr := validate.DecodeCreate(raw, rq.svc.Limits(), "wait")
+	if verr != nil {
+		return toolError("%s", verr.Message), nil
+	}
+	wait, verr := validate.Bool(extra["wait"], "wait")
+	if verr != nil {
+		return toolError("%s", verr.Message), nil
+	}
+	if wait && !rq.claims.HasScope(auth.ScopeRead) {
+		return toolError("this token's scope does not include %s, which waiting for the answer needs; call without wait", auth.ScopeRead), nil
+	}
+	owner := OwnerOf(rq.claims)
+	created, err := rq.svc.CreateSession(ctx, owner, creq, rq.base)
+	if err != nil {
+		return storeToolError(rq, "create", err), nil
+	}
+	sess := created.Session
+	m.rememberLink(ctx, sess.ID, created.FeedbackURL)
+	rq.svc.log.Debug("mcp: question created", zap.String("session", sess.ID), zap.String("sub", owner.Subject), zap.Bool("wait", wait))
+	if !wait {
+		out := Outcome{SessionID: sess.ID, Status: sess.Status, FeedbackURL: created.FeedbackURL, ExpiresAt: sess.ExpiresAt}
+		return mcp.NewToolResultStructured(out, fmt.Sprintf(
+			"Question created (sessionId %s). Show this link to the user now so they can answer:\n%s\n"+
+				"Then call get_feedback_result with {\"sessionId\":%q,\"wait\":%d} to wait for the answer. The question expires at %s.",
+			sess.ID, created.FeedbackURL, sess.ID, secondsLeft(sess.ExpiresAt), sess.ExpiresAt.Format(time.RFC3339))), nil
+	}
+	return m.waitResult(ctx, rq, req, sess, sess.ExpiresAt, created.FeedbackURL)
+}
+
+func (m *MCP) getFeedbackResult(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+	rq, fail := begin(ctx, auth.ScopeRead)
+	if fail != nil {
+		return fail, nil
+	}
+	raw, fail := rawArgs(req)
+	if fail != nil {
+		return fail, nil
+	}
+	args, verr := validate.DecodeSessionArgs(raw, rq.svc.Limits().MaxTimeout)
+	if verr != nil {
+		return toolError("%s", verr.Message), nil
+	}
+	sess, err := rq.svc.SessionFor(ctx, OwnerOf(rq.claims), args.SessionID)
+	if err != nil {
+		return storeToolError(rq, "get", err), nil
+	}
+	link := m.link(ctx, sess.ID)
+	if args.Wait == nil || *args.Wait == 0 || sess.Status.Terminal() {
+		return outcomeResult(sess, link, false), nil
+	}
+	return m.waitResult(ctx, rq, req, sess, time.Now().Add(*args.Wait), link)
+}
+
+func (m *MCP) checkFeedbackStatus(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+	rq, fail := begin(ctx, auth.ScopeRead)
+	if fail != nil {
+		return fail, nil
+	}
+	raw, fail := rawArgs(req)
+	if fail != nil {
+		return fail, nil
+	}
+	args, verr := validate.DecodeSessionArgs(raw, 0)
+	if verr != nil {
+		return toolError("%s", verr.Message), nil
+	}
+	sess, err := rq.svc.SessionFor(ctx, OwnerOf(rq.claims), args.SessionID)
+	if err != nil {
+		return storeToolError(rq, "get", err), nil
+	}
+	text := fmt.Sprintf("Status: %s. %s", sess.Status, statusHint(sess))
+	return mcp.NewToolResultStructured(stateOf(sess), text), nil
+}
+
+func (m *MCP) cancelFeedback(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+	rq, fail := begin(ctx, auth.ScopeCreate)
+	if fail != nil {
+		return fail, nil
+	}
+	raw, fail := rawArgs(req)
+	if fail != nil {
+		return fail, nil
+	}
+	args, verr := validate.DecodeSessionArgs(raw, 0)
+	if verr != nil {
+		return toolError("%s", verr.Message), nil
+	}
+	sess, err := rq.svc.SessionFor(ctx, OwnerOf(rq.claims), args.SessionID)
+	if err != nil {
+		return storeToolError(rq, "get", err), nil
+	}
+	cancelled, err := rq.svc.Store().Cancel(ctx, sess.ID)
+	if err != nil {
+		if errors.Is(err, store.ErrConflict) {
+			return toolError("this question has already been answered, so it cannot be withdrawn; call get_feedback_result to read the answer"), nil
+		}
+		if errors.Is(err, store.ErrGone) {
+			return toolError("this question has already expired, so there is nothing to withdraw"), nil
+		}
+		return storeToolError(rq, "cancel", err), nil
+	}
+	rq.svc.log.Debug("mcp: question cancelled by the agent", zap.String("session", sess.ID))
+	return mcp.NewToolResultStructured(stateOf(cancelled), "The question is withdrawn (cancelled); the user can no longer answer it."), nil
+}
+
+func stateOf(s *store.Session) SessionState {
+	return SessionState{SessionID: s.ID, Status: s.Status, CreatedAt: s.CreatedAt, ExpiresAt: s.ExpiresAt, UpdatedAt: s.UpdatedAt}
+}
+
+func secondsLeft(t time.Time) int64 {
+	return max(int64(time.Until(t).Round(time.Second)/time.Second), 0)
+}
+
+// outcomeResult is the answer of interactive_feedback (when waiting) and
+// get_feedback_result: the structured outcome and the words an agent needs.
+// waited says a wait ran out while the question is still open.
+func outcomeResult(s *store.Session, link string, waited bool) *mcp.CallToolResult {
+	out := Outcome{SessionID: s.ID, Status: s.Status, ExpiresAt: s.ExpiresAt, Result: s.Result}
+	if s.Status == store.StatusPending {
+		out.FeedbackURL = link
+	}
+	var text string
+	switch s.Status {
+	case store.StatusSubmitted:
+		text = answerText(s.Result)
+	case store.StatusExpired:
+		text = "The user did not answer before the question expired: they are away. Continue without their input, using your best judgement, and do not ask this question again."
+	case store.StatusCancelled:
+		text = "This question was withdrawn (cancelled) before it was answered. Do not wait for it."
+	default:
+		text = fmt.Sprintf("No answer yet; the question is open until %s (%d seconds from now).", s.ExpiresAt.Format(time.RFC3339), secondsLeft(s.ExpiresAt))
+		if link != "" {
+			text += " The user answers at " + link + "."
+		}
+		if waited {
+			text += fmt.Sprintf(" Call get_feedback_result again with {\"sessionId\":%q,\"wait\":%d} to keep waiting.", s.ID, secondsLeft(s.ExpiresAt))
+		} else {
+			text += fmt.Sprintf(" Call get_feedback_result with {\"sessionId\":%q,\"wait\":%d} to wait for it.", s.ID, secondsLeft(s.ExpiresAt))
+		}
+	}
+	return mcp.NewToolResultStructured(out, text)
+}
+
+func answerText(r *store.Result) string {
+	if r == nil {
+		return "The user answered."
+	}
+	var b strings.Builder
+	b.WriteString("The user answered.")
+	if len(r.SelectedOptions) > 0 {
+		b.WriteString("\nSelected: " + strings.Join(r.SelectedOptions, "; "))
+	}
+	if r.FreeText != "" {
+		b.WriteString("\nTheir words:\n" + r.FreeText)
+	}
+	return b.String()
+}
+
+func statusHint(s *store.Session) string {
+	switch s.Status {
+	case store.StatusSubmitted:
+		return "The user answered; call get_feedback_result to read the answer."
+	case store.StatusExpired:
+		return "Nobody answered in time: the user is away. Continue without their input and do not ask again."
+	case store.StatusCancelled:
+		return "The question was withdrawn."
+	default:
+		return fmt.Sprintf("Not answered yet; open until %s. Call get_feedback_result with wait to wait for the answer.", s.ExpiresAt.Format(time.RFC3339))
+	}
+}
+
+// linkCache remembers the answer links this MCP session created: the link
+// carries a capability token that is never stored, so only the session
+// that created a question can repeat its link (in progress messages and
+// pending results of get_feedback_result).
+type linkCache struct {
+	order []string
+	urls  map[string]string
+}
+
+const maxLinksPerSession = 64
+
+func (m *MCP) rememberLink(ctx context.Context, id, link string) {
+	cs := server.ClientSessionFromContext(ctx)
+	if cs == nil {
+		return
+	}
+	s := m.session(cs.SessionID())
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.links.urls == nil {
+		s.links.urls = map[string]string{}
+	}
+	if len(s.links.order) >= maxLinksPerSession {
+		delete(s.links.urls, s.links.order[0])
+		s.links.order = s.links.order[1:]
+	}
+	s.links.order = append(s.links.order, id)
+	s.links.urls[id] = link
+}
+
+func (m *MCP) link(ctx context.Context, id string) string {
+	cs := server.ClientSessionFromContext(ctx)
+	if cs == nil {
+		return ""
+	}
+	s := m.session(cs.SessionID())
+	if s == nil {
+		return ""
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.links.urls[id]
+}

@@ -1,0 +1,352 @@
+package handlers
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/mark3labs/mcp-go/mcp"
+	"github.com/mark3labs/mcp-go/server"
+	"go.uber.org/zap"
+
+	"github.com/mcpfeedback/caddy-mcp-feedback/internal/validate"
+	"github.com/mcpfeedback/caddy-mcp-feedback/store"
+)
+
+const (
+	// deadlineSlack is added to a wait's end before the session is re-read:
+	// the store judges expiry by its own clock, strictly after the deadline.
+	deadlineSlack = 20 * time.Millisecond
+	// recheckAfter is how soon to look again when the store does not yet
+	// see a deadline that our clock says has passed (clock skew with Redis).
+	recheckAfter = 250 * time.Millisecond
+	// maxRechecks bounds that; then the wait ends with what the store says.
+	maxRechecks = 20
+	// notificationSettle is how long to let a notification sent just before
+	// a result leave first. mcp-go's Streamable HTTP forwarder can drop a
+	// notification queued right before the handler returns (it loses the
+	// race with the final response); a short pause avoids that.
+	notificationSettle = 20 * time.Millisecond
+)
+
+// waitResult waits until the session is no longer pending or until, then
+// returns its outcome. It wakes only when the store signals a change, when
+// progress is due, or at the deadline; it never polls the store on a timer
+// of its own.
+func (m *MCP) waitResult(ctx context.Context, rq *mcpRequest, req mcp.CallToolRequest, sess *store.Session, until time.Time, link string) (*mcp.CallToolResult, error) {
+	if until.After(sess.ExpiresAt) {
+		until = sess.ExpiresAt
+	}
+	owner := OwnerOf(rq.claims)
+	log := rq.svc.log.With(zap.String("session", sess.ID))
+	started := time.Now()
+
+	wctx, stop := context.WithCancel(ctx)
+	defer stop()
+	// Subscribe before the re-read at the top of the loop, so that a change
+	// between the caller's read and the subscription is not missed.
+	changed := rq.svc.Store().Watch(wctx, sess.ID)
+
+	prog := newProgress(ctx, m.server, req, sess, link, until)
+	prog.send()
+	tick := time.NewTicker(m.opts.ProgressEvery)
+	defer tick.Stop()
+	deadline := time.NewTimer(time.Until(until) + deadlineSlack)
+	defer deadline.Stop()
+
+	el := m.startElicitation(wctx, rq, sess, link)
+	defer el.stop()
+
+	rechecks := 0
+	ended := func(reason string) {
+		log.Debug("mcp: stopped waiting", zap.String("reason", reason), zap.Duration("waited", time.Since(started)))
+	}
+	for {
+		cur, err := rq.svc.SessionFor(ctx, owner, sess.ID)
+		switch {
+		case err == nil:
+			sess = cur
+		case ctx.Err() != nil:
+			// handled by the select below
+		case errors.Is(err, store.ErrUnavailable) && time.Now().Before(until):
+			// Keep waiting: the store signals again once it is back.
+			log.Warn("mcp: session store unavailable while waiting; still waiting", zap.Error(err))
+		default:
+			ended("store error")
+			return storeToolError(rq, "get", err), nil
+		}
+		if err == nil && sess.Status.Terminal() {
+			ended(string(sess.Status))
+			if sess.Status == store.StatusSubmitted && el.complete(context.WithoutCancel(ctx)) {
+				settle(ctx)
+			}
+			return outcomeResult(sess, link, false), nil
+		}
+		if err == nil && !time.Now().Before(until.Add(deadlineSlack)) {
+			if until.Before(sess.ExpiresAt) || rechecks >= maxRechecks {
+				ended("wait elapsed")
+				return outcomeResult(sess, link, true), nil
+			}
+			rechecks++
+			deadline.Reset(recheckAfter)
+		}
+
+		select {
+		case <-ctx.Done():
+			cause := context.Cause(ctx)
+			if errors.Is(cause, errShutdown) {
+				ended("server shutting down")
+				res := outcomeResult(sess, link, true)
+				res.Content = []mcp.Content{mcp.NewTextContent(fmt.Sprintf(
+					"The server is restarting, so this wait stopped; the question is still open. Call get_feedback_result with {\"sessionId\":%q,\"wait\":%d} to keep waiting.",
+					sess.ID, secondsLeft(sess.ExpiresAt)))}
+				return res, nil
+			}
+			ended("client went away: " + cause.Error())
+			return nil, ctx.Err()
+		case _, ok := <-changed:
+			if !ok {
+				if ctx.Err() != nil {
+					continue
+				}
+				// The store was closed under us (its configuration was
+				// replaced); the question lives on in whatever store is
+				// configured now, so tell the agent to ask again.
+				ended("store closed")
+				return outcomeResult(sess, link, true), nil
+			}
+		case <-tick.C:
+			prog.send()
+		case <-deadline.C:
+		}
+	}
+}
+
+// settle gives a just-queued notification time to be written before the
+// result is (see notificationSettle).
+func settle(ctx context.Context) {
+	t := time.NewTimer(notificationSettle)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+// progress sends notifications/progress for one waiting call, when the
+// client asked for progress (sent a progressToken).
+type progress struct {
+	ctx     context.Context
+	srv     *server.MCPServer
+	token   mcp.ProgressToken
+	started time.Time
+	total   float64
+	last    float64
+	text    string
+	until   time.Time
+}
+
+func newProgress(ctx context.Context, srv *server.MCPServer, req mcp.CallToolRequest, sess *store.Session, link string, until time.Time) *progress {
+	p := &progress{ctx: ctx, srv: srv, started: time.Now(), until: until, last: -1}
+	if req.Params.Meta != nil {
+		p.token = req.Params.Meta.ProgressToken
+	}
+	p.total = until.Sub(p.started).Seconds()
+	if link != "" {
+		p.text = "Waiting for the user to answer at " + link
+	} else {
+		p.text = "Waiting for the user to answer question " + sess.ID
+	}
+	return p
+}
+
+// send reports seconds waited out of the total. The value must grow with
+// every notification, so it is nudged when two land in the same millisecond.
+func (p *progress) send() {
+	if p.token == nil {
+		return
+	}
+	v := float64(time.Since(p.started).Milliseconds()) / 1000
+	if v <= p.last {
+		v = p.last + 0.001
+	}
+	p.last = v
+	msg := fmt.Sprintf("%s (%d seconds left)", p.text, secondsLeft(p.until))
+	_ = p.srv.SendNotificationToClient(p.ctx, "notifications/progress", map[string]any{
+		"progressToken": p.token,
+		"progress":      v,
+		"total":         p.total,
+		"message":       msg,
+	})
+}
+
+// elicitation is the optional second channel to the person: the client
+// shows the link (URL mode) or asks the question itself (form mode).
+type elicitation struct {
+	m      *MCP
+	cs     server.ClientSession
+	id     string // URL mode: the elicitationId to complete
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// startElicitation sends an elicitation when this configuration allows it
+// and the client declared it can take one. It runs beside the wait; the
+// wait's end (ctx) ends it. A nil *elicitation is valid and does nothing.
+func (m *MCP) startElicitation(ctx context.Context, rq *mcpRequest, sess *store.Session, link string) *elicitation {
+	if rq.cfg.Elicitation == ElicitationOff {
+		return nil
+	}
+	cs := server.ClientSessionFromContext(ctx)
+	if _, ok := cs.(server.SessionWithElicitation); !ok {
+		return nil // legacy SSE sessions cannot carry one
+	}
+	info, ok := cs.(server.SessionWithClientInfo)
+	if !ok {
+		return nil
+	}
+	caps := info.GetClientCapabilities().Elicitation
+	if caps == nil {
+		return nil
+	}
+	// An empty elicitation capability is the 2025-06-18 form, which meant
+	// form mode.
+	formOK := caps.Form != nil || caps.URL == nil
+	ctx, cancel := context.WithCancel(ctx)
+	e := &elicitation{m: m, cs: cs, cancel: cancel}
+	log := rq.svc.log.With(zap.String("session", sess.ID))
+	switch {
+	case rq.cfg.Elicitation == ElicitationForm && formOK && len(sess.PredefinedOptions) > 0:
+		e.wg.Add(1)
+		go func() {
+			defer e.wg.Done()
+			m.formElicitation(ctx, rq, sess, log)
+		}()
+	case caps.URL != nil && link != "":
+		e.id = sess.ID + "." + rand.Text()[:8]
+		e.wg.Add(1)
+		go func() {
+			defer e.wg.Done()
+			res, err := m.server.RequestURLElicitation(ctx, cs, e.id, link, "The agent is asking you a question. Open this page to answer it:\n\n"+clip(sess.Message, 300))
+			if err != nil {
+				if ctx.Err() == nil {
+					log.Debug("mcp: URL elicitation failed", zap.Error(err))
+				}
+				return
+			}
+			log.Debug("mcp: URL elicitation answered", zap.String("action", string(res.Action)))
+		}()
+	default:
+		cancel()
+		return nil
+	}
+	return e
+}
+
+// complete tells the client a URL elicitation is done, so it can close
+// whatever it opened. It reports whether a notification was sent.
+func (e *elicitation) complete(ctx context.Context) bool {
+	if e == nil || e.id == "" {
+		return false
+	}
+	return e.m.server.SendElicitationComplete(ctx, e.cs, e.id) == nil
+}
+
+// stop ends the elicitation request, if still open, and waits for it.
+func (e *elicitation) stop() {
+	if e == nil {
+		return
+	}
+	e.cancel()
+	e.wg.Wait()
+}
+
+// formElicitation asks an option question in the client's own form, and
+// submits an accepted answer through the store like an answer from the
+// page; the waiting loop then sees it like any other.
+func (m *MCP) formElicitation(ctx context.Context, rq *mcpRequest, sess *store.Session, log *zap.Logger) {
+	answer := map[string]any{"title": "Answer", "description": "Pick one"}
+	if sess.MultiSelect {
+		answer = map[string]any{"type": "array", "title": "Answer", "description": "Pick one or more",
+			"items": map[string]any{"type": "string", "enum": sess.PredefinedOptions}, "uniqueItems": true}
+	} else {
+		answer["type"], answer["enum"] = "string", sess.PredefinedOptions
+	}
+	props := map[string]any{"answer": answer}
+	required := []string{"answer"}
+	if sess.AllowFreeText {
+		props["comment"] = map[string]any{"type": "string", "title": "Comment", "description": "Anything to add (optional)", "maxLength": validate.MaxFreeTextChars}
+		if sess.MultiSelect {
+			required = nil // free text alone is an answer too
+		}
+	}
+	schema := map[string]any{"type": "object", "properties": props}
+	if required != nil {
+		schema["required"] = required
+	}
+	res, err := m.server.RequestElicitation(ctx, mcp.ElicitationRequest{Params: mcp.ElicitationParams{
+		Mode: mcp.ElicitationModeForm, Message: sess.Message, RequestedSchema: schema,
+	}})
+	if err != nil {
+		if ctx.Err() == nil {
+			log.Debug("mcp: form elicitation failed", zap.Error(err))
+		}
+		return
+	}
+	if res.Action != mcp.ElicitationResponseActionAccept {
+		// The person dismissed the form; the link still works until the deadline.
+		log.Debug("mcp: form elicitation not accepted", zap.String("action", string(res.Action)))
+		return
+	}
+	sub, err := formAnswer(res.Content)
+	if err != nil {
+		log.Info("mcp: form elicitation answer unusable", zap.Error(err))
+		return
+	}
+	cur, err := rq.svc.SessionFor(ctx, OwnerOf(rq.claims), sess.ID)
+	if err != nil {
+		return
+	}
+	if _, err := rq.svc.SubmitAnswer(ctx, cur, sub); err != nil {
+		log.Info("mcp: form elicitation answer not stored", zap.Error(err))
+		return
+	}
+	log.Debug("mcp: answer submitted from a form elicitation")
+}
+
+// formAnswer turns {"answer": "a" | ["a","b"], "comment": "..."} into a submit.
+func formAnswer(content any) (*validate.SubmitRequest, error) {
+	b, err := json.Marshal(content)
+	if err != nil {
+		return nil, err
+	}
+	var c struct {
+		Answer  json.RawMessage `json:"answer"`
+		Comment string          `json:"comment"`
+	}
+	if err := json.Unmarshal(b, &c); err != nil {
+		return nil, fmt.Errorf("form content is not an object: %w", err)
+	}
+	sub := &validate.SubmitRequest{FreeText: c.Comment}
+	if len(c.Answer) > 0 && string(c.Answer) != "null" {
+		var one string
+		if err := json.Unmarshal(c.Answer, &one); err == nil {
+			sub.SelectedOptions = []string{one}
+		} else if err := json.Unmarshal(c.Answer, &sub.SelectedOptions); err != nil {
+			return nil, errors.New("answer is neither a string nor a list of strings")
+		}
+	}
+	return sub, nil
+}
+
+func clip(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	return string([]rune(s)[:n]) + "…"
+}

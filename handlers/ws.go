@@ -1,0 +1,531 @@
+package handlers
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+	"go.uber.org/zap"
+
+	"github.com/mcpfeedback/caddy-mcp-feedback/internal/auth"
+	"github.com/mcpfeedback/caddy-mcp-feedback/store"
+)
+
+// GET /ws/{id}: live updates of one session.
+//
+// Who may watch: the owner, with `Authorization: Bearer <JWT>` (scope
+// feedback:read) on the handshake; or a browser holding the answer link,
+// which sends {"type":"authenticate","data":{"token":"<capability token>"}}
+// as its first message within AuthTimeout. Credentials in the URL
+// (?apiKey=, ?token=, …) are refused: URLs end up in logs.
+//
+// Server messages are JSON {type, data, timestamp}:
+//
+//	connection_established  {sessionId, status, clientType, expiresAt, result?}
+//	session_status_changed  {sessionId, status, previousStatus}
+//	feedback_submitted      {sessionId, result}
+//
+// After a terminal state the server closes with 1000. Close codes the client
+// should know: 1008 wrong/absent token, 1009 message too big, 1012 config
+// reload and 1001 shutdown (reconnect), 1013 too many watchers or store
+// unavailable (retry later).
+//
+// Caddy hands handlers no writer that passes w.(http.Hijacker);
+// coder/websocket finds the hijacker through Unwrap, gorilla does not.
+
+// Close codes used here.
+const (
+	statusNormal         = websocket.StatusNormalClosure
+	statusGoingAway      = websocket.StatusGoingAway
+	statusPolicy         = websocket.StatusPolicyViolation
+	statusServiceRestart = websocket.StatusServiceRestart
+	statusTryAgainLater  = websocket.StatusTryAgainLater
+)
+
+const (
+	// wsReadLimit bounds any client message: the only one that matters is
+	// the token message (well under 200 bytes).
+	wsReadLimit = 4096
+	// maxPendingSockets bounds sockets that have not yet sent a token, so
+	// that someone who knows session ids (agents and logs see them) cannot
+	// use up the per-session cap without the link.
+	maxPendingSockets = 256
+	// closeWait bounds how long Stop waits for close handshakes.
+	closeWait = 3 * time.Second
+	// expiryRecheck is how soon a watcher asks again when its deadline has
+	// passed by this machine's clock but not yet by the store's.
+	expiryRecheck = 250 * time.Millisecond
+)
+
+// Message types the server sends.
+const (
+	MsgConnectionEstablished = "connection_established"
+	MsgSessionStatusChanged  = "session_status_changed"
+	MsgFeedbackSubmitted     = "feedback_submitted"
+)
+
+// WSMessage is every message the server sends.
+type WSMessage struct {
+	Type      string    `json:"type"`
+	Data      any       `json:"data"`
+	Timestamp time.Time `json:"timestamp"`
+}
+
+// credentialParams are query parameters that would put a secret in a URL.
+var credentialParams = []string{"apiKey", "apikey", "api_key", "token", "access_token", "t"}
+
+// WS handles GET /ws/{id}.
+func (h *Human) WS(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if !validID(id) {
+		notFound(w)
+		return
+	}
+	q := r.URL.Query()
+	for _, p := range credentialParams {
+		if q.Has(p) {
+			WriteError(w, http.StatusBadRequest, "credentials_in_url",
+				"credentials in the URL are not accepted (they end up in logs): send Authorization: Bearer <JWT> on the handshake, or the capability token as the first message")
+			return
+		}
+	}
+	clientType := q.Get("clientType")
+	switch clientType {
+	case "":
+		clientType = "web"
+	case "web", "app":
+	default:
+		WriteError(w, http.StatusBadRequest, "invalid_request", "clientType must be web or app")
+		return
+	}
+	if !isWebSocketUpgrade(r) {
+		w.Header().Set("Upgrade", "websocket")
+		WriteError(w, http.StatusUpgradeRequired, "upgrade_required", "this endpoint speaks WebSocket only")
+		return
+	}
+
+	var owner *store.Owner
+	if r.Header.Get("Authorization") != "" {
+		claims, ok := h.svc.authenticate(w, r, auth.ScopeRead)
+		if !ok {
+			return
+		}
+		o := OwnerOf(claims)
+		if _, err := h.svc.SessionFor(r.Context(), o, id); err != nil {
+			if !errors.Is(err, store.ErrNotFound) {
+				h.svc.storeFailed(r, "get", err)
+			}
+			writeStoreError(w, err)
+			return
+		}
+		owner = &o
+	}
+
+	sl, err := h.sockets.admit(id, owner)
+	if err != nil {
+		writeAdmitError(w, err)
+		return
+	}
+	defer sl.release()
+
+	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{OriginPatterns: h.originPatterns})
+	if err != nil {
+		// Accept has answered (403 for a foreign Origin).
+		h.svc.log.Info("websocket refused", zap.String("session_id", id), zap.String("remote_addr", r.RemoteAddr),
+			zap.String("origin", r.Header.Get("Origin")), zap.Error(err))
+		return
+	}
+	c.SetReadLimit(wsReadLimit)
+	if code, reason, ok := h.sockets.add(c); !ok {
+		_ = c.Close(code, reason)
+		return
+	}
+	defer h.sockets.remove(c)
+
+	log := h.svc.log.With(zap.String("session_id", id), zap.String("client_type", clientType), zap.String("remote_addr", r.RemoteAddr))
+	ctx := r.Context()
+	if owner == nil {
+		if !h.authenticateSocket(ctx, c, id, sl, log) {
+			return
+		}
+	}
+	log.Debug("websocket watching", zap.Bool("owner", owner != nil))
+	h.watch(ctx, c, id, clientType, log)
+}
+
+// authenticateSocket waits for the browser's token message and checks it.
+// Unknown id and wrong token get the same 1008.
+func (h *Human) authenticateSocket(ctx context.Context, c *websocket.Conn, id string, sl *slot, log *zap.Logger) bool {
+	// A timer closes with 1008; a Read deadline would drop the TCP
+	// connection without a close frame, and the page could not tell why.
+	timer := time.AfterFunc(h.cfg.AuthTimeout, func() {
+		_ = c.Close(statusPolicy, "no capability token within "+h.cfg.AuthTimeout.String())
+	})
+	typ, data, err := c.Read(ctx)
+	if !timer.Stop() || err != nil {
+		c.CloseNow()
+		return false
+	}
+	tok, ok := parseAuthMessage(typ, data)
+	if !ok {
+		_ = c.Close(statusPolicy, `first message must be {"type":"authenticate","data":{"token":"…"}}`)
+		return false
+	}
+	sess, err := h.svc.cfg.Store.Get(ctx, id)
+	switch {
+	case errors.Is(err, store.ErrNotFound), err == nil && !sess.CheckToken(tok):
+		log.Info("websocket token refused")
+		_ = c.Close(statusPolicy, "unknown session or wrong token")
+		return false
+	case err != nil:
+		log.Warn("websocket: session store failed", zap.Error(err))
+		_ = c.Close(statusTryAgainLater, "session store unavailable; retry")
+		return false
+	}
+	if err := sl.promote(); err != nil {
+		_ = c.Close(statusTryAgainLater, err.Error())
+		return false
+	}
+	return true
+}
+
+func parseAuthMessage(typ websocket.MessageType, data []byte) (string, bool) {
+	if typ != websocket.MessageText {
+		return "", false
+	}
+	var m struct {
+		Type string `json:"type"`
+		Data struct {
+			Token string `json:"token"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(data, &m); err != nil || m.Type != "authenticate" ||
+		m.Data.Token == "" || len(m.Data.Token) > maxTokenLength {
+		return "", false
+	}
+	return m.Data.Token, true
+}
+
+// watch sends the current state, then every change, until the session
+// reaches a terminal state, the client leaves or the server stops.
+func (h *Human) watch(ctx context.Context, c *websocket.Conn, id, clientType string, log *zap.Logger) {
+	ctx, cancel := context.WithCancel(ctx)
+	// Subscribe before the first read, so that no change between the read
+	// and the subscription is missed.
+	changes := h.svc.cfg.Store.Watch(ctx, id)
+
+	// The reader answers pings and close frames and notices a client that
+	// left; data messages after the token are ignored (size-limited).
+	readerDone := make(chan struct{})
+	go func() {
+		defer close(readerDone)
+		defer cancel()
+		for {
+			if _, _, err := c.Read(ctx); err != nil {
+				return
+			}
+		}
+	}()
+	defer func() {
+		cancel()
+		c.CloseNow()
+		<-readerDone
+	}()
+
+	sess, err := h.svc.cfg.Store.Get(ctx, id)
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			_ = c.Close(statusNormal, "session no longer exists")
+		} else {
+			log.Warn("websocket: session store failed", zap.Error(err))
+			_ = c.Close(statusTryAgainLater, "session store unavailable; retry")
+		}
+		return
+	}
+	hello := map[string]any{"sessionId": id, "status": sess.Status, "clientType": clientType, "expiresAt": sess.ExpiresAt}
+	if sess.Result != nil {
+		hello["result"] = sess.Result
+	}
+	if h.send(ctx, c, MsgConnectionEstablished, hello) != nil {
+		return
+	}
+	if sess.Status.Terminal() {
+		_ = c.Close(statusNormal, "session "+string(sess.Status))
+		return
+	}
+
+	last := sess.Status
+	deadline := time.NewTimer(time.Until(sess.ExpiresAt))
+	defer deadline.Stop()
+	ping := time.NewTicker(h.cfg.PingInterval)
+	defer ping.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case _, ok := <-changes:
+			if !ok {
+				if ctx.Err() == nil {
+					// The store was closed under us: a new configuration
+					// has its own; the client reconnects there.
+					_ = c.Close(statusServiceRestart, "store closed; reconnect")
+				}
+				return
+			}
+		case <-deadline.C:
+		case <-ping.C:
+			pctx, pcancel := context.WithTimeout(ctx, h.cfg.WriteTimeout)
+			err := c.Ping(pctx)
+			pcancel()
+			if err != nil {
+				log.Debug("websocket ping failed", zap.Error(err))
+				return
+			}
+			continue
+		}
+
+		sess, err := h.svc.cfg.Store.Get(ctx, id)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			_ = c.Close(statusNormal, "session no longer exists")
+			return
+		case err != nil:
+			// Keep watching: the store signals again once it is back.
+			log.Warn("websocket: session store failed", zap.Error(err))
+			deadline.Reset(time.Second)
+			continue
+		}
+		if sess.Status == last {
+			// Still pending: wake at the deadline (again after a store
+			// error moved the timer), or shortly when it has passed here
+			// but not yet by the store's clock.
+			wait := time.Until(sess.ExpiresAt)
+			if wait <= 0 {
+				wait = expiryRecheck
+			}
+			deadline.Reset(wait)
+			continue
+		}
+		if h.send(ctx, c, MsgSessionStatusChanged, map[string]any{"sessionId": id, "status": sess.Status, "previousStatus": last}) != nil {
+			return
+		}
+		if sess.Status == store.StatusSubmitted {
+			if h.send(ctx, c, MsgFeedbackSubmitted, map[string]any{"sessionId": id, "result": sess.Result}) != nil {
+				return
+			}
+		}
+		_ = c.Close(statusNormal, "session "+string(sess.Status))
+		return
+	}
+}
+
+func (h *Human) send(ctx context.Context, c *websocket.Conn, typ string, data any) error {
+	b, err := json.Marshal(WSMessage{Type: typ, Data: data, Timestamp: time.Now().UTC()})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, h.cfg.WriteTimeout)
+	defer cancel()
+	return c.Write(ctx, websocket.MessageText, b)
+}
+
+func isWebSocketUpgrade(r *http.Request) bool {
+	return headerHasToken(r.Header, "Connection", "upgrade") && headerHasToken(r.Header, "Upgrade", "websocket")
+}
+
+func headerHasToken(h http.Header, name, token string) bool {
+	for _, v := range h.Values(name) {
+		for _, t := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Admission errors.
+var (
+	errStopping       = errors.New("the server is restarting; reconnect shortly")
+	errSessionFull    = errors.New("too many open connections for this session")
+	errSubjectFull    = errors.New("too many open connections for this token's subject")
+	errTooManyPending = errors.New("too many connections waiting to authenticate")
+)
+
+func writeAdmitError(w http.ResponseWriter, err error) {
+	w.Header().Set("Retry-After", "1")
+	if errors.Is(err, errStopping) {
+		WriteError(w, http.StatusServiceUnavailable, "restarting", err.Error())
+		return
+	}
+	w.Header().Set("Retry-After", "10")
+	WriteError(w, http.StatusTooManyRequests, "too_many_connections", err.Error())
+}
+
+// registry tracks the open sockets of one configuration: for the caps, and
+// so that Stop can close them. Caddy's server shutdown does not see
+// hijacked connections, so nobody else would.
+type registry struct {
+	mu         sync.Mutex
+	maxSession int
+	maxSubject int
+	conns      map[*websocket.Conn]struct{}
+	perSession map[string]int
+	perSubject map[store.Owner]int
+	pending    int
+	closed     bool
+	code       websocket.StatusCode
+	reason     string
+}
+
+func newRegistry(maxSession, maxSubject int) *registry {
+	return &registry{
+		maxSession: maxSession, maxSubject: maxSubject,
+		conns:      map[*websocket.Conn]struct{}{},
+		perSession: map[string]int{},
+		perSubject: map[store.Owner]int{},
+	}
+}
+
+// slot is one admitted connection's place under the caps.
+type slot struct {
+	r       *registry
+	id      string
+	owner   *store.Owner
+	pending bool
+	counted bool
+}
+
+// admit reserves a place: an owner's socket counts against its session and
+// subject at once; a browser's is pending until its token checks out.
+func (r *registry) admit(id string, owner *store.Owner) (*slot, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return nil, errStopping
+	}
+	s := &slot{r: r, id: id, owner: owner}
+	if owner == nil {
+		if r.pending >= maxPendingSockets {
+			return nil, errTooManyPending
+		}
+		r.pending++
+		s.pending = true
+		return s, nil
+	}
+	if r.perSession[id] >= r.maxSession {
+		return nil, errSessionFull
+	}
+	if r.perSubject[*owner] >= r.maxSubject {
+		return nil, errSubjectFull
+	}
+	r.perSession[id]++
+	r.perSubject[*owner]++
+	s.counted = true
+	return s, nil
+}
+
+// promote turns a pending browser slot into a counted one.
+func (s *slot) promote() error {
+	r := s.r
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if s.pending {
+		r.pending--
+		s.pending = false
+	}
+	if r.perSession[s.id] >= r.maxSession {
+		return errSessionFull
+	}
+	r.perSession[s.id]++
+	s.counted = true
+	return nil
+}
+
+func (s *slot) release() {
+	r := s.r
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if s.pending {
+		r.pending--
+		s.pending = false
+	}
+	if !s.counted {
+		return
+	}
+	s.counted = false
+	if r.perSession[s.id]--; r.perSession[s.id] <= 0 {
+		delete(r.perSession, s.id)
+	}
+	if s.owner != nil {
+		if r.perSubject[*s.owner]--; r.perSubject[*s.owner] <= 0 {
+			delete(r.perSubject, *s.owner)
+		}
+	}
+}
+
+// add registers an accepted socket, or says how to close it when the
+// configuration is already stopping.
+func (r *registry) add(c *websocket.Conn) (websocket.StatusCode, string, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return r.code, r.reason, false
+	}
+	r.conns[c] = struct{}{}
+	return 0, "", true
+}
+
+func (r *registry) remove(c *websocket.Conn) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.conns, c)
+}
+
+func (r *registry) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.conns)
+}
+
+// closeAll closes every socket with code and refuses new ones. It waits a
+// bounded time for the close handshakes, so that on exit the frames are on
+// the wire before the process ends. Later calls do nothing.
+func (r *registry) closeAll(code websocket.StatusCode, reason string) {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return
+	}
+	r.closed, r.code, r.reason = true, code, reason
+	conns := make([]*websocket.Conn, 0, len(r.conns))
+	for c := range r.conns {
+		conns = append(conns, c)
+	}
+	r.mu.Unlock()
+
+	var wg sync.WaitGroup
+	for _, c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = c.Close(code, reason)
+		}()
+	}
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	t := time.NewTimer(closeWait)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	}
+}

@@ -1,0 +1,205 @@
+package ui
+
+import (
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// Lang is a language the page is written in.
+type Lang string
+
+// The page's languages. Every string exists in each (TestStringsComplete).
+const (
+	En Lang = "en"
+	Zh Lang = "zh"
+)
+
+// HTMLLang is the value of <html lang>.
+func (l Lang) HTMLLang() string {
+	if l == Zh {
+		return "zh-CN"
+	}
+	return "en"
+}
+
+// strings holds every visible string of the page. Keys starting with "js."
+// are also handed to the script (for text it sets at run time); {n}-style
+// placeholders are filled in by the script.
+var texts = map[Lang]map[string]string{
+	En: {
+		"title":             "Answer a question",
+		"brand":             "Question from your agent",
+		"loading":           "Loading the question…",
+		"noscript":          "This page needs JavaScript: the key to this question is in the link itself and never reaches the server until the page sends it.",
+		"pending.heading":   "Your agent is asking",
+		"metadata":          "Details from the agent",
+		"options.one":       "Choose one",
+		"options.many":      "Choose one or more",
+		"freetext.label":    "Your answer",
+		"freetext.optional": "Or write your own answer",
+		"submit":            "Send answer",
+		"hint.shortcut":     "Ctrl+Enter (⌘+Enter on Mac) sends the answer.",
+		"submitted.heading": "Answer sent",
+		"submitted.text":    "Your agent has your answer. You can close this page.",
+		"answer.heading":    "Your answer",
+		"answer.options":    "Your choice",
+		"answer.text":       "Your words",
+		"answer.time":       "Sent",
+		"expired.heading":   "This question has expired",
+		"expired.text":      "The time to answer ran out, so your agent went on without an answer.",
+		"cancelled.heading": "This question was withdrawn",
+		"cancelled.text":    "Your agent no longer needs an answer.",
+		"notfound.heading":  "This link does not work",
+		"notfound.text":     "It may be incomplete or mistyped, or the question it pointed to is gone. Ask your agent for a new link.",
+		"error.heading":     "The server cannot be reached",
+		"error.text":        "Check your connection. The page keeps trying.",
+		"question":          "The question",
+
+		"js.countdown":       "{t} left",
+		"js.countdown.label": "Time left to answer: {t}",
+		"js.expiring":        "Time is up",
+		"js.sending":         "Sending…",
+		"js.live":            "Live",
+		"js.reconnecting":    "Reconnecting…",
+		"js.polling":         "Checking every few seconds",
+		"js.err.choose":      "Choose an option or write an answer.",
+		"js.err.chooseOnly":  "Choose an option.",
+		"js.err.network":     "The answer could not be sent: the server cannot be reached. Try again.",
+		"js.err.server":      "The answer could not be sent: {m}",
+		"js.status.pending":  "Waiting for your answer",
+		"js.status.changed":  "This question changed: {s}",
+		"js.none":            "—",
+		"js.hours":           "{h} h {m} min",
+	},
+	Zh: {
+		"title":             "回答问题",
+		"brand":             "来自智能体的问题",
+		"loading":           "正在加载问题…",
+		"noscript":          "此页面需要 JavaScript：问题的密钥只在链接中，页面发送之前不会到达服务器。",
+		"pending.heading":   "你的智能体在问你",
+		"metadata":          "智能体附带的详情",
+		"options.one":       "请选择一项",
+		"options.many":      "可选择一项或多项",
+		"freetext.label":    "你的回答",
+		"freetext.optional": "或者写下你自己的回答",
+		"submit":            "发送回答",
+		"hint.shortcut":     "按 Ctrl+Enter（Mac 上 ⌘+Enter）发送回答。",
+		"submitted.heading": "回答已发送",
+		"submitted.text":    "智能体已收到你的回答。你可以关闭此页面。",
+		"answer.heading":    "你的回答",
+		"answer.options":    "你的选择",
+		"answer.text":       "你的文字",
+		"answer.time":       "发送时间",
+		"expired.heading":   "此问题已过期",
+		"expired.text":      "回答时间已到，智能体已在没有回答的情况下继续。",
+		"cancelled.heading": "此问题已被撤回",
+		"cancelled.text":    "智能体不再需要回答。",
+		"notfound.heading":  "此链接无效",
+		"notfound.text":     "链接可能不完整或有误，或者它指向的问题已不存在。请让智能体发一个新链接。",
+		"error.heading":     "无法连接服务器",
+		"error.text":        "请检查网络连接。页面会自动重试。",
+		"question":          "问题",
+
+		"js.countdown":       "剩余 {t}",
+		"js.countdown.label": "剩余回答时间：{t}",
+		"js.expiring":        "时间已到",
+		"js.sending":         "正在发送…",
+		"js.live":            "实时",
+		"js.reconnecting":    "正在重新连接…",
+		"js.polling":         "每隔几秒检查一次",
+		"js.err.choose":      "请选择一项或写下回答。",
+		"js.err.chooseOnly":  "请选择一项。",
+		"js.err.network":     "回答未能发送：无法连接服务器。请重试。",
+		"js.err.server":      "回答未能发送：{m}",
+		"js.status.pending":  "等待你的回答",
+		"js.status.changed":  "问题状态已变化：{s}",
+		"js.none":            "—",
+		"js.hours":           "{h} 小时 {m} 分",
+	},
+}
+
+// T returns the string for key in l. A missing key is a bug caught by the
+// tests; at run time it shows the key rather than nothing.
+func T(l Lang, key string) string {
+	if s, ok := texts[l][key]; ok {
+		return s
+	}
+	return key
+}
+
+// Keys lists every key of l, sorted.
+func Keys(l Lang) []string {
+	keys := make([]string, 0, len(texts[l]))
+	for k := range texts[l] {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// scriptStrings are the "js." strings of l, keyed without the prefix.
+func scriptStrings(l Lang) map[string]string {
+	out := map[string]string{}
+	for k, v := range texts[l] {
+		if name, ok := strings.CutPrefix(k, "js."); ok {
+			out[name] = v
+		}
+	}
+	return out
+}
+
+// NegotiateLang picks the page language: ?lang= when it is zh or en, else
+// the first of zh/en in Accept-Language by q-value, else English. Anything
+// unexpected is ignored, never echoed.
+func NegotiateLang(query, acceptLanguage string) Lang {
+	switch query {
+	case "zh":
+		return Zh
+	case "en":
+		return En
+	}
+	best, bestQ := En, -1.0
+	// A hostile header is at most a few KiB (the server caps headers); the
+	// loop looks at no more than 32 entries.
+	for i, part := range strings.SplitN(acceptLanguage, ",", 33) {
+		if i == 32 {
+			break
+		}
+		tag, params, _ := strings.Cut(strings.TrimSpace(part), ";")
+		q := 1.0
+		if v, ok := strings.CutPrefix(strings.TrimSpace(params), "q="); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil || f < 0 || f > 1 {
+				continue
+			}
+			q = f
+		}
+		primary, _, _ := strings.Cut(strings.ToLower(strings.TrimSpace(tag)), "-")
+		var l Lang
+		switch primary {
+		case "zh":
+			l = Zh
+		case "en":
+			l = En
+		default:
+			continue
+		}
+		if q > bestQ {
+			best, bestQ = l, q
+		}
+	}
+	if bestQ == 0 {
+		return En
+	}
+	return best
+}
+
+// ParseTheme returns "dark" or "light" for those values and "" (follow the
+// device's prefers-color-scheme) for anything else.
+func ParseTheme(query string) string {
+	if query == "dark" || query == "light" {
+		return query
+	}
+	return ""
+}

@@ -1,0 +1,463 @@
+// The answer page's script. It reads the capability token from the link's
+// fragment (#t=…; browsers never send fragments, so it stays out of server
+// logs and Referer), fetches the question as JSON with the token in the
+// request body (bodies, unlike URLs and headers, are not in access logs),
+// submits the same way, and follows the session live over the WebSocket,
+// where the token is the first message (falling back to polling).
+// Agent-supplied text is only ever set with textContent, except the message,
+// which the server has rendered from Markdown and sanitised.
+(function () {
+  'use strict';
+
+  var main = document.getElementById('main');
+  var S = JSON.parse(document.getElementById('fb-strings').textContent);
+  var id = main.getAttribute('data-session');
+  var lang = main.getAttribute('data-lang') || 'en';
+  var state = main.getAttribute('data-state');
+  if (state === 'notfound' || !id) {
+    return;
+  }
+
+  // Paths are built from this page's own path, so the page also works when
+  // the module is mounted under a prefix (Caddy handle_path).
+  var path = location.pathname;
+  var prefix = path.slice(0, path.lastIndexOf('/feedback/'));
+  var viewURL = prefix + '/feedback/' + id + '/view';
+  var submitURL = prefix + '/feedback/' + id + '/submit';
+  var wsURL = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + prefix + '/ws/' + id + '?clientType=web';
+
+  var token = readToken();
+  // One nonce per page load: a repeated or retried submit of this page's
+  // answer gets the same success from the server instead of a conflict.
+  var nonce = randomNonce();
+
+  var el = function (x) { return document.getElementById(x); };
+  var form = el('answer');
+  var submitBtn = el('submit');
+  var submitLabel = submitBtn.textContent;
+  var freetext = el('freetext');
+  var formError = el('form-error');
+  var countdown = el('countdown');
+  var conn = el('conn');
+
+  var view = null;
+  var skew = 0; // server clock minus this device's clock, in ms
+  var built = false;
+  var submitting = false;
+  var ws = null;
+  var wsBackoff = 1000;
+  var pollTimer = null;
+  var tickTimer = null;
+  var lastExpiryCheck = 0;
+  var loading = null;
+  var again = false;
+  var connects = 0;
+
+  function readToken() {
+    var m = /(?:^#|&)t=([A-Za-z0-9_-]{1,256})(?:&|$)/.exec(location.hash);
+    return m ? m[1] : '';
+  }
+
+  function randomNonce() {
+    var b = new Uint8Array(16);
+    crypto.getRandomValues(b);
+    return Array.prototype.map.call(b, function (x) { return ('0' + x.toString(16)).slice(-2); }).join('');
+  }
+
+  function fill(template, values) {
+    return template.replace(/\{(\w+)\}/g, function (_, k) { return values[k] !== undefined ? String(values[k]) : ''; });
+  }
+
+  function announce(text) {
+    el('announce').textContent = text;
+  }
+
+  function setConn(text) {
+    conn.textContent = text;
+  }
+
+  var onLayout = { pending: true, submitted: true, expired: true, cancelled: true };
+
+  function setState(s) {
+    var changed = s !== state;
+    state = s;
+    main.setAttribute('data-state', s);
+    var panels = document.querySelectorAll('[data-panel]');
+    for (var i = 0; i < panels.length; i++) {
+      var names = panels[i].getAttribute('data-panel').split(' ');
+      panels[i].hidden = names.indexOf(s) < 0;
+    }
+    el('layout').hidden = !onLayout[s];
+    countdown.hidden = s !== 'pending';
+    if (s !== 'pending') {
+      stopTick();
+    }
+    if (changed && s !== 'pending' && s !== 'loading') {
+      var h = document.querySelector('.banner[data-panel="' + s + '"] h1');
+      if (h) {
+        announce(h.textContent);
+        h.setAttribute('tabindex', '-1');
+        h.focus({ preventScroll: false });
+      }
+    }
+  }
+
+  function load() {
+    if (!token) {
+      setState('notfound');
+      return Promise.resolve();
+    }
+    if (loading) {
+      // A change may have landed after the request in flight was answered.
+      again = true;
+      return loading;
+    }
+    loading = fetch(viewURL, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', 'Accept': 'application/json' },
+      body: JSON.stringify({ token: token }),
+      cache: 'no-store', credentials: 'omit', referrerPolicy: 'no-referrer'
+    }).then(function (r) {
+      if (r.status === 404) {
+        stopLive();
+        setState('notfound');
+        return null;
+      }
+      if (!r.ok) {
+        throw new Error('HTTP ' + r.status);
+      }
+      return r.json();
+    }).then(function (v) {
+      if (v) {
+        apply(v);
+      }
+    }).catch(function () {
+      if (!view) {
+        setState('error');
+      }
+      setConn(S.reconnecting);
+      startPolling();
+    }).then(function () {
+      loading = null;
+      if (again) {
+        again = false;
+        return load();
+      }
+    });
+    return loading;
+  }
+
+  function apply(v) {
+    var first = !view;
+    view = v;
+    skew = Date.parse(v.now) - Date.now();
+    if (first) {
+      renderQuestion(v);
+    }
+    if (v.status === 'pending') {
+      if (!built) {
+        buildForm(v);
+      }
+      setState('pending');
+      startTick();
+      connect();
+      return;
+    }
+    if (v.status === 'submitted' && v.result) {
+      renderGiven(v.result);
+    }
+    stopLive();
+    setState(v.status === 'submitted' || v.status === 'expired' || v.status === 'cancelled' ? v.status : 'notfound');
+  }
+
+  function renderQuestion(v) {
+    // The server rendered and sanitised this HTML; DOMParser never runs
+    // scripts, and the page's CSP forbids inline script and handlers.
+    var doc = new DOMParser().parseFromString(v.messageHtml, 'text/html');
+    var frag = document.createDocumentFragment();
+    while (doc.body.firstChild) {
+      frag.appendChild(document.adoptNode(doc.body.firstChild));
+    }
+    el('message').replaceChildren(frag);
+    var md = v.metadata || [];
+    if (md.length) {
+      var dl = el('metadata');
+      for (var i = 0; i < md.length; i++) {
+        var dt = document.createElement('dt');
+        dt.textContent = md[i].key;
+        var dd = document.createElement('dd');
+        dd.textContent = md[i].value;
+        dl.appendChild(dt);
+        dl.appendChild(dd);
+      }
+      el('metadata-box').hidden = false;
+    }
+  }
+
+  function buildForm(v) {
+    built = true;
+    var opts = v.options || [];
+    if (opts.length) {
+      var legend = el('options-legend');
+      legend.textContent = legend.getAttribute(v.multiSelect ? 'data-label-multi' : 'data-label-single');
+      var list = el('options');
+      for (var i = 0; i < opts.length; i++) {
+        var label = document.createElement('label');
+        label.className = 'option';
+        var input = document.createElement('input');
+        input.type = v.multiSelect ? 'checkbox' : 'radio';
+        input.name = 'option';
+        input.value = opts[i];
+        input.id = 'option-' + i;
+        var span = document.createElement('span');
+        span.textContent = opts[i];
+        span.dir = 'auto';
+        label.appendChild(input);
+        label.appendChild(span);
+        list.appendChild(label);
+      }
+      el('options-set').hidden = false;
+    }
+    if (v.allowFreeText) {
+      var fl = el('freetext-label');
+      fl.textContent = fl.getAttribute(opts.length ? 'data-label-extra' : 'data-label-alone');
+      el('freetext-wrap').hidden = false;
+    }
+  }
+
+  function renderGiven(res) {
+    var opts = res.selectedOptions || [];
+    el('given-options').textContent = opts.length ? opts.join(', ') : S.none;
+    el('given-text').textContent = res.freeText ? res.freeText : S.none;
+    var t = new Date(res.submittedAt);
+    el('given-time').textContent = isNaN(t) ? S.none : t.toLocaleString(lang === 'zh' ? 'zh-CN' : 'en');
+  }
+
+  function showError(text) {
+    formError.textContent = text;
+    formError.hidden = !text;
+  }
+
+  function selected() {
+    var out = [];
+    var inputs = el('options').querySelectorAll('input');
+    for (var i = 0; i < inputs.length; i++) {
+      if (inputs[i].checked) {
+        out.push(inputs[i].value);
+      }
+    }
+    return out;
+  }
+
+  function submit() {
+    if (submitting || state !== 'pending' || !view) {
+      return;
+    }
+    var sel = selected();
+    var text = view.allowFreeText ? freetext.value : '';
+    if (!sel.length && !text.trim()) {
+      showError(view.allowFreeText ? S['err.choose'] : S['err.chooseOnly']);
+      return;
+    }
+    showError('');
+    submitting = true;
+    submitBtn.disabled = true;
+    submitBtn.textContent = S.sending;
+    var answer = { selectedOptions: sel, nonce: nonce };
+    if (view.allowFreeText) {
+      answer.freeText = text;
+    }
+    fetch(submitURL, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', 'Accept': 'application/json' },
+      body: JSON.stringify({ token: token, answer: answer }),
+      cache: 'no-store', credentials: 'omit', referrerPolicy: 'no-referrer'
+    }).then(function (r) {
+      return r.json().catch(function () { return {}; }).then(function (b) {
+        if (r.ok || r.status === 409 || r.status === 410 || r.status === 404) {
+          // Sent, or closed meanwhile: the view says which state to show.
+          return load();
+        }
+        showError(fill(S['err.server'], { m: (b.error && b.error.message) || ('HTTP ' + r.status) }));
+      });
+    }).catch(function () {
+      showError(S['err.network']);
+    }).then(function () {
+      submitting = false;
+      submitBtn.disabled = false;
+      submitBtn.textContent = submitLabel;
+    });
+  }
+
+  function remaining() {
+    return Date.parse(view.expiresAt) - (Date.now() + skew);
+  }
+
+  function format(ms) {
+    var s = Math.max(0, Math.ceil(ms / 1000));
+    if (s >= 3600) {
+      return fill(S.hours, { h: Math.floor(s / 3600), m: Math.floor((s % 3600) / 60) });
+    }
+    var m = Math.floor(s / 60);
+    var r = s % 60;
+    return m + ':' + (r < 10 ? '0' : '') + r;
+  }
+
+  function tick() {
+    if (!view || state !== 'pending') {
+      return;
+    }
+    var ms = remaining();
+    if (ms <= 0) {
+      countdown.textContent = S.expiring;
+      countdown.className = 'countdown urgent';
+      // The server decides expiry; ask it (the socket also says so).
+      if (Date.now() - lastExpiryCheck > 2000) {
+        lastExpiryCheck = Date.now();
+        load();
+      }
+      return;
+    }
+    var t = format(ms);
+    countdown.textContent = fill(S.countdown, { t: t });
+    countdown.setAttribute('aria-label', fill(S['countdown.label'], { t: t }));
+    countdown.className = ms < 60000 ? 'countdown urgent' : 'countdown';
+  }
+
+  function startTick() {
+    if (!tickTimer) {
+      tick();
+      tickTimer = setInterval(tick, 1000);
+    }
+  }
+
+  function stopTick() {
+    if (tickTimer) {
+      clearInterval(tickTimer);
+      tickTimer = null;
+    }
+  }
+
+  function startPolling() {
+    if (!pollTimer && state !== 'notfound') {
+      pollTimer = setInterval(load, 5000);
+    }
+  }
+
+  function stopPolling() {
+    if (pollTimer) {
+      clearInterval(pollTimer);
+      pollTimer = null;
+    }
+  }
+
+  function stopLive() {
+    stopPolling();
+    stopTick();
+    if (ws) {
+      var s = ws;
+      ws = null;
+      s.onclose = null;
+      s.close(1000);
+    }
+    setConn('');
+  }
+
+  function connect() {
+    if (ws || state !== 'pending') {
+      return;
+    }
+    if (!('WebSocket' in window)) {
+      setConn(S.polling);
+      startPolling();
+      return;
+    }
+    var sock;
+    try {
+      sock = new WebSocket(wsURL);
+    } catch (e) {
+      setConn(S.polling);
+      startPolling();
+      return;
+    }
+    ws = sock;
+    sock.onopen = function () {
+      // The token goes in the first message, never in the URL.
+      sock.send(JSON.stringify({ type: 'authenticate', data: { token: token } }));
+    };
+    sock.onmessage = function (ev) {
+      var m;
+      try {
+        m = JSON.parse(ev.data);
+      } catch (e) {
+        return;
+      }
+      if (m.type === 'connection_established') {
+        connects++;
+        main.setAttribute('data-connects', String(connects));
+        wsBackoff = 1000;
+        stopPolling();
+        setConn(S.live);
+        if (m.data && view && m.data.status !== view.status) {
+          load();
+        }
+      } else if (m.type === 'session_status_changed' || m.type === 'feedback_submitted') {
+        load();
+      }
+    };
+    sock.onclose = function (ev) {
+      if (ws !== sock) {
+        return;
+      }
+      ws = null;
+      if (ev.code === 1000 || ev.code === 1008) {
+        // Terminal state, or the token was refused: the view says which.
+        load();
+        return;
+      }
+      if (state !== 'pending') {
+        return;
+      }
+      setConn(S.reconnecting);
+      startPolling();
+      // 1012 (server restart) and 1001 (going away) mean "come back soon";
+      // anything else backs off up to 30 s while polling covers the gap.
+      var delay = (ev.code === 1012 || ev.code === 1001) ? 200 + Math.random() * 800 : wsBackoff;
+      wsBackoff = Math.min(wsBackoff * 2, 30000);
+      setTimeout(connect, delay);
+    };
+  }
+
+  form.addEventListener('submit', function (e) {
+    e.preventDefault();
+    submit();
+  });
+  // Enter on an option selects it (Space does too, natively); it does not
+  // send, so that a stray Enter never answers for the person.
+  el('options').addEventListener('keydown', function (e) {
+    if (e.key === 'Enter' && !e.ctrlKey && !e.metaKey && e.target.tagName === 'INPUT') {
+      e.preventDefault();
+      if (e.target.type === 'radio') {
+        e.target.checked = true;
+      } else {
+        e.target.checked = !e.target.checked;
+      }
+      showError('');
+    }
+  });
+  // A keypress (or a synthetic char event) after Enter would trigger the
+  // form's implicit submission; an option's Enter only selects.
+  el('options').addEventListener('keypress', function (e) {
+    if (e.key === 'Enter' && !e.ctrlKey && !e.metaKey && e.target.tagName === 'INPUT') {
+      e.preventDefault();
+    }
+  });
+  document.addEventListener('keydown', function (e) {
+    if (e.key === 'Enter' && (e.ctrlKey || e.metaKey) && state === 'pending') {
+      e.preventDefault();
+      submit();
+    }
+  });
+
+  load();
+})();
