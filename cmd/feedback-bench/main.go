@@ -450,7 +450,7 @@ func mcpClient(ctx context.Context, base, tok string) (*client.Client, error) {
 		return nil, err
 	}
 	init := mcp.InitializeRequest{}
-	init.Params.ProtocolVersion = mcp.LATEST_PROTOCOL_VERSION
+	init.Params.ProtocolVersion = "2025-11-25" // what the TS SDK and today's clients negotiate
 	init.Params.ClientInfo = mcp.Implementation{Name: "feedback-bench", Version: "1"}
 	if _, err := c.Initialize(ctx, init); err != nil {
 		return nil, fmt.Errorf("MCP initialize: %w", err)
