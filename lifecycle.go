@@ -68,6 +68,17 @@ func (l *lifecycle) AuthFailed(reason string) { metricAuthFailures.WithLabelValu
 // StoreFailed implements handlers.Observer.
 func (l *lifecycle) StoreFailed(op string) { metricStoreErrors.WithLabelValues(op).Inc() }
 
+// WebSockets implements handlers.Observer.
+func (l *lifecycle) WebSockets(delta int) { metricWebSockets.Add(float64(delta)) }
+
+// MCPSessions implements handlers.Observer.
+func (l *lifecycle) MCPSessions(delta int) { metricMCPSessions.Add(float64(delta)) }
+
+// ToolCall implements handlers.Observer.
+func (l *lifecycle) ToolCall(tool, outcome string) {
+	metricToolCalls.WithLabelValues(tool, outcome).Inc()
+}
+
 // expirer reads each session this instance created once its deadline has
 // passed. Expiry is data, decided by whoever reads first; without a reader
 // a question nobody waits for would never be counted or announced as

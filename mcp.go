@@ -45,9 +45,9 @@ func (h *Handler) provisionMCP(ctx caddy.Context) error {
 		return fmt.Errorf("elicitation must be off, url or form, not %q", h.Elicitation)
 	}
 	key := "mcp:" + h.poolKey
-	logger := h.logger
+	logger, obs := h.logger, h.shared.life
 	v, _, err := mcpPool.LoadOrNew(key, func() (caddy.Destructor, error) {
-		return pooledMCP{handlers.NewMCP(handlers.MCPOptions{Logger: logger})}, nil
+		return pooledMCP{handlers.NewMCP(handlers.MCPOptions{Logger: logger, Observer: obs})}, nil
 	})
 	if err != nil {
 		return fmt.Errorf("starting the MCP server: %w", err)

@@ -37,9 +37,23 @@ var (
 		Namespace: "caddy", Subsystem: "mcp_feedback", Name: "store_errors_total",
 		Help: "Session store failures (unreachable, timeouts), by operation.",
 	}, []string{"op"})
+
+	metricWebSockets = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: "caddy", Subsystem: "mcp_feedback", Name: "websockets_open",
+		Help: "WebSocket watchers connected to this instance.",
+	})
+	metricMCPSessions = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: "caddy", Subsystem: "mcp_feedback", Name: "mcp_sessions",
+		Help: "MCP sessions (Streamable HTTP and SSE) open on this instance.",
+	})
+	metricToolCalls = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "mcp_feedback", Name: "mcp_tool_calls_total",
+		Help: "MCP tool calls by tool and outcome (ok, tool_error, cancelled, error).",
+	}, []string{"tool", "outcome"})
 )
 
-var collectors = []prometheus.Collector{metricSessions, metricPending, metricTimeToAnswer, metricAuthFailures, metricStoreErrors}
+var collectors = []prometheus.Collector{metricSessions, metricPending, metricTimeToAnswer, metricAuthFailures, metricStoreErrors,
+	metricWebSockets, metricMCPSessions, metricToolCalls}
 
 // registerMetrics adds the collectors to a configuration's registry.
 func registerMetrics(reg prometheus.Registerer) error {

@@ -36,6 +36,8 @@ type MCPOptions struct {
 	// Logger is for what happens outside any one request (sweeps, the
 	// library's own messages). Per-request logs go to the Service's logger.
 	Logger *zap.Logger
+	// Observer counts sessions and tool calls (metrics); nil: nobody.
+	Observer Observer
 	// IdleTTL is how long a Streamable HTTP session may go without a
 	// request, an open stream or a call in flight before it is dropped.
 	// Clients that vanish without DELETE would otherwise stay forever.
@@ -157,6 +159,9 @@ func requestFrom(ctx context.Context) *mcpRequest {
 func NewMCP(opts MCPOptions) *MCP {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
+	}
+	if opts.Observer == nil {
+		opts.Observer = nopObserver{}
 	}
 	if opts.IdleTTL <= 0 {
 		opts.IdleTTL = 30 * time.Minute
@@ -417,6 +422,7 @@ func (m *MCP) onRegister(ctx context.Context, cs server.ClientSession) {
 	s := &mcpSession{owner: OwnerOf(rq.claims), sse: rq.sse, stream: rq.stream, calls: map[*inflight]struct{}{}}
 	s.lastActive.Store(time.Now().UnixNano())
 	m.sessions.Store(cs.SessionID(), s)
+	m.opts.Observer.MCPSessions(1)
 }
 
 // onUnregister forgets the session and cancels its calls still running.
@@ -427,6 +433,7 @@ func (m *MCP) onUnregister(_ context.Context, cs server.ClientSession) {
 	if !ok {
 		return
 	}
+	m.opts.Observer.MCPSessions(-1)
 	s := v.(*mcpSession)
 	s.mu.Lock()
 	s.closed = true
@@ -477,7 +484,18 @@ func (m *MCP) trackCall(next server.ToolHandlerFunc) server.ToolHandlerFunc {
 				}()
 			}
 		}
-		return next(ctx, req)
+		res, err := next(ctx, req)
+		outcome := "ok"
+		switch {
+		case err != nil:
+			outcome = "error"
+		case context.Cause(ctx) != nil:
+			outcome = "cancelled"
+		case res != nil && res.IsError:
+			outcome = "tool_error"
+		}
+		m.opts.Observer.ToolCall(req.Params.Name, outcome)
+		return res, err
 	}
 }
 

@@ -12,6 +12,13 @@ type Observer interface {
 	AuthFailed(reason string)
 	// StoreFailed: the store failed (not "not found" and the like).
 	StoreFailed(op string)
+	// WebSockets and MCPSessions: delta is +1 when one opens, -1 when it ends.
+	WebSockets(delta int)
+	MCPSessions(delta int)
+	// ToolCall: an MCP tool call ended with outcome ok, tool_error (isError),
+	// cancelled (the client left, cancelled, or the server stopped) or error
+	// (a protocol error).
+	ToolCall(tool, outcome string)
 }
 
 type nopObserver struct{}
@@ -19,3 +26,6 @@ type nopObserver struct{}
 func (nopObserver) Created(*store.Session, string) {}
 func (nopObserver) AuthFailed(string)              {}
 func (nopObserver) StoreFailed(string)             {}
+func (nopObserver) WebSockets(int)                 {}
+func (nopObserver) MCPSessions(int)                {}
+func (nopObserver) ToolCall(string, string)        {}

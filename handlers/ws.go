@@ -145,6 +145,8 @@ func (h *Human) WS(w http.ResponseWriter, r *http.Request) {
 		_ = c.Close(code, reason)
 		return
 	}
+	h.svc.cfg.Observer.WebSockets(1)
+	defer h.svc.cfg.Observer.WebSockets(-1)
 	defer h.sockets.remove(c)
 
 	log := h.svc.log.With(zap.String("session_id", id), zap.String("client_type", clientType), zap.String("remote_addr", r.RemoteAddr))
