@@ -49,6 +49,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		ws_max_per_session <n>
 //		ws_max_per_subject <n>
 //		elicitation        off | url | form
+//		mcp_max_sessions_per_subject <n>
 //	}
 //
 // Every subdirective may appear once; an unknown one is an error, so that a
@@ -109,13 +110,15 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = oneInt(d, &h.WSMaxPerSession)
 		case "ws_max_per_subject":
 			err = oneInt(d, &h.WSMaxPerSubject)
+		case "mcp_max_sessions_per_subject":
+			err = oneInt(d, &h.MCPMaxSessionsPerSubject)
 		case "elicitation":
 			if err = oneString(d, &h.Elicitation); err == nil && h.Elicitation != "off" && h.Elicitation != "url" && h.Elicitation != "form" {
 				return d.Errf("elicitation must be off, url or form, not %q", h.Elicitation)
 			}
 		default:
 			return d.Errf("unknown mcp_feedback option %q (known: jwt_secret, jwt_issuer, jwt_audience, public_url, store, "+
-				"default_timeout, min_timeout, max_timeout, max_message_length, max_options, max_option_length, retention, max_pending_per_subject, creates_per_minute, notify, allowed_origins, ws_max_per_session, ws_max_per_subject, elicitation)", name)
+				"default_timeout, min_timeout, max_timeout, max_message_length, max_options, max_option_length, retention, max_pending_per_subject, creates_per_minute, notify, allowed_origins, ws_max_per_session, ws_max_per_subject, elicitation, mcp_max_sessions_per_subject)", name)
 		}
 		if err != nil {
 			return err

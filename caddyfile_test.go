@@ -199,7 +199,7 @@ func TestUnmarshalCaddyfileElicitation(t *testing.T) {
 		"no mode":      {"mcp_feedback {\n elicitation\n}", "needs a value"},
 		"two modes":    {"mcp_feedback {\n elicitation url form\n}", "takes one value"},
 		"twice":        {"mcp_feedback {\n elicitation url\n elicitation off\n}", "set twice"},
-		"typo listed":  {"mcp_feedback {\n elicitaton url\n}", "elicitation)"},
+		"typo listed":  {"mcp_feedback {\n elicitaton url\n}", "elicitation, "},
 	} {
 		t.Run(name, func(t *testing.T) {
 			var h Handler

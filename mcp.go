@@ -65,7 +65,8 @@ func (h *Handler) provisionMCP(ctx caddy.Context) error {
 			allowed = append(allowed, canon)
 		}
 	}
-	h.mcpConfig = handlers.MCPConfig{Elicitation: h.Elicitation, Prefix: strippedPrefix, AllowedOrigins: allowed}
+	h.mcpConfig = handlers.MCPConfig{Elicitation: h.Elicitation, Prefix: strippedPrefix, AllowedOrigins: allowed,
+		MaxSessionsPerSubject: h.MCPMaxSessionsPerSubject}
 
 	// On a reload the streams stay: the next configuration serves them. On
 	// exit they must end, or Caddy waits for them.

@@ -120,6 +120,11 @@ type Handler struct {
 	// link), and `off` sends nothing.
 	Elicitation string `json:"elicitation,omitempty"`
 
+	// MCPMaxSessionsPerSubject caps the MCP sessions (SSE streams and
+	// Streamable HTTP sessions) one token subject may hold at once; past
+	// it, new sessions get 429. Default: 50.
+	MCPMaxSessionsPerSubject int `json:"mcp_max_sessions_per_subject,omitempty"`
+
 	svc     *handlers.Service
 	human   *handlers.Human
 	mux     *http.ServeMux

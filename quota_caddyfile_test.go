@@ -29,3 +29,13 @@ func TestQuotaOptions(t *testing.T) {
 		}
 	}
 }
+
+func TestMCPSessionCapOption(t *testing.T) {
+	var h Handler
+	if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser("mcp_feedback {\n mcp_max_sessions_per_subject 7\n}")); err != nil || h.MCPMaxSessionsPerSubject != 7 {
+		t.Fatalf("%v %d", err, h.MCPMaxSessionsPerSubject)
+	}
+	if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser("mcp_feedback {\n mcp_max_sessions_per_subject none\n}")); err == nil {
+		t.Fatal("a non-number accepted")
+	}
+}

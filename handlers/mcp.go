@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -63,7 +64,15 @@ type MCPConfig struct {
 	// browser requests are accepted even on a loopback listener: the public
 	// URL's and the configured allowed_origins. See checkOrigin.
 	AllowedOrigins []string
+	// MaxSessionsPerSubject caps the MCP sessions (SSE streams and
+	// Streamable HTTP sessions) one token subject may hold at once, so a
+	// flood of connections from one token cannot exhaust the server.
+	// 0 means DefaultMaxMCPSessionsPerSubject.
+	MaxSessionsPerSubject int
 }
+
+// DefaultMaxMCPSessionsPerSubject is MCPConfig.MaxSessionsPerSubject's default.
+const DefaultMaxMCPSessionsPerSubject = 50
 
 // sseDrainWait bounds how long Shutdown waits for an SSE stream to write a
 // cancelled call's result.
@@ -90,6 +99,11 @@ type MCP struct {
 
 	sessions sync.Map // MCP session id → *mcpSession
 
+	// owners counts, per subject, the sessions held plus the requests that
+	// may create one and have not yet; see reserve.
+	ownersMu sync.Mutex
+	owners   map[store.Owner]int
+
 	callsMu sync.Mutex
 	calls   map[*inflight]struct{}
 	closing atomic.Bool
@@ -104,6 +118,7 @@ type MCP struct {
 type mcpSession struct {
 	owner      store.Owner
 	sse        bool
+	reserved   bool         // holds one of owner's session slots (released on unregister)
 	lastActive atomic.Int64 // unix nanos of the last request's start or end
 	busy       atomic.Int32 // requests (streams, calls) open right now
 
@@ -148,6 +163,10 @@ type mcpRequest struct {
 	prefix string // stripped path prefix (SSE endpoint)
 	sse    bool
 	stream *streamState // the SSE GET's stream, on that request only
+	// reserved: this request holds a session slot of its owner; registered:
+	// a session was made from it, which now holds the slot instead.
+	reserved   bool
+	registered atomic.Bool
 }
 
 func requestFrom(ctx context.Context) *mcpRequest {
@@ -318,6 +337,28 @@ func (m *MCP) serve(svc *Service, cfg MCPConfig, next http.Handler, sse bool, se
 			}
 		}
 		rq := &mcpRequest{svc: svc, claims: claims, cfg: cfg, base: svc.cfg.BaseURL(r), sse: sse}
+		// An SSE GET, or a Streamable POST without a session id (initialize),
+		// may create a session: it takes a slot of the owner's cap first,
+		// so that a flood of them cannot pass the cap between check and use.
+		if (sse && r.Method == http.MethodGet) || (!sse && r.Method == http.MethodPost && sessionID != nil && sessionID(r) == "") {
+			limit := cfg.MaxSessionsPerSubject
+			if limit <= 0 {
+				limit = DefaultMaxMCPSessionsPerSubject
+			}
+			if !m.reserve(owner, limit) {
+				svc.log.Info("mcp: session cap reached", zap.String("sub", claims.Subject), zap.Int("max", limit))
+				w.Header().Set("Retry-After", "30")
+				WriteError(w, http.StatusTooManyRequests, "too_many_sessions", fmt.Sprintf(
+					"this token's subject already holds %d MCP sessions; close one (DELETE /mcp, or end an SSE stream) or let idle ones expire", limit))
+				return
+			}
+			rq.reserved = true
+			defer func() {
+				if !rq.registered.Load() {
+					m.release(owner)
+				}
+			}()
+		}
 		if cfg.Prefix != nil {
 			rq.prefix = cfg.Prefix(r)
 		}
@@ -420,6 +461,9 @@ func (m *MCP) onRegister(ctx context.Context, cs server.ClientSession) {
 		return
 	}
 	s := &mcpSession{owner: OwnerOf(rq.claims), sse: rq.sse, stream: rq.stream, calls: map[*inflight]struct{}{}}
+	if rq.reserved && !rq.registered.Swap(true) {
+		s.reserved = true // the session now holds the request's slot
+	}
 	s.lastActive.Store(time.Now().UnixNano())
 	m.sessions.Store(cs.SessionID(), s)
 	m.opts.Observer.MCPSessions(1)
@@ -435,6 +479,9 @@ func (m *MCP) onUnregister(_ context.Context, cs server.ClientSession) {
 	}
 	m.opts.Observer.MCPSessions(-1)
 	s := v.(*mcpSession)
+	if s.reserved {
+		m.release(s.owner)
+	}
 	s.mu.Lock()
 	s.closed = true
 	calls := s.calls
@@ -626,4 +673,29 @@ func (m *MCP) Sessions() int {
 	n := 0
 	m.sessions.Range(func(any, any) bool { n++; return true })
 	return n
+}
+
+// reserve takes one of owner's limit session slots, if one is free.
+func (m *MCP) reserve(owner store.Owner, limit int) bool {
+	m.ownersMu.Lock()
+	defer m.ownersMu.Unlock()
+	if m.owners[owner] >= limit {
+		return false
+	}
+	if m.owners == nil {
+		m.owners = map[store.Owner]int{}
+	}
+	m.owners[owner]++
+	return true
+}
+
+// release gives a slot back.
+func (m *MCP) release(owner store.Owner) {
+	m.ownersMu.Lock()
+	defer m.ownersMu.Unlock()
+	if m.owners[owner] <= 1 {
+		delete(m.owners, owner)
+		return
+	}
+	m.owners[owner]--
 }
