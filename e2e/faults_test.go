@@ -317,6 +317,7 @@ func TestRedisPaused(t *testing.T) {
 	if r.Status != 200 {
 		t.Fatalf("submit after SIGCONT: %d %s", r.Status, r.Body)
 	}
+	checkInvariants(t, rs, "e2e:", map[string]string{cr.SessionID: "after the pause"})
 	t.Logf("Redis paused: 40 requests all answered 503, longest %v; goroutines %d before, %d after",
 		time.Duration(longest.Load()).Round(time.Millisecond), base, during)
 }

@@ -7,10 +7,12 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -162,5 +164,27 @@ func TestSendNeverBlocks(t *testing.T) {
 	defer n.Close()
 	for range 50 {
 		n.Send(EventCreated, session(), "")
+	}
+}
+
+// TestReceiverDown: a receiver that refuses connections is retried up to
+// the attempt limit, in the background; Send itself never waits.
+func TestReceiverDown(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "http://" + l.Addr().String()
+	l.Close() // nothing listens there now
+	var waits atomic.Int32
+	n := New([]Webhook{{URL: url}}, Options{MaxAttempts: 4, Sleep: func(context.Context, time.Duration) { waits.Add(1) }})
+	n.Send(EventCreated, session(), "")
+	deadline := time.Now().Add(10 * time.Second)
+	for waits.Load() < 3 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	n.Close()
+	if waits.Load() != 3 {
+		t.Fatalf("%d retries after refused connections, want 3 (4 attempts)", waits.Load())
 	}
 }

@@ -230,6 +230,7 @@ http://127.0.0.1:%d {
 		creates_per_minute off
 		elicitation off
 		ws_max_per_subject 1000000
+		mcp_max_sessions_per_subject 1000
 	}
 }
 `, admin, filepath.Join(dir, "storage"), port, storeLine)
@@ -556,10 +557,15 @@ func latencies(r *report, a, b *caddyProc, tok string) error {
 
 var goroutineTotal = regexp.MustCompile(`goroutine profile: total (\d+)`)
 
-func (c *caddyProc) stats() (rssKB, goroutines int) {
-	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", c.cmd.Process.Pid)); err == nil {
-		if m := regexp.MustCompile(`VmRSS:\s+(\d+) kB`).FindSubmatch(b); m != nil {
-			rssKB, _ = strconv.Atoi(string(m[1]))
+// stats reads the Caddy process's memory in use (Go heap and stacks, after
+// a GC, from its admin pprof endpoint; RSS lags behind frees) and goroutines.
+func (c *caddyProc) stats() (inUse, goroutines int) {
+	if _, b, err := call("GET", c.admin+"/debug/pprof/heap?gc=1&debug=1", ""); err == nil {
+		for _, re := range []*regexp.Regexp{regexp.MustCompile(`# HeapInuse = (\d+)`), regexp.MustCompile(`# Stack = (\d+) /`)} {
+			if m := re.FindSubmatch(b); m != nil {
+				n, _ := strconv.Atoi(string(m[1]))
+				inUse += n
+			}
 		}
 	}
 	if _, b, err := call("GET", c.admin+"/debug/pprof/goroutine?debug=1", ""); err == nil {
@@ -574,7 +580,7 @@ func heldConnections(r *report, a *caddyProc, tok string) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	n := *held
-	r.f("## Held connections on one instance (%d each)\n\n| what | RSS / connection | goroutines / connection |\n|---|---|---|\n", n)
+	r.f("## Held connections on one instance (%d each)\n\n| what | memory / connection (Go heap + stacks) | goroutines / connection |\n|---|---|---|\n", n)
 	sess := make([]session, n)
 	for i := range sess {
 		s, err := create(a.base, tok, `{"message":"held","timeout":3600}`)
@@ -584,8 +590,7 @@ func heldConnections(r *report, a *caddyProc, tok string) error {
 		sess[i] = s
 	}
 	measure := func(name string, open func(i int) error) error {
-		runtime.GC()
-		rss0, g0 := a.stats()
+		mem0, g0 := a.stats()
 		sem := make(chan struct{}, 256)
 		errs := make(chan error, 1)
 		var wg sync.WaitGroup
@@ -612,8 +617,8 @@ func heldConnections(r *report, a *caddyProc, tok string) error {
 		}
 		// Let the server settle into the wait before reading its figures.
 		time.Sleep(2 * time.Second)
-		rss1, g1 := a.stats()
-		r.f("| %s | %.1f KB | %.2f |\n", name, float64(rss1-rss0)/float64(n), float64(g1-g0)/float64(n))
+		mem1, g1 := a.stats()
+		r.f("| %s | %.1f KB | %.2f |\n", name, float64(mem1-mem0)/1024/float64(n), float64(g1-g0)/float64(n))
 		return nil
 	}
 	// Waiting MCP calls: each session's get_feedback_result with wait, over
