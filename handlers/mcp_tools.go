@@ -235,21 +235,9 @@ func (m *MCP) interactiveFeedback(ctx context.Context, req mcp.CallToolRequest) 
 }
 
 func (m *MCP) getFeedbackResult(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-	rq, fail := begin(ctx, auth.ScopeRead)
+	rq, args, sess, fail := sessionCall(ctx, req, auth.ScopeRead, true)
 	if fail != nil {
 		return fail, nil
-	}
-	raw, fail := rawArgs(req)
-	if fail != nil {
-		return fail, nil
-	}
-	args, verr := validate.DecodeSessionArgs(raw, rq.svc.Limits().MaxTimeout)
-	if verr != nil {
-		return toolError("%s", verr.Message), nil
-	}
-	sess, err := rq.svc.SessionFor(ctx, OwnerOf(rq.claims), args.SessionID)
-	if err != nil {
-		return storeToolError(rq, "get", err), nil
 	}
 	link := m.link(ctx, sess.ID)
 	if args.Wait == nil || *args.Wait == 0 || sess.Status.Terminal() {
@@ -259,42 +247,18 @@ func (m *MCP) getFeedbackResult(ctx context.Context, req mcp.CallToolRequest) (*
 }
 
 func (m *MCP) checkFeedbackStatus(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-	rq, fail := begin(ctx, auth.ScopeRead)
+	_, _, sess, fail := sessionCall(ctx, req, auth.ScopeRead, false)
 	if fail != nil {
 		return fail, nil
-	}
-	raw, fail := rawArgs(req)
-	if fail != nil {
-		return fail, nil
-	}
-	args, verr := validate.DecodeSessionArgs(raw, 0)
-	if verr != nil {
-		return toolError("%s", verr.Message), nil
-	}
-	sess, err := rq.svc.SessionFor(ctx, OwnerOf(rq.claims), args.SessionID)
-	if err != nil {
-		return storeToolError(rq, "get", err), nil
 	}
 	text := fmt.Sprintf("Status: %s. %s", sess.Status, statusHint(sess))
 	return mcp.NewToolResultStructured(stateOf(sess), text), nil
 }
 
 func (m *MCP) cancelFeedback(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-	rq, fail := begin(ctx, auth.ScopeCreate)
+	rq, _, sess, fail := sessionCall(ctx, req, auth.ScopeCreate, false)
 	if fail != nil {
 		return fail, nil
-	}
-	raw, fail := rawArgs(req)
-	if fail != nil {
-		return fail, nil
-	}
-	args, verr := validate.DecodeSessionArgs(raw, 0)
-	if verr != nil {
-		return toolError("%s", verr.Message), nil
-	}
-	sess, err := rq.svc.SessionFor(ctx, OwnerOf(rq.claims), args.SessionID)
-	if err != nil {
-		return storeToolError(rq, "get", err), nil
 	}
 	cancelled, err := rq.svc.Store().Cancel(ctx, sess.ID)
 	if err != nil {
@@ -421,4 +385,31 @@ func (m *MCP) link(ctx context.Context, id string) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.links.urls[id]
+}
+
+// sessionCall is how every tool that names a session starts: the token's
+// scope, strict {sessionId[, wait]} arguments (wait up to max_timeout when
+// withWait), and the caller's own session (anyone else's reads as unknown).
+func sessionCall(ctx context.Context, req mcp.CallToolRequest, scope string, withWait bool) (*mcpRequest, *validate.SessionArgs, *store.Session, *mcp.CallToolResult) {
+	rq, fail := begin(ctx, scope)
+	if fail != nil {
+		return nil, nil, nil, fail
+	}
+	raw, fail := rawArgs(req)
+	if fail != nil {
+		return nil, nil, nil, fail
+	}
+	var maxWait time.Duration
+	if withWait {
+		maxWait = rq.svc.Limits().MaxTimeout
+	}
+	args, verr := validate.DecodeSessionArgs(raw, maxWait)
+	if verr != nil {
+		return nil, nil, nil, toolError("%s", verr.Message)
+	}
+	sess, err := rq.svc.SessionFor(ctx, OwnerOf(rq.claims), args.SessionID)
+	if err != nil {
+		return nil, nil, nil, storeToolError(rq, "get", err)
+	}
+	return rq, args, sess, nil
 }
