@@ -1,7 +1,8 @@
 // Package handlers serves the module's endpoints over plain net/http: the
-// REST API, health and resource metadata (and, as they arrive, MCP, the
-// answer page and WebSockets). Nothing here knows about Caddy; the root
-// package builds a Service from its configuration and routes to it.
+// REST API, health and resource metadata (api.go), MCP (mcp*.go), the
+// answer page and the WebSocket (page.go, ws.go). Nothing here knows about
+// Caddy; the root package builds a Service from its configuration and
+// routes to it.
 package handlers
 
 import (
