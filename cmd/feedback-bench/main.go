@@ -476,6 +476,32 @@ func waitResult(ctx context.Context, c *client.Client, id string) error {
 	return nil
 }
 
+// sampleLatency measures, *samples times, from sending an answer through
+// sub to the waiter having it. arm sets a waiter up on a new session made on
+// a and returns a function that blocks until that waiter has the answer.
+func sampleLatency(a, sub *caddyProc, tok string, arm func(s session) (func() error, error)) (dist, error) {
+	var d dist
+	for range *samples {
+		s, err := create(a.base, tok, `{"message":"latency"}`)
+		if err != nil {
+			return nil, err
+		}
+		wait, err := arm(s)
+		if err != nil {
+			return nil, err
+		}
+		start := time.Now()
+		if err := submit(sub.base, s, "yes"); err != nil {
+			return nil, err
+		}
+		if err := wait(); err != nil {
+			return nil, err
+		}
+		d = append(d, time.Since(start))
+	}
+	return d, nil
+}
+
 func latencies(r *report, a, b *caddyProc, tok string) error {
 	ctx := context.Background()
 	r.f("## Answer → waiter latency (from sending the submit to the waiter having the answer)\n\n| case | p50 | p99 | max | samples |\n|---|---|---|---|---|\n")
@@ -484,70 +510,51 @@ func latencies(r *report, a, b *caddyProc, tok string) error {
 		return err
 	}
 	defer mc.Close()
-	targets := []struct {
-		name string
-		sub  *caddyProc
-	}{{"same instance", a}, {"cross instance", b}}
-	for _, tg := range targets {
-		if tg.sub == nil {
-			continue
-		}
-		var d dist
-		for range *samples {
-			s, err := create(a.base, tok, `{"message":"latency"}`)
-			if err != nil {
-				return err
-			}
-			done := make(chan error, 1)
-			var got time.Time
-			go func() { err := waitResult(ctx, mc, s.id); got = time.Now(); done <- err }()
-			time.Sleep(20 * time.Millisecond) // let the call reach its wait; a benchmark, not a test
-			start := time.Now()
-			if err := submit(tg.sub.base, s, "yes"); err != nil {
-				return err
-			}
-			if err := <-done; err != nil {
-				return err
-			}
-			d = append(d, got.Sub(start))
-		}
-		r.f("%s", d.row("MCP get_feedback_result wait, "+tg.name))
+	mcpWaiter := func(s session) (func() error, error) {
+		done := make(chan error, 1)
+		go func() { done <- waitResult(ctx, mc, s.id) }()
+		time.Sleep(20 * time.Millisecond) // let the call reach its wait; a benchmark, not a test
+		return func() error { return <-done }, nil
 	}
-	for _, tg := range targets {
-		if tg.sub == nil {
-			continue
+	wsWaiter := func(s session) (func() error, error) {
+		conn, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(a.base, "http")+"/ws/"+s.id,
+			&websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + tok}}})
+		if err != nil {
+			return nil, fmt.Errorf("websocket: %w", err)
 		}
-		var d dist
-		for range *samples {
-			s, err := create(a.base, tok, `{"message":"latency"}`)
-			if err != nil {
-				return err
-			}
-			wsURL := "ws" + strings.TrimPrefix(a.base, "http") + "/ws/" + s.id
-			conn, _, err := websocket.Dial(ctx, wsURL, &websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + tok}}})
-			if err != nil {
-				return fmt.Errorf("websocket: %w", err)
-			}
-			if _, _, err := conn.Read(ctx); err != nil { // connection_established: the watcher is registered
-				return err
-			}
-			start := time.Now()
-			if err := submit(tg.sub.base, s, "yes"); err != nil {
-				return err
-			}
+		if _, _, err := conn.Read(ctx); err != nil { // connection_established: the watcher is registered
+			return nil, err
+		}
+		return func() error {
+			defer conn.Close(websocket.StatusNormalClosure, "")
 			for {
 				_, msg, err := conn.Read(ctx)
 				if err != nil {
 					return err
 				}
 				if bytes.Contains(msg, []byte(`"feedback_submitted"`)) {
-					break
+					return nil
 				}
 			}
-			d = append(d, time.Since(start))
-			conn.Close(websocket.StatusNormalClosure, "")
+		}, nil
+	}
+	for _, w := range []struct {
+		name string
+		arm  func(session) (func() error, error)
+	}{{"MCP get_feedback_result wait", mcpWaiter}, {"WebSocket watcher", wsWaiter}} {
+		for _, tg := range []struct {
+			name string
+			sub  *caddyProc
+		}{{"same instance", a}, {"cross instance", b}} {
+			if tg.sub == nil {
+				continue
+			}
+			d, err := sampleLatency(a, tg.sub, tok, w.arm)
+			if err != nil {
+				return fmt.Errorf("%s, %s: %w", w.name, tg.name, err)
+			}
+			r.f("%s", d.row(w.name+", "+tg.name))
 		}
-		r.f("%s", d.row("WebSocket watcher, "+tg.name))
 	}
 	r.f("\n")
 	return nil
