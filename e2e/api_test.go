@@ -38,7 +38,13 @@ https://localhost:{HTTPS} {
 }
 `
 
-func redisSites(url string) string {
+// redisSites serves the module on the Redis at url; extra are more
+// mcp_feedback options, one per line.
+func redisSites(url string, extra ...string) string {
+	opts := ""
+	for _, e := range extra {
+		opts += "\t\t" + e + "\n"
+	}
 	return `
 http://127.0.0.1:{HTTP} {
 	mcp_feedback {
@@ -46,7 +52,7 @@ http://127.0.0.1:{HTTP} {
 		store redis ` + url + ` {
 			key_prefix e2e:
 		}
-	}
+` + opts + `	}
 	respond "next handler" 200
 }
 `

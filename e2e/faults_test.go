@@ -27,18 +27,7 @@ import (
 // loadSites is redisSites without per-subject quotas, for tests that
 // create hundreds of sessions with one token.
 func loadSites(url string) string {
-	return `
-http://127.0.0.1:{HTTP} {
-	mcp_feedback {
-		jwt_secret {env.JWT_SECRET}
-		store redis ` + url + ` {
-			key_prefix e2e:
-		}
-		max_pending_per_subject off
-		creates_per_minute off
-	}
-}
-`
+	return redisSites(url, "max_pending_per_subject off", "creates_per_minute off")
 }
 
 func fastClient() *http.Client {
@@ -358,7 +347,7 @@ func TestScriptFlushAndPubsubKill(t *testing.T) {
 // across instances sharing one Redis, and answers 429 with Retry-After.
 func TestQuotaAcrossInstances(t *testing.T) {
 	rs := redistest.Start(t)
-	sites := strings.Replace(redisSites(rs.URL()), "jwt_secret {env.JWT_SECRET}", "jwt_secret {env.JWT_SECRET}\n\t\tmax_pending_per_subject 3", 1)
+	sites := redisSites(rs.URL(), "max_pending_per_subject 3")
 	a, b := startCaddy(t, sites), startCaddy(t, sites)
 	alice := token(t, "alice")
 	createSession(t, a.Client, a.HTTP, alice, `{"message":"1"}`)
