@@ -295,49 +295,38 @@ func TestRedisResubscribe(t *testing.T) {
 	}
 }
 
-// submitRetrying retries a submit that failed with ErrUnavailable, as a
-// client would, and fails t on any other outcome than success.
+// submitRetrying retries a Submit that fails with ErrUnavailable, as while
+// Redis restarts, and fails t on any other error.
 func submitRetrying(t *testing.T, r store.Store, id string, a store.Answer) *store.Session {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), waitBound)
-	defer cancel()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		got, err := r.Submit(ctx, id, a)
-		if err == nil {
-			return got
-		}
-		if !errors.Is(err, store.ErrUnavailable) {
-			t.Fatalf("Submit(%s): %v", id, err)
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("Submit(%s) still failing after %v: %v", id, waitBound, err)
-		case <-tick.C:
-		}
-	}
+	return retrying(t, "Submit("+id+")", func(ctx context.Context) (*store.Session, error) { return r.Submit(ctx, id, a) })
 }
 
-// getRetrying retries a Get that fails with ErrUnavailable, as while Redis
-// restarts, and fails t on any other error.
+// getRetrying is submitRetrying for Get.
 func getRetrying(t *testing.T, r store.Store, id string) *store.Session {
+	t.Helper()
+	return retrying(t, "Get("+id+")", func(ctx context.Context) (*store.Session, error) { return r.Get(ctx, id) })
+}
+
+// retrying repeats op while it fails with ErrUnavailable, for at most
+// waitBound, and fails t on any other error.
+func retrying(t *testing.T, what string, op func(context.Context) (*store.Session, error)) *store.Session {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), waitBound)
 	defer cancel()
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		got, err := r.Get(ctx, id)
+		got, err := op(ctx)
 		if err == nil {
 			return got
 		}
 		if !errors.Is(err, store.ErrUnavailable) {
-			t.Fatalf("Get(%s): %v", id, err)
+			t.Fatalf("%s: %v", what, err)
 		}
 		select {
 		case <-ctx.Done():
-			t.Fatalf("Get(%s) still failing after %v: %v", id, waitBound, err)
+			t.Fatalf("%s still failing after %v: %v", what, waitBound, err)
 		case <-tick.C:
 		}
 	}
