@@ -184,14 +184,10 @@ func TestRedisStore(t *testing.T) {
 		t.Fatalf("health with Redis down: %d %s", r.Status, r.Body)
 	}
 	rs.Restart(t)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	eventually(10*time.Second, func() bool {
 		r = do(t, c.Client, "GET", c.HTTP+"/api/feedback/"+cr.SessionID+"/status", "", "Authorization", "Bearer "+alice)
-		if r.Status == 200 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return r.Status == 200
+	})
 	if r.Status != 200 || !strings.Contains(r.Body, `"pending"`) {
 		t.Fatalf("status after Redis restart: %d %s", r.Status, r.Body)
 	}

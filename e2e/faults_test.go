@@ -162,7 +162,6 @@ func TestRedisKilledUnderLoad(t *testing.T) {
 		ackCount, failures atomic.Int64
 		longest            time.Duration
 		killed             = make(chan struct{})
-		restarted          = make(chan struct{})
 		restartedAt        time.Time
 	)
 	var killOnce, restartOnce sync.Once
@@ -196,7 +195,6 @@ func TestRedisKilledUnderLoad(t *testing.T) {
 						mu.Lock()
 						restartedAt = time.Now()
 						mu.Unlock()
-						close(restarted)
 					})
 				}
 			}
@@ -208,17 +206,13 @@ func TestRedisKilledUnderLoad(t *testing.T) {
 	default:
 		t.Fatal("the load ended before Redis was killed")
 	}
-	restartOnce.Do(func() { rs.Restart(t); restartedAt = time.Now(); close(restarted) })
+	restartOnce.Do(func() { rs.Restart(t); restartedAt = time.Now() })
 
 	// Wait for recovery (a readiness poll, bounded), then retry every failed
 	// answer with its nonce: each lands exactly once, whether or not the
 	// first attempt had reached Redis before the kill.
-	deadline := time.Now().Add(30 * time.Second)
-	for do(t, client, "GET", c.HTTP+"/health", "").Status != 200 {
-		if time.Now().After(deadline) {
-			t.Fatal("service did not recover after Redis came back")
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !eventually(30*time.Second, func() bool { return do(t, client, "GET", c.HTTP+"/health", "").Status == 200 }) {
+		t.Fatal("service did not recover after Redis came back")
 	}
 	recovery := time.Since(restartedAt)
 	for _, a := range failed {
@@ -292,11 +286,8 @@ func TestRedisPaused(t *testing.T) {
 	// the server's goroutines must return to about where they were. One
 	// left per request would mean waits that outlive their requests.
 	client.CloseIdleConnections()
-	during := c.goroutines(t)
-	for deadline := time.Now().Add(10 * time.Second); during > base+5 && time.Now().Before(deadline); during = c.goroutines(t) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	if during > base+5 {
+	var during int
+	if !eventually(10*time.Second, func() bool { during = c.goroutines(t); return during <= base+5 }) {
 		t.Errorf("goroutines grew from %d to %d while Redis was paused", base, during)
 	}
 	if err := rs.Signal(syscall.SIGCONT); err != nil {

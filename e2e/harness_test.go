@@ -262,6 +262,20 @@ func caddyCmd(t testing.TB, env []string, args ...string) (string, error) {
 	return string(out), err
 }
 
+// eventually polls cond until it holds or bound passes: a readiness probe
+// on state outside the test (a process, Redis), never a fixed sleep. It
+// reports whether cond held.
+func eventually(bound time.Duration, cond func() bool) bool {
+	for deadline := time.Now().Add(bound); ; time.Sleep(20 * time.Millisecond) {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+}
+
 func tail(s string, n int) string {
 	if len(s) > n {
 		return "…" + s[len(s)-n:]

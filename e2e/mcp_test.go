@@ -223,20 +223,21 @@ func linkIn(t *testing.T, msg string) string {
 // waitLog waits for a JSON log line of Caddy's with all the given parts.
 func (c *Caddy) waitLog(t *testing.T, parts ...string) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
+	found := eventually(20*time.Second, func() bool {
 		for line := range strings.SplitSeq(c.logs.String(), "\n") {
 			ok := true
 			for _, p := range parts {
 				ok = ok && strings.Contains(line, p)
 			}
 			if ok {
-				return
+				return true
 			}
 		}
-		time.Sleep(20 * time.Millisecond)
+		return false
+	})
+	if !found {
+		t.Fatalf("no log line with %q:\n%s", parts, tail(c.logs.String(), 4000))
 	}
-	t.Fatalf("no log line with %q:\n%s", parts, tail(c.logs.String(), 4000))
 }
 
 // basic: list tools, ask without wait, answer through REST, read the result.

@@ -176,11 +176,8 @@ func TestReloadsUnderLiveConnections(t *testing.T) {
 	http.DefaultClient.CloseIdleConnections()
 	// Goroutines return to about the baseline: nothing per reload, per call
 	// or per socket is left behind (a bounded readiness poll, not a sleep).
-	g := c.goroutines(t)
-	for deadline := time.Now().Add(20 * time.Second); g > base+10 && time.Now().Before(deadline); g = c.goroutines(t) {
-		time.Sleep(50 * time.Millisecond)
-	}
-	if g > base+10 {
+	var g int
+	if !eventually(20*time.Second, func() bool { g = c.goroutines(t); return g <= base+10 }) {
 		t.Fatalf("goroutines: %d at start, %d after 20 reloads and every connection closed", base, g)
 	}
 	t.Logf("goroutines: %d at start, %d after 20 reloads with %d waiting calls and %d watchers", base, g, 2*perKind, perKind)
