@@ -171,11 +171,7 @@ func (s *Service) SubmitAnswer(ctx context.Context, sess *store.Session, req *va
 	if verr := validate.CheckAnswer(req, sess.PredefinedOptions, sess.MultiSelect, sess.AllowFreeText); verr != nil {
 		return nil, verr
 	}
-	opts := req.SelectedOptions
-	if opts == nil {
-		opts = []string{} // an answer in free text alone still lists its (no) options: [] not null
-	}
-	return s.cfg.Store.Submit(ctx, sess.ID, store.Answer{SelectedOptions: opts, FreeText: req.FreeText, Nonce: req.Nonce})
+	return s.cfg.Store.Submit(ctx, sess.ID, store.Answer{SelectedOptions: req.SelectedOptions, FreeText: req.FreeText, Nonce: req.Nonce})
 }
 
 // Health handles GET /health. It is unauthenticated and says nothing about

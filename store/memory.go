@@ -133,7 +133,7 @@ func (m *Memory) Submit(ctx context.Context, id string, a Answer) (*Session, err
 		case StatusPending:
 			s.Status = StatusSubmitted
 			s.Result = &Result{
-				SelectedOptions: slices.Clone(a.SelectedOptions),
+				SelectedOptions: append([]string{}, a.SelectedOptions...), // never nil: readers expect a list
 				FreeText:        a.FreeText,
 				SubmittedAt:     now,
 			}

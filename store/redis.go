@@ -324,7 +324,8 @@ func (r *Redis) Get(ctx context.Context, id string) (*Session, error) {
 
 // Submit implements Store.
 func (r *Redis) Submit(ctx context.Context, id string, a Answer) (*Session, error) {
-	ans, err := json.Marshal(redisAnswer{SelectedOptions: a.SelectedOptions, FreeText: a.FreeText})
+	// Never nil, so the stored JSON holds [] and every reader gets a list.
+	ans, err := json.Marshal(redisAnswer{SelectedOptions: append([]string{}, a.SelectedOptions...), FreeText: a.FreeText})
 	if err != nil {
 		return nil, fmt.Errorf("store: submit %s: encoding: %w", id, err)
 	}

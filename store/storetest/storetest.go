@@ -39,6 +39,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 	t.Run("DuplicateID", func(t *testing.T) { testDuplicate(t, newStore(t)) })
 	t.Run("NotFound", func(t *testing.T) { testNotFound(t, newStore(t)) })
 	t.Run("SubmitOnce", func(t *testing.T) { testSubmitOnce(t, newStore(t)) })
+	t.Run("FreeTextAnswerListsNoOptions", func(t *testing.T) { testFreeTextOnly(t, newStore(t)) })
 	t.Run("SubmitSameNonceRetry", func(t *testing.T) { testSameNonce(t, newStore(t)) })
 	t.Run("SubmitDifferentNonce", func(t *testing.T) { testDifferentNonce(t, newStore(t)) })
 	t.Run("SubmitAfterDeadline", func(t *testing.T) { testSubmitAfterDeadline(t, newStore(t)) })
@@ -293,6 +294,22 @@ func testSubmitOnce(t *testing.T, s store.Store) {
 	_, err = s.Submit(t.Context(), in.ID, store.Answer{SelectedOptions: []string{"yes"}})
 	wantErr(t, "repeated Submit without nonce", err, store.ErrConflict)
 	SameSession(t, "Get after the conflicts", mustGet(t, s, in.ID), first)
+}
+
+// testFreeTextOnly: an answer without options stores them as an empty list,
+// not as nothing, so every reader (REST, MCP output schemas) sees an array.
+func testFreeTextOnly(t *testing.T, s store.Store) {
+	in := NewSession(10 * time.Minute)
+	mustCreate(t, s, in, longTTL)
+	got, err := s.Submit(t.Context(), in.ID, store.Answer{FreeText: "in my own words"})
+	if err != nil {
+		t.Fatalf("Submit: %v", err)
+	}
+	for what, sess := range map[string]*store.Session{"Submit": got, "Get": mustGet(t, s, in.ID)} {
+		if sess.Result == nil || sess.Result.SelectedOptions == nil || len(sess.Result.SelectedOptions) != 0 {
+			t.Fatalf("%s: result %+v, want selectedOptions [] (not nil)", what, sess.Result)
+		}
+	}
 }
 
 func testSameNonce(t *testing.T, s store.Store) {
