@@ -300,14 +300,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	return nil
 }
 
-// Validate checks the configuration once it is provisioned.
-func (h *Handler) Validate() error {
-	if h.svc == nil {
-		return errors.New("mcp_feedback: not provisioned")
-	}
-	return nil
-}
-
 // Cleanup lets go of the shared store. It runs on every config unload,
 // reloads included, while streams of this instance may still be open; the
 // store closes only when the last configuration using it is gone.
@@ -415,7 +407,6 @@ func baseURL(publicURL string) func(r *http.Request) string {
 // Interface guards
 var (
 	_ caddy.Provisioner           = (*Handler)(nil)
-	_ caddy.Validator             = (*Handler)(nil)
 	_ caddy.CleanerUpper          = (*Handler)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
 	_ caddyevents.Handler         = (*Handler)(nil)
