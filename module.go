@@ -269,6 +269,7 @@ func (h *Handler) routes() *http.ServeMux {
 	// Cross-site browser posts are refused here as on the page's submit.
 	mux.Handle("/api/feedback/{id}/submit", h.human.Protect(handlers.Methods(s.Submit, http.MethodPost)))
 	mux.Handle("/api/feedback/{id}/result", handlers.Methods(s.Result, http.MethodGet))
+	mux.Handle("/api/feedback/{id}/cancel", handlers.Methods(s.Cancel, http.MethodPost))
 	mux.HandleFunc("/api/feedback/", handlers.UnknownEndpoint)
 
 	// MCP: Streamable HTTP at /mcp, legacy SSE at /sse + /message.

@@ -101,6 +101,30 @@ func (s *Service) Result(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, ResultResponse{SessionID: sess.ID, Status: sess.Status, Result: sess.Result})
 }
 
+// Cancel handles POST /api/feedback/{id}/cancel: the owner withdraws a
+// question (scope feedback:create), with the semantics of the MCP tool
+// cancel_feedback: 200 with the state, idempotent; 409 once answered; 410
+// once expired; 404 for an unknown or someone else's id.
+func (s *Service) Cancel(w http.ResponseWriter, r *http.Request) {
+	claims, ok := s.authenticate(w, r, auth.ScopeCreate)
+	if !ok {
+		return
+	}
+	sess, err := s.SessionFor(r.Context(), OwnerOf(claims), r.PathValue("id"))
+	if err == nil {
+		sess, err = s.cfg.Store.Cancel(r.Context(), sess.ID)
+	}
+	if err != nil {
+		s.storeFailed(r, "cancel", err)
+		writeStoreError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, StatusResponse{
+		SessionID: sess.ID, Status: sess.Status,
+		CreatedAt: sess.CreatedAt, ExpiresAt: sess.ExpiresAt, UpdatedAt: sess.UpdatedAt,
+	})
+}
+
 // Submit handles POST /api/feedback/{id}/submit. The person proves they hold
 // the answer link with X-Feedback-Token; the owner's JWT is accepted too.
 // The session id alone never allows an answer.

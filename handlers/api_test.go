@@ -586,3 +586,44 @@ func TestResourceMetadata(t *testing.T) {
 		t.Fatalf("metadata %s", body)
 	}
 }
+
+// TestCancel: the owner withdraws over REST with the semantics of the MCP
+// tool cancel_feedback (idempotent; 409 once answered; 404 for others).
+func TestCancel(t *testing.T) {
+	s := newService(t, store.NewMemory())
+	alice := mint(t, "alice")
+	id, capTok := create(t, s, alice, `{"message":"Deploy?"}`)
+	cancel := func(tok, id string) *httptest.ResponseRecorder {
+		return s.do(t, s.Cancel, call{method: "POST", path: "/api/feedback/" + id + "/cancel", headers: bearer(tok), id: id})
+	}
+	if w := cancel(mint(t, "mallory"), id); w.Code != http.StatusNotFound {
+		t.Fatalf("someone else's cancel: %d %s", w.Code, w.Body)
+	}
+	if w := cancel(mint(t, "alice", auth.ScopeRead), id); w.Code != http.StatusForbidden {
+		t.Fatalf("read-only token: %d %s", w.Code, w.Body)
+	}
+	if w := cancel(alice, "00000000-0000-4000-8000-000000000000"); w.Code != http.StatusNotFound {
+		t.Fatalf("unknown id: %d %s", w.Code, w.Body)
+	}
+	for i := range 2 {
+		w := cancel(alice, id)
+		var st StatusResponse
+		if w.Code != http.StatusOK || json.Unmarshal(w.Body.Bytes(), &st) != nil || st.Status != store.StatusCancelled {
+			t.Fatalf("cancel #%d: %d %s", i+1, w.Code, w.Body)
+		}
+	}
+	// A cancelled question can no longer be answered.
+	w := s.do(t, s.Submit, call{method: "POST", path: "/api/feedback/" + id + "/submit", id: id,
+		headers: map[string]string{"X-Feedback-Token": capTok}, body: `{"freeText":"yes"}`})
+	if w.Code != http.StatusGone {
+		t.Fatalf("submit after cancel: %d %s", w.Code, w.Body)
+	}
+	id2, capTok2 := create(t, s, alice, `{"message":"Again?"}`)
+	if w := s.do(t, s.Submit, call{method: "POST", path: "/api/feedback/" + id2 + "/submit", id: id2,
+		headers: map[string]string{"X-Feedback-Token": capTok2}, body: `{"freeText":"yes"}`}); w.Code != http.StatusOK {
+		t.Fatalf("submit: %d %s", w.Code, w.Body)
+	}
+	if w := cancel(alice, id2); w.Code != http.StatusConflict || errorCode(t, w) != "already_answered" {
+		t.Fatalf("cancel after answer: %d %s", w.Code, w.Body)
+	}
+}
