@@ -273,6 +273,8 @@ type redisData struct {
 type redisAnswer struct {
 	SelectedOptions []string `json:"selectedOptions"`
 	FreeText        string   `json:"freeText"`
+	Via             string   `json:"via,omitempty"`
+	By              string   `json:"by,omitempty"`
 }
 
 // Create implements Store. Times are kept to the millisecond.
@@ -325,7 +327,7 @@ func (r *Redis) Get(ctx context.Context, id string) (*Session, error) {
 // Submit implements Store.
 func (r *Redis) Submit(ctx context.Context, id string, a Answer) (*Session, error) {
 	// Never nil, so the stored JSON holds [] and every reader gets a list.
-	ans, err := json.Marshal(redisAnswer{SelectedOptions: append([]string{}, a.SelectedOptions...), FreeText: a.FreeText})
+	ans, err := json.Marshal(redisAnswer{SelectedOptions: append([]string{}, a.SelectedOptions...), FreeText: a.FreeText, Via: a.Via, By: a.By})
 	if err != nil {
 		return nil, fmt.Errorf("store: submit %s: encoding: %w", id, err)
 	}
@@ -437,7 +439,7 @@ func decodeRedisSession(id string, f map[string]string) (*Session, error) {
 		if err != nil {
 			return nil, err
 		}
-		s.Result = &Result{SelectedOptions: a.SelectedOptions, FreeText: a.FreeText, SubmittedAt: at}
+		s.Result = &Result{SelectedOptions: a.SelectedOptions, FreeText: a.FreeText, SubmittedAt: at, Via: a.Via, AnsweredBy: a.By}
 	}
 	return s, nil
 }

@@ -40,6 +40,13 @@ type Result struct {
 	SelectedOptions []string  `json:"selectedOptions"`
 	FreeText        string    `json:"freeText"`
 	SubmittedAt     time.Time `json:"submittedAt"`
+	// Via is how the answer arrived: link (the answer page), owner (the
+	// owner's token with scope feedback:answer) or elicitation (the agent's
+	// own MCP client). Empty for answers stored before it was recorded.
+	Via string `json:"via,omitempty"`
+	// AnsweredBy is who answered, when known (the owner's subject for an
+	// owner answer); a holder of the link is anonymous.
+	AnsweredBy string `json:"answeredBy,omitempty"`
 }
 
 // Session is one question to a person and, once given, its answer.
@@ -86,6 +93,8 @@ type Answer struct {
 	// Nonce, when not empty, makes the submit idempotent: repeating it after
 	// success returns the stored session instead of ErrConflict.
 	Nonce string
+	// Via and By are stored as Result.Via and Result.AnsweredBy.
+	Via, By string
 }
 
 // Errors every backend returns, so that callers map them to one set of
@@ -106,7 +115,13 @@ var (
 
 // Store keeps sessions. Implementations are safe for concurrent use and
 // shared by every handler instance that uses the same configuration.
+//
+// Every ability is part of the contract, so that a store cannot silently
+// lack one: quotas (Admit), the change feed that wakes waiters (Watch) and
+// the change hook that events, metrics and webhooks hang off (OnChange).
+// storetest.Run checks all of them.
 type Store interface {
+	Limiter
 	// Create stores a new pending session. ttl is how long the backend keeps
 	// it at all (timeout + retention); afterwards Get returns ErrNotFound.
 	Create(ctx context.Context, s *Session, ttl time.Duration) error
@@ -125,6 +140,9 @@ type Store interface {
 	// channel is closed when ctx ends; a backend may also signal after it
 	// reconnects, because changes in the gap were not seen.
 	Watch(ctx context.Context, id string) <-chan struct{}
+	// OnChange sets the function told about every state change this
+	// instance makes (see ChangeFunc). Set once, before use.
+	OnChange(fn ChangeFunc)
 	// Ping checks that the backend answers.
 	Ping(ctx context.Context) error
 	// Close releases connections and background work.

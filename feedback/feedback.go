@@ -1,0 +1,293 @@
+// Package feedback is a question's whole life, with plain Go types and no
+// HTTP: ask, read (as its owner or with its capability token), answer
+// exactly once, withdraw, await, and one stream of events. The transports
+// (REST, the answer page, the WebSocket, MCP) are thin layers over it and
+// reach the store only through it.
+//
+// Two types split the work by lifetime:
+//   - Hub is one per open store, shared by every configuration that uses
+//     that store across reloads: the store, the event stream and the
+//     expirer.
+//   - Service is one configuration's rules over a Hub: limits, quotas,
+//     retention, how long to wait out clock skew.
+package feedback
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/mcpfeedback/caddy-mcp-feedback/internal/validate"
+	"github.com/mcpfeedback/caddy-mcp-feedback/store"
+)
+
+// Config is one configuration's rules. Zero values take the defaults of
+// the module's one table of defaults (the root package fills every field).
+type Config struct {
+	Limits validate.Limits
+	// Retention is how long a finished question stays readable after its
+	// deadline.
+	Retention time.Duration
+	// Quota bounds each owner's pending questions and creates per minute.
+	Quota store.Quota
+	// Now is the clock for new questions; nil means time.Now.
+	Now func() time.Time
+}
+
+// Service is one configuration's view of a Hub. Safe for concurrent use.
+type Service struct {
+	hub *Hub
+	cfg Config
+}
+
+// NewService builds the Service of one configuration.
+func NewService(hub *Hub, cfg Config) *Service {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Service{hub: hub, cfg: cfg}
+}
+
+// Limits are the configured bounds of a question.
+func (s *Service) Limits() validate.Limits { return s.cfg.Limits }
+
+// Hub is the shared part this Service runs on.
+func (s *Service) Hub() *Hub { return s.hub }
+
+// Owner is who asked: the `iss` and `sub` of the agent's token.
+type Owner = store.Owner
+
+// Session is a question and, once given, its answer.
+type Session = store.Session
+
+// Style is how the answer link opens the page: its language and theme.
+// Either may be empty (the person's browser decides).
+type Style struct {
+	Lang  string // "en" or "zh"
+	Theme string // "light" or "dark"
+}
+
+// CheckStyle validates a Style from an asker.
+func CheckStyle(st Style) error {
+	switch st.Lang {
+	case "", "en", "zh":
+	default:
+		return fmt.Errorf("lang must be en or zh, not %q", st.Lang)
+	}
+	switch st.Theme {
+	case "", "light", "dark":
+	default:
+		return fmt.Errorf("theme must be light or dark, not %q", st.Theme)
+	}
+	return nil
+}
+
+// Asked is a new question as its asker sees it: the only time the
+// capability token exists outside the person's browser.
+type Asked struct {
+	Session *Session
+	// Link is the answer link, `<base>/feedback/<id>[?lang=…&theme=…]#t=<token>`.
+	Link string
+}
+
+// Ask stores a validated question for owner and returns its answer link
+// under base (the site's public URL, without a trailing slash). Every
+// transport asks through here; the created event follows.
+func (s *Service) Ask(ctx context.Context, owner Owner, req *validate.CreateRequest, base string, st Style) (*Asked, error) {
+	if err := CheckStyle(st); err != nil {
+		return nil, err
+	}
+	// rand.Text is 26 base32 characters: 130 bits, URL-safe, never stored.
+	token := rand.Text()
+	now := s.cfg.Now().UTC().Truncate(time.Millisecond)
+	sess := &Session{
+		ID:                uuid.NewString(),
+		Owner:             owner,
+		Message:           req.Message,
+		PredefinedOptions: req.PredefinedOptions,
+		MultiSelect:       req.MultiSelect,
+		AllowFreeText:     req.AllowFreeText,
+		Metadata:          req.Metadata,
+		CreatedAt:         now,
+		ExpiresAt:         now.Add(req.Timeout),
+		UpdatedAt:         now,
+		Status:            store.StatusPending,
+		TokenHash:         store.HashToken(token),
+	}
+	if sess.PredefinedOptions == nil {
+		sess.PredefinedOptions = []string{}
+	}
+	if s.cfg.Quota != (store.Quota{}) {
+		if err := s.hub.store.Admit(ctx, owner, sess.ID, sess.ExpiresAt, s.cfg.Quota); err != nil {
+			return nil, fmt.Errorf("asking: %w", err)
+		}
+	}
+	if err := s.hub.store.Create(ctx, sess, req.Timeout+s.cfg.Retention); err != nil {
+		return nil, fmt.Errorf("asking: %w", err)
+	}
+	link := Link(base, sess.ID, token, st)
+	s.hub.created(sess, link)
+	return &Asked{Session: sess, Link: link}, nil
+}
+
+// Link is the answer link. The token sits in the fragment, which browsers
+// never send, so it stays out of every server log and Referer; language
+// and theme go in the query, before the fragment.
+func Link(base, id, token string, st Style) string {
+	q := url.Values{}
+	if st.Lang != "" {
+		q.Set("lang", st.Lang)
+	}
+	if st.Theme != "" {
+		q.Set("theme", st.Theme)
+	}
+	link := strings.TrimRight(base, "/") + "/feedback/" + id
+	if len(q) > 0 {
+		link += "?" + q.Encode()
+	}
+	return link + "#t=" + token
+}
+
+// Get returns the question if owner asked it; anything else, a malformed
+// id included, is store.ErrNotFound, so existence is never revealed.
+func (s *Service) Get(ctx context.Context, owner Owner, id string) (*Session, error) {
+	sess, err := s.get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if sess.Owner != owner {
+		return nil, store.ErrNotFound
+	}
+	return sess, nil
+}
+
+// MaxTokenLength bounds a capability token before it is hashed: real
+// tokens are 26 characters.
+const MaxTokenLength = 256
+
+// GetByToken returns the question if token is its capability token (one
+// constant-time check). Unknown id, wrong token and no token are all
+// store.ErrNotFound.
+func (s *Service) GetByToken(ctx context.Context, id, token string) (*Session, error) {
+	if token == "" || len(token) > MaxTokenLength {
+		return nil, store.ErrNotFound
+	}
+	sess, err := s.get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if !sess.CheckToken(token) {
+		return nil, store.ErrNotFound
+	}
+	return sess, nil
+}
+
+func (s *Service) get(ctx context.Context, id string) (*Session, error) {
+	if !ValidID(id) {
+		return nil, store.ErrNotFound
+	}
+	return s.hub.store.Get(ctx, id)
+}
+
+// How an answer arrived; recorded in the result and the answered event.
+const (
+	ViaLink        = "link"        // the answer page, with the capability token
+	ViaOwner       = "owner"       // the REST submit with the owner's token (scope feedback:answer)
+	ViaElicitation = "elicitation" // the agent's MCP client asked the person in its own form
+)
+
+// Via is how and, when known, by whom an answer arrived.
+type Via struct {
+	How string
+	By  string
+}
+
+// Answer checks an answer against the question it answers and stores it
+// exactly once (idempotent per nonce). sess must come from Get or
+// GetByToken: the caller has proven who is answering.
+func (s *Service) Answer(ctx context.Context, sess *Session, req *validate.SubmitRequest, via Via) (*Session, error) {
+	// A retry of the accepted answer gets the same success; any other answer
+	// to a closed question gets the store's verdict, before validation, so a
+	// late answer learns the question is closed rather than what was wrong
+	// with it.
+	if sess.Status != store.StatusPending {
+		switch {
+		case sess.Status == store.StatusSubmitted && req.Nonce != "" && req.Nonce == sess.Nonce:
+			return sess, nil
+		case sess.Status == store.StatusSubmitted:
+			return nil, store.ErrConflict
+		default:
+			return nil, store.ErrGone
+		}
+	}
+	if verr := validate.CheckAnswer(req, sess.PredefinedOptions, sess.MultiSelect, sess.AllowFreeText); verr != nil {
+		return nil, verr
+	}
+	return s.hub.store.Submit(ctx, sess.ID, store.Answer{
+		SelectedOptions: req.SelectedOptions, FreeText: req.FreeText, Nonce: req.Nonce,
+		Via: via.How, By: via.By,
+	})
+}
+
+// Withdraw cancels owner's question. Withdrawing again succeeds again; an
+// answered question gives store.ErrConflict, an expired one store.ErrGone,
+// anyone else's store.ErrNotFound.
+func (s *Service) Withdraw(ctx context.Context, owner Owner, id string) (*Session, error) {
+	if _, err := s.Get(ctx, owner, id); err != nil {
+		return nil, err
+	}
+	return s.hub.store.Cancel(ctx, id)
+}
+
+// Ping checks that the store answers.
+func (s *Service) Ping(ctx context.Context) error { return s.hub.store.Ping(ctx) }
+
+// State is a question's state without its content: the one shape REST
+// status/cancel and the MCP status/cancel tools return.
+type State struct {
+	SessionID string       `json:"sessionId"`
+	Status    store.Status `json:"status"`
+	CreatedAt time.Time    `json:"createdAt"`
+	ExpiresAt time.Time    `json:"expiresAt"`
+	UpdatedAt time.Time    `json:"updatedAt"`
+}
+
+// StateOf is the State of a session.
+func StateOf(s *Session) State {
+	return State{SessionID: s.ID, Status: s.Status, CreatedAt: s.CreatedAt, ExpiresAt: s.ExpiresAt, UpdatedAt: s.UpdatedAt}
+}
+
+// ValidID reports whether id is a canonical lower-case UUID, the only form
+// this module issues. Anything else never reaches the store.
+func ValidID(id string) bool {
+	if len(id) != 36 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return false
+			}
+		default:
+			if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// IsExpected reports whether err is an outcome a caller answers for
+// (not found, conflict, gone, quota) rather than a failure of the store.
+func IsExpected(err error) bool {
+	return errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrConflict) ||
+		errors.Is(err, store.ErrGone) || errors.Is(err, store.ErrQuota)
+}
