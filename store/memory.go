@@ -136,6 +136,8 @@ func (m *Memory) Submit(ctx context.Context, id string, a Answer) (*Session, err
 				SelectedOptions: append([]string{}, a.SelectedOptions...), // never nil: readers expect a list
 				FreeText:        a.FreeText,
 				SubmittedAt:     now,
+				Via:             a.Via,
+				AnsweredBy:      a.By,
 			}
 			s.Nonce = a.Nonce
 			s.UpdatedAt = now
