@@ -8,6 +8,9 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"go.uber.org/zap"
+
+	"github.com/mcpfeedback/caddy-mcp-feedback/feedback"
 )
 
 func TestUnmarshalCaddyfile(t *testing.T) {
@@ -103,27 +106,28 @@ func TestProvisionFailsClosed(t *testing.T) {
 // store (what a reload relies on); it closes when the last lets go.
 func TestPoolSharesStore(t *testing.T) {
 	var b MemoryStore
-	a1, err := acquireShared(b)
+	a1, err := acquireShared(b, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
-	a2, err := acquireShared(b)
+	a2, err := acquireShared(b, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a1.store != a2.store {
+	if a1.hub != a2.hub {
 		t.Fatal("two memory-store handlers got different stores")
 	}
 	if err := releaseShared(b.PoolKey()); err != nil {
 		t.Fatal(err)
 	}
-	if err := a1.store.Ping(t.Context()); err != nil {
+	ping := func() error { return feedback.NewService(a1.hub, feedback.Config{}).Ping(t.Context()) }
+	if err := ping(); err != nil {
 		t.Fatalf("store closed while still in use: %v", err)
 	}
 	if err := releaseShared(b.PoolKey()); err != nil {
 		t.Fatal(err)
 	}
-	if err := a1.store.Ping(t.Context()); err == nil {
+	if err := ping(); err == nil {
 		t.Fatal("store still open after the last handler let go")
 	}
 }

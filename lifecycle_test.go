@@ -9,6 +9,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/mcpfeedback/caddy-mcp-feedback/feedback"
+	"github.com/mcpfeedback/caddy-mcp-feedback/internal/validate"
 	"github.com/mcpfeedback/caddy-mcp-feedback/store"
 )
 
@@ -16,12 +18,13 @@ import (
 // logged) after its deadline, by the instance that created it; an answer
 // is counted with its time to answer and logged without its text.
 func TestLifecycle(t *testing.T) {
-	st := store.NewMemory()
-	defer st.Close()
-	l := newLifecycle(st)
+	hub := feedback.NewHub(store.NewMemory())
+	defer hub.Close()
+	l := newLifecycle(hub)
 	defer l.close()
-	core, logs := observer.New(zap.InfoLevel)
-	l.logger.Store(zap.New(core))
+	core := feedback.NewService(hub, feedback.Config{Retention: time.Hour})
+	obs, logs := observer.New(zap.InfoLevel)
+	l.logger.Store(zap.New(obs))
 	reg := prometheus.NewPedanticRegistry()
 	if err := registerMetrics(reg); err != nil {
 		t.Fatal(err)
@@ -34,19 +37,17 @@ func TestLifecycle(t *testing.T) {
 		before[ev] = testutil.ToFloat64(metricSessions.WithLabelValues(ev))
 	}
 
-	now := time.Now().UTC().Truncate(time.Millisecond)
-	mk := func(id string, timeout time.Duration) *store.Session {
-		s := &store.Session{ID: id, Owner: store.Owner{Subject: "alice"}, Message: "Q", CreatedAt: now.Add(-time.Minute),
-			ExpiresAt: now.Add(timeout), Status: store.StatusPending, TokenHash: store.HashToken("t"), AllowFreeText: true}
-		if err := st.Create(t.Context(), s, time.Hour); err != nil {
+	ask := func(timeout time.Duration) *store.Session {
+		a, err := core.Ask(t.Context(), store.Owner{Subject: "alice"},
+			&validate.CreateRequest{Message: "Q", Timeout: timeout, AllowFreeText: true}, "https://fb.example", feedback.Style{})
+		if err != nil {
 			t.Fatal(err)
 		}
-		l.Created(s, "https://fb.example/feedback/"+id+"#t=t")
-		return s
+		return a.Session
 	}
-	mk("00000000-0000-4000-8000-000000000001", -time.Millisecond) // already due: the expirer reads it
-	answered := mk("00000000-0000-4000-8000-000000000002", time.Hour)
-	if _, err := st.Submit(t.Context(), answered.ID, store.Answer{FreeText: "the secret answer"}); err != nil {
+	ask(time.Millisecond) // due at once: the expirer reads it
+	answered := ask(time.Hour)
+	if _, err := core.Answer(t.Context(), answered, &validate.SubmitRequest{FreeText: "the secret answer"}, feedback.Via{How: feedback.ViaLink}); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Second)

@@ -9,23 +9,18 @@ package mcpfeedback
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
-	"strings"
-	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyevents"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/mcpfeedback/caddy-mcp-feedback/feedback"
 	"github.com/mcpfeedback/caddy-mcp-feedback/handlers"
 	"github.com/mcpfeedback/caddy-mcp-feedback/internal/auth"
-	"github.com/mcpfeedback/caddy-mcp-feedback/internal/validate"
 	"github.com/mcpfeedback/caddy-mcp-feedback/notify"
-	"github.com/mcpfeedback/caddy-mcp-feedback/store"
 )
 
 func init() {
@@ -125,17 +120,11 @@ type Handler struct {
 	// it, new sessions get 429. Default: 50.
 	MCPMaxSessionsPerSubject int `json:"mcp_max_sessions_per_subject,omitempty"`
 
-	svc     *handlers.Service
-	human   *handlers.Human
-	mux     *http.ServeMux
-	shared  *shared
-	poolKey string
-	logger  *zap.Logger
-	// mcp is the pooled MCP server (mcp.go); mcpKey is set while this
-	// handler holds a reference to it.
-	mcp       *handlers.MCP
-	mcpKey    string
-	mcpConfig handlers.MCPConfig
+	svc    *handlers.Service
+	human  *handlers.Human
+	mux    *http.ServeMux
+	shared *shared
+	logger *zap.Logger
 	// stopHooks run when this handler's configuration stops: on a reload
 	// (exiting false) or a process exit (exiting true). Long-lived streams
 	// end here, because Caddy waits for them before its own context ends.
@@ -151,30 +140,17 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision resolves secrets, applies defaults, opens (or joins) the shared
-// store and builds the route table.
+// Provision resolves the configuration (once, in resolve), opens (or
+// joins) the shared store and builds the route table.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
-	repl := caddy.NewReplacer()
-
-	secret := repl.ReplaceKnown(h.JWTSecret, "")
-	if secret == "" {
-		return errors.New("jwt_secret is required (e.g. `jwt_secret {env.JWT_SECRET}` with JWT_SECRET set); the module never runs without authentication")
-	}
-	verifier, err := auth.NewVerifier([]byte(secret), repl.ReplaceKnown(h.JWTIssuer, ""), repl.ReplaceKnown(h.JWTAudience, ""))
+	cfg, err := h.resolve()
 	if err != nil {
-		return fmt.Errorf("jwt_secret: %w", err)
-	}
-
-	limits := h.limits()
-	if err := checkLimits(limits); err != nil {
 		return err
 	}
-	publicURL := strings.TrimRight(repl.ReplaceKnown(h.PublicURL, ""), "/")
-	if publicURL != "" {
-		if err := checkPublicURL(publicURL); err != nil {
-			return err
-		}
+	verifier, err := auth.NewVerifier([]byte(cfg.secret), cfg.issuer, cfg.audience)
+	if err != nil {
+		return fmt.Errorf("jwt_secret: %w", err)
 	}
 
 	if h.StoreRaw == nil {
@@ -188,31 +164,29 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if !ok {
 		return fmt.Errorf("store module %T is not a StoreBackend", mod)
 	}
-	sh, err := acquireShared(backend)
+	sh, err := acquireShared(backend, h.logger)
 	if err != nil {
 		return err
 	}
-	h.shared, h.poolKey = sh, backend.PoolKey()
+	h.shared = sh
 	sh.life.logger.Store(h.logger)
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
 
+	core := feedback.NewService(sh.hub, feedback.Config{Limits: cfg.limits, Retention: cfg.retention, Quota: cfg.quota})
 	h.svc = handlers.New(handlers.Config{
-		Store:     sh.store,
-		Verifier:  verifier,
-		Limits:    limits,
-		Retention: time.Duration(h.Retention),
-		Quota:     h.quota(),
-		Observer:  sh.life,
-		BaseURL:   baseURL(publicURL),
-		Issuer:    repl.ReplaceKnown(h.JWTIssuer, ""),
-		Logger:    h.logger,
+		Core:     core,
+		Verifier: verifier,
+		Observer: sh.life,
+		BaseURL:  baseURL(cfg.publicURL),
+		Issuer:   cfg.issuer,
+		Logger:   h.logger,
 	})
 	human, err := handlers.NewHuman(h.svc, handlers.HumanConfig{
-		AllowedOrigins:       h.AllowedOrigins,
-		MaxSocketsPerSession: h.WSMaxPerSession,
-		MaxSocketsPerSubject: h.WSMaxPerSubject,
+		AllowedOrigins:       cfg.origins,
+		MaxSocketsPerSession: cfg.wsPerSess,
+		MaxSocketsPerSubject: cfg.wsPerSubj,
 	})
 	if err != nil {
 		return err
@@ -221,10 +195,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	// WebSockets are hijacked, so Caddy's shutdown does not see them: this
 	// configuration closes its own, 1012 on a reload and 1001 on exit.
 	h.stopHooks = append(h.stopHooks, human.Stop)
-	if err := h.provisionMCP(ctx); err != nil {
-		return err
-	}
-	h.mux = h.routes()
+	h.mux = h.routes(handlers.MCPConfig{Elicitation: cfg.elicitation, Prefix: strippedPrefix,
+		AllowedOrigins: cfg.origins, MaxSessionsPerSubject: cfg.mcpPerSubj})
+	// On a reload the MCP streams stay: the next configuration serves them.
+	// On exit they must end, or Caddy waits for them.
+	h.stopHooks = append(h.stopHooks, sh.stopMCP)
+
 	hooks, err := h.webhooks()
 	if err != nil {
 		return err
@@ -257,7 +233,7 @@ func (h *Handler) Handle(context.Context, caddy.Event) error {
 }
 
 // routes is the route table: every endpoint the module serves.
-func (h *Handler) routes() *http.ServeMux {
+func (h *Handler) routes(mcpCfg handlers.MCPConfig) *http.ServeMux {
 	s := h.svc
 	mux := http.NewServeMux()
 	mux.Handle("/health", handlers.Methods(s.Health, http.MethodGet, http.MethodHead))
@@ -274,7 +250,7 @@ func (h *Handler) routes() *http.ServeMux {
 
 	// MCP: Streamable HTTP at /mcp, legacy SSE at /sse + /message.
 	// They authenticate like the API (handlers/mcp.go).
-	mcpEP := h.mcp.Endpoints(s, h.mcpConfig)
+	mcpEP := h.shared.mcp.Endpoints(s, mcpCfg)
 	mux.Handle("/mcp", mcpEP.Streamable)
 	mux.Handle("/sse", mcpEP.SSE)
 	mux.Handle("/message", mcpEP.Message)
@@ -303,16 +279,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 
 // Cleanup lets go of the shared store. It runs on every config unload,
 // reloads included, while streams of this instance may still be open; the
-// store closes only when the last configuration using it is gone.
+// store (and the MCP sessions on it) close only when the last
+// configuration using it is gone.
 func (h *Handler) Cleanup() error {
 	if h.human != nil {
 		// Normally done already by the "stopping" hook; this covers a
 		// configuration unloaded without that event. Idempotent.
 		h.human.Stop(caddy.Exiting())
-	}
-	// Before the store: the MCP server's waits use it.
-	if err := h.releaseMCP(); err != nil {
-		h.logger.Error("cleanup", zap.Error(err))
 	}
 	if h.notifier != nil {
 		if h.shared != nil {
@@ -323,65 +296,9 @@ func (h *Handler) Cleanup() error {
 	if h.shared == nil {
 		return nil
 	}
+	key := h.shared.key
 	h.shared = nil
-	return releaseShared(h.poolKey)
-}
-
-func (h *Handler) limits() validate.Limits {
-	l := validate.DefaultLimits()
-	if h.DefaultTimeout > 0 {
-		l.DefaultTimeout = time.Duration(h.DefaultTimeout)
-	}
-	if h.MinTimeout > 0 {
-		l.MinTimeout = time.Duration(h.MinTimeout)
-	}
-	if h.MaxTimeout > 0 {
-		l.MaxTimeout = time.Duration(h.MaxTimeout)
-	}
-	if h.MaxMessageLength > 0 {
-		l.MaxMessageLength = h.MaxMessageLength
-	}
-	if h.MaxOptions > 0 {
-		l.MaxOptions = h.MaxOptions
-	}
-	if h.MaxOptionLength > 0 {
-		l.MaxOptionLength = h.MaxOptionLength
-	}
-	if h.Retention <= 0 {
-		h.Retention = caddy.Duration(time.Hour)
-	}
-	return l
-}
-
-// quota applies the defaults: a runaway agent must not be able to fill the
-// store or a person's screen, so limits are on unless turned off with -1.
-func (h *Handler) quota() store.Quota {
-	q := store.Quota{MaxPending: 100, CreatesPerMinute: 60}
-	if h.MaxPendingPerSubject != 0 {
-		q.MaxPending = max(h.MaxPendingPerSubject, 0)
-	}
-	if h.CreatesPerMinute != 0 {
-		q.CreatesPerMinute = max(h.CreatesPerMinute, 0)
-	}
-	return q
-}
-
-func checkLimits(l validate.Limits) error {
-	if l.MinTimeout < time.Second || l.MinTimeout%time.Second != 0 || l.MaxTimeout%time.Second != 0 || l.DefaultTimeout%time.Second != 0 {
-		return errors.New("timeouts must be whole seconds, and min_timeout at least 1s")
-	}
-	if l.MinTimeout > l.DefaultTimeout || l.DefaultTimeout > l.MaxTimeout {
-		return fmt.Errorf("need min_timeout (%s) <= default_timeout (%s) <= max_timeout (%s)", l.MinTimeout, l.DefaultTimeout, l.MaxTimeout)
-	}
-	return nil
-}
-
-func checkPublicURL(s string) error {
-	u, err := url.Parse(s)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
-		return fmt.Errorf("public_url %q must be an absolute http(s) URL without query or fragment", s)
-	}
-	return nil
+	return releaseShared(key)
 }
 
 // baseURL returns the link base for a request: the configured public URL,
@@ -395,13 +312,7 @@ func baseURL(publicURL string) func(r *http.Request) string {
 		if r.TLS != nil {
 			scheme = "https"
 		}
-		prefix := ""
-		if orig, ok := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request); ok && orig.URL != nil {
-			if p := orig.URL.EscapedPath(); strings.HasSuffix(p, r.URL.EscapedPath()) {
-				prefix = strings.TrimSuffix(p, r.URL.EscapedPath())
-			}
-		}
-		return scheme + "://" + r.Host + prefix
+		return scheme + "://" + r.Host + strippedPrefix(r)
 	}
 }
 

@@ -14,11 +14,15 @@ func TestQuotaOptions(t *testing.T) {
 		"mcp_feedback {\n max_pending_per_subject 5\n creates_per_minute 10\n}":    {MaxPending: 5, CreatesPerMinute: 10},
 		"mcp_feedback {\n max_pending_per_subject off\n creates_per_minute off\n}": {},
 	} {
-		var h Handler
+		h := Handler{JWTSecret: "0123456789abcdef0123456789abcdef"}
 		if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(in)); err != nil {
 			t.Fatalf("%q: %v", in, err)
 		}
-		if got := h.quota(); got != want {
+		cfg, err := h.resolve()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := cfg.quota; got != want {
 			t.Errorf("%q: quota %+v, want %+v", in, got, want)
 		}
 	}

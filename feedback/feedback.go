@@ -291,3 +291,12 @@ func IsExpected(err error) bool {
 	return errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrConflict) ||
 		errors.Is(err, store.ErrGone) || errors.Is(err, store.ErrQuota)
 }
+
+// Exists reports whether question id exists (nil) or not
+// (store.ErrNotFound), without showing anything of it: what a WebSocket
+// checks before it holds a place for a browser that has yet to prove it
+// holds the link.
+func (s *Service) Exists(ctx context.Context, id string) error {
+	_, err := s.get(ctx, id)
+	return err
+}

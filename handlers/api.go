@@ -2,6 +2,7 @@ package handlers
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/mcpfeedback/caddy-mcp-feedback/feedback"
 	"github.com/mcpfeedback/caddy-mcp-feedback/internal/auth"
 	"github.com/mcpfeedback/caddy-mcp-feedback/internal/validate"
 	"github.com/mcpfeedback/caddy-mcp-feedback/store"
@@ -18,21 +20,16 @@ import (
 // CreateResponse is the body of a successful create.
 type CreateResponse struct {
 	SessionID   string       `json:"sessionId"`
-	FeedbackURL string       `json:"feedbackUrl"`
+	FeedbackURL string       `json:"feedbackUrl,omitempty"`
 	Status      store.Status `json:"status"`
 	CreatedAt   time.Time    `json:"createdAt"`
 	ExpiresAt   time.Time    `json:"expiresAt"`
 	Timeout     int64        `json:"timeout"`
 }
 
-// StatusResponse is the body of GET …/status.
-type StatusResponse struct {
-	SessionID string       `json:"sessionId"`
-	Status    store.Status `json:"status"`
-	CreatedAt time.Time    `json:"createdAt"`
-	ExpiresAt time.Time    `json:"expiresAt"`
-	UpdatedAt time.Time    `json:"updatedAt"`
-}
+// StatusResponse is the body of GET …/status and POST …/cancel: the one
+// state type REST and MCP share.
+type StatusResponse = feedback.State
 
 // ResultResponse is the body of GET …/result.
 type ResultResponse struct {
@@ -58,26 +55,48 @@ func (s *Service) Create(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	req, _, verr := validate.DecodeCreate(body, s.cfg.Limits)
+	req, style, _, verr := decodeAsk(body, s.core.Limits())
 	if verr != nil {
 		writeValidation(w, verr)
 		return
 	}
-	created, err := s.CreateSession(r.Context(), OwnerOf(claims), req, s.cfg.BaseURL(r))
+	asked, err := s.core.Ask(r.Context(), OwnerOf(claims), req, s.cfg.BaseURL(r), style)
 	if err != nil {
 		s.storeFailed(r, "create", err)
 		writeStoreError(w, err)
 		return
 	}
-	sess := created.Session
+	sess := asked.Session
 	writeJSON(w, http.StatusCreated, CreateResponse{
 		SessionID:   sess.ID,
-		FeedbackURL: created.FeedbackURL,
+		FeedbackURL: asked.Link,
 		Status:      sess.Status,
 		CreatedAt:   sess.CreatedAt,
 		ExpiresAt:   sess.ExpiresAt,
 		Timeout:     int64(req.Timeout / time.Second),
 	})
+}
+
+// decodeAsk decodes a create (REST body or MCP arguments) with the
+// optional link style, theme and lang; members named in extra are returned
+// raw for the caller.
+func decodeAsk(body []byte, lim validate.Limits, extra ...string) (*validate.CreateRequest, feedback.Style, map[string]json.RawMessage, *validate.Error) {
+	req, rest, verr := validate.DecodeCreate(body, lim, append([]string{"theme", "lang"}, extra...)...)
+	if verr != nil {
+		return nil, feedback.Style{}, nil, verr
+	}
+	var st feedback.Style
+	for name, dst := range map[string]*string{"theme": &st.Theme, "lang": &st.Lang} {
+		if raw, ok := rest[name]; ok && string(raw) != "null" {
+			if err := json.Unmarshal(raw, dst); err != nil {
+				return nil, st, nil, &validate.Error{Code: "invalid_request", Message: name + " must be a string"}
+			}
+		}
+	}
+	if err := feedback.CheckStyle(st); err != nil {
+		return nil, st, nil, &validate.Error{Code: "invalid_request", Message: err.Error()}
+	}
+	return req, st, rest, nil
 }
 
 // Status handles GET /api/feedback/{id}/status.
@@ -86,10 +105,7 @@ func (s *Service) Status(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	writeJSON(w, http.StatusOK, StatusResponse{
-		SessionID: sess.ID, Status: sess.Status,
-		CreatedAt: sess.CreatedAt, ExpiresAt: sess.ExpiresAt, UpdatedAt: sess.UpdatedAt,
-	})
+	writeJSON(w, http.StatusOK, feedback.StateOf(sess))
 }
 
 // Result handles GET /api/feedback/{id}/result.
@@ -103,40 +119,37 @@ func (s *Service) Result(w http.ResponseWriter, r *http.Request) {
 
 // Cancel handles POST /api/feedback/{id}/cancel: the owner withdraws a
 // question (scope feedback:create), with the semantics of the MCP tool
-// cancel_feedback: 200 with the state, idempotent; 409 once answered; 410
-// once expired; 404 for an unknown or someone else's id.
+// cancel_feedback, from the same core call: 200 with the state, idempotent;
+// 409 once answered; 410 once expired; 404 for an unknown or someone else's
+// id.
 func (s *Service) Cancel(w http.ResponseWriter, r *http.Request) {
 	claims, ok := s.authenticate(w, r, auth.ScopeCreate)
 	if !ok {
 		return
 	}
-	sess, err := s.SessionFor(r.Context(), OwnerOf(claims), r.PathValue("id"))
-	if err == nil {
-		sess, err = s.cfg.Store.Cancel(r.Context(), sess.ID)
-	}
+	sess, err := s.core.Withdraw(r.Context(), OwnerOf(claims), r.PathValue("id"))
 	if err != nil {
 		s.storeFailed(r, "cancel", err)
 		writeStoreError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, StatusResponse{
-		SessionID: sess.ID, Status: sess.Status,
-		CreatedAt: sess.CreatedAt, ExpiresAt: sess.ExpiresAt, UpdatedAt: sess.UpdatedAt,
-	})
+	writeJSON(w, http.StatusOK, feedback.StateOf(sess))
 }
 
 // Submit handles POST /api/feedback/{id}/submit. The person proves they hold
-// the answer link with X-Feedback-Token; the owner's JWT is accepted too.
-// The session id alone never allows an answer.
+// the answer link with X-Feedback-Token; the owner may answer with a token
+// that has the scope feedback:answer (not given by default: a dashboard's
+// read token must not approve what an agent asked). The session id alone
+// never allows an answer.
 func (s *Service) Submit(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	if !validID(id) {
+	if !feedback.ValidID(id) {
 		notFound(w)
 		return
 	}
 	var owner *store.Owner
-	if r.Header.Get("X-Feedback-Token") == "" && r.Header.Get("Authorization") != "" {
-		claims, ok := s.authenticate(w, r, "")
+	if r.Header.Get("X-Feedback-Token") == "" && len(r.Header.Values("Authorization")) > 0 {
+		claims, ok := s.authenticate(w, r, auth.ScopeAnswer)
 		if !ok {
 			return
 		}
@@ -152,50 +165,37 @@ func (s *Service) Submit(w http.ResponseWriter, r *http.Request) {
 		writeValidation(w, verr)
 		return
 	}
-	sess, err := s.cfg.Store.Get(r.Context(), id)
+	var (
+		sess *store.Session
+		err  error
+		via  = feedback.Via{How: feedback.ViaLink}
+	)
+	if owner != nil {
+		sess, err = s.core.Get(r.Context(), *owner, id)
+		via = feedback.Via{How: feedback.ViaOwner, By: owner.Subject}
+	} else {
+		sess, err = s.core.GetByToken(r.Context(), id, r.Header.Get("X-Feedback-Token"))
+	}
+	if err == nil {
+		sess, err = s.core.Answer(r.Context(), sess, req, via)
+	}
 	if err != nil {
-		s.storeFailed(r, "get", err)
-		writeStoreError(w, err)
+		s.answerFailed(w, r, err)
 		return
 	}
-	if owner != nil && sess.Owner != *owner || owner == nil && !sess.CheckToken(r.Header.Get("X-Feedback-Token")) {
-		notFound(w)
-		return
-	}
-	result, err := s.SubmitAnswer(r.Context(), sess, req)
-	if err != nil {
-		var verr *validate.Error
-		if errors.As(err, &verr) {
-			writeValidation(w, verr)
-			return
-		}
-		s.storeFailed(r, "submit", err)
-		writeStoreError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, SubmitResponse{SessionID: result.ID, Status: result.Status, SubmittedAt: result.Result.SubmittedAt})
+	writeJSON(w, http.StatusOK, SubmitResponse{SessionID: sess.ID, Status: sess.Status, SubmittedAt: sess.Result.SubmittedAt})
 }
 
-// SubmitAnswer checks an answer against the session it answers and stores
-// it exactly once. The caller has already checked who is answering.
-func (s *Service) SubmitAnswer(ctx context.Context, sess *store.Session, req *validate.SubmitRequest) (*store.Session, error) {
-	// A retry of the accepted answer gets the same success; any other answer
-	// to a closed question gets the store's verdict, before validation, so a
-	// late answer learns the question is closed rather than what was wrong
-	// with it.
-	if sess.Status != store.StatusPending {
-		if sess.Status == store.StatusSubmitted && req.Nonce != "" && req.Nonce == sess.Nonce {
-			return sess, nil
-		}
-		if sess.Status == store.StatusSubmitted {
-			return nil, store.ErrConflict
-		}
-		return nil, store.ErrGone
+// answerFailed answers for a failed answer: a validation error as 400, a
+// store outcome by the one mapping.
+func (s *Service) answerFailed(w http.ResponseWriter, r *http.Request, err error) {
+	var verr *validate.Error
+	if errors.As(err, &verr) {
+		writeValidation(w, verr)
+		return
 	}
-	if verr := validate.CheckAnswer(req, sess.PredefinedOptions, sess.MultiSelect, sess.AllowFreeText); verr != nil {
-		return nil, verr
-	}
-	return s.cfg.Store.Submit(ctx, sess.ID, store.Answer{SelectedOptions: req.SelectedOptions, FreeText: req.FreeText, Nonce: req.Nonce})
+	s.storeFailed(r, "submit", err)
+	writeStoreError(w, err)
 }
 
 // Health handles GET /health. It is unauthenticated and says nothing about
@@ -205,7 +205,7 @@ func (s *Service) Health(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	body := map[string]any{"status": "ok", "timestamp": s.cfg.Now().UTC(), "service": s.cfg.Service, "store": "ok"}
 	status := http.StatusOK
-	if err := s.cfg.Store.Ping(ctx); err != nil {
+	if err := s.core.Ping(ctx); err != nil {
 		s.log.Warn("health check: store unreachable", zap.Error(err))
 		body["status"], body["store"] = "degraded", "unreachable"
 		status = http.StatusServiceUnavailable
@@ -239,11 +239,9 @@ func (s *Service) ownedSession(w http.ResponseWriter, r *http.Request) (*store.S
 	if !ok {
 		return nil, false
 	}
-	sess, err := s.SessionFor(r.Context(), OwnerOf(claims), r.PathValue("id"))
+	sess, err := s.core.Get(r.Context(), OwnerOf(claims), r.PathValue("id"))
 	if err != nil {
-		if !errors.Is(err, store.ErrNotFound) {
-			s.storeFailed(r, "get", err)
-		}
+		s.storeFailed(r, "get", err)
 		writeStoreError(w, err)
 		return nil, false
 	}
@@ -284,13 +282,11 @@ func (s *Service) authenticate(w http.ResponseWriter, r *http.Request, scope str
 	return claims, true
 }
 
+// storeFailed counts and logs a failure of the store; expected outcomes
+// (not found, conflict, gone, quota) are not failures.
 func (s *Service) storeFailed(r *http.Request, op string, err error) {
-	if errors.Is(err, store.ErrUnavailable) || !isExpected(err) {
+	if errors.Is(err, store.ErrUnavailable) || !feedback.IsExpected(err) {
 		s.cfg.Observer.StoreFailed(op)
 		s.log.Error("session store failed", zap.String("op", op), zap.String("path", r.URL.Path), zap.Error(err))
 	}
-}
-
-func isExpected(err error) bool {
-	return errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrGone) || errors.Is(err, store.ErrQuota)
 }

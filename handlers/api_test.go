@@ -9,11 +9,13 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/mcpfeedback/caddy-mcp-feedback/feedback"
 	"github.com/mcpfeedback/caddy-mcp-feedback/internal/auth"
 	"github.com/mcpfeedback/caddy-mcp-feedback/internal/validate"
 	"github.com/mcpfeedback/caddy-mcp-feedback/store"
@@ -23,14 +25,35 @@ var testSecret = []byte("0123456789abcdef0123456789abcdef-test")
 
 func newService(t testing.TB, st store.Store) *Service {
 	t.Helper()
+	return newServiceWith(t, st, feedback.Config{})
+}
+
+// newServiceWith takes the core's configuration; unset limits and
+// retention are the defaults.
+func newServiceWith(t testing.TB, st store.Store, cfg feedback.Config) *Service {
+	t.Helper()
 	v, err := auth.NewVerifier(testSecret, "", "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	return New(Config{
-		Store: st, Verifier: v, Limits: validate.DefaultLimits(), Retention: time.Hour,
+		Core: newCore(t, st, cfg), Verifier: v,
 		BaseURL: func(*http.Request) string { return "https://fb.example" },
 	})
+}
+
+// newCore is the question's life over st, as the root package builds it.
+func newCore(t testing.TB, st store.Store, cfg feedback.Config) *feedback.Service {
+	t.Helper()
+	if cfg.Limits == (validate.Limits{}) {
+		cfg.Limits = validate.DefaultLimits()
+	}
+	if cfg.Retention == 0 {
+		cfg.Retention = time.Hour
+	}
+	hub := feedback.NewHub(st)
+	t.Cleanup(func() { _ = hub.Close() })
+	return feedback.NewService(hub, cfg)
 }
 
 func mint(t testing.TB, sub string, scope ...string) string {
@@ -123,7 +146,7 @@ func TestCreateResponse(t *testing.T) {
 	if len(tok) < 26 {
 		t.Errorf("capability token %q is shorter than 128 bits of base32", tok)
 	}
-	sess, err := s.cfg.Store.Get(t.Context(), cr.SessionID)
+	sess, err := s.core.Get(t.Context(), store.Owner{Subject: "alice"}, cr.SessionID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,26 +209,50 @@ func TestFreeTextAnswerListsNoOptions(t *testing.T) {
 	}
 }
 
+// TestOwnerJWTMaySubmit: the owner answers only with a token that names
+// feedback:answer; a default (unscoped), read-only or empty-scope token of
+// the owner gets 403, and the result records how and by whom.
 func TestOwnerJWTMaySubmit(t *testing.T) {
 	s := newService(t, store.NewMemory())
-	alice, bob := mint(t, "alice"), mint(t, "bob")
+	alice := mint(t, "alice")
 	id, _ := create(t, s, alice, `{"message":"Q"}`)
-	if w := s.do(t, s.Submit, call{method: "POST", id: id, body: `{"freeText":"x"}`, headers: bearer(bob)}); w.Code != 404 {
-		t.Fatalf("another subject's JWT: %d %s, want 404", w.Code, w.Body)
+	for name, tok := range map[string]string{
+		"default token": alice,
+		"read only":     mint(t, "alice", auth.ScopeRead),
+		"empty scope":   mint(t, "alice", []string{}...),
+		"create+read":   mint(t, "alice", auth.ScopeCreate, auth.ScopeRead),
+	} {
+		if w := s.do(t, s.Submit, call{method: "POST", id: id, body: `{"freeText":"x"}`, headers: bearer(tok)}); w.Code != http.StatusForbidden {
+			t.Fatalf("%s: %d %s, want 403", name, w.Code, w.Body)
+		}
 	}
-	if w := s.do(t, s.Submit, call{method: "POST", id: id, body: `{"freeText":"x"}`, headers: bearer(alice)}); w.Code != 200 {
-		t.Fatalf("owner's JWT: %d %s, want 200", w.Code, w.Body)
+	if w := s.do(t, s.Submit, call{method: "POST", id: id, body: `{"freeText":"x"}`, headers: bearer(mint(t, "bob", auth.ScopeAnswer))}); w.Code != 404 {
+		t.Fatalf("another subject's answer token: %d %s, want 404", w.Code, w.Body)
+	}
+	if w := s.do(t, s.Submit, call{method: "POST", id: id, body: `{"freeText":"x"}`, headers: bearer(mint(t, "alice", auth.ScopeAnswer))}); w.Code != 200 {
+		t.Fatalf("owner's answer token: %d %s, want 200", w.Code, w.Body)
+	}
+	w := s.do(t, s.Result, call{method: "GET", id: id, headers: bearer(alice)})
+	var rr ResultResponse
+	if err := json.Unmarshal(w.Body.Bytes(), &rr); err != nil || rr.Result == nil || rr.Result.Via != "owner" || rr.Result.AnsweredBy != "alice" {
+		t.Fatalf("result %s: want via owner, answeredBy alice", w.Body)
 	}
 }
 
 func TestSubmitAfterDeadlineAndCancel(t *testing.T) {
 	st := store.NewMemory()
-	s := newService(t, st)
-	alice := mint(t, "alice")
 	// A session created an hour ago with a 30 s timeout is past its deadline.
-	s.cfg.Now = func() time.Time { return time.Now().Add(-time.Hour) }
+	var past atomic.Bool
+	past.Store(true)
+	s := newServiceWith(t, st, feedback.Config{Now: func() time.Time {
+		if past.Load() {
+			return time.Now().Add(-time.Hour)
+		}
+		return time.Now()
+	}})
+	alice := mint(t, "alice")
 	id, capTok := create(t, s, alice, `{"message":"late","timeout":30}`)
-	s.cfg.Now = time.Now
+	past.Store(false)
 	w := s.do(t, s.Submit, call{method: "POST", id: id, body: `{"freeText":"x"}`, headers: map[string]string{"X-Feedback-Token": capTok}})
 	if w.Code != http.StatusGone {
 		t.Fatalf("submit after deadline: %d %s, want 410", w.Code, w.Body)
@@ -455,7 +502,7 @@ func TestSubmitBadInput(t *testing.T) {
 		})
 	}
 	// Nothing above changed the session.
-	if sess, _ := s.cfg.Store.Get(t.Context(), single); sess.Status != store.StatusPending {
+	if sess, _ := s.core.Get(t.Context(), store.Owner{Subject: "alice"}, single); sess.Status != store.StatusPending {
 		t.Fatalf("session status %s after rejected submits, want pending", sess.Status)
 	}
 	free, freeTok := create(t, s, alice, `{"message":"Say"}`)
@@ -559,7 +606,7 @@ func TestIssuerAudience(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := New(Config{Store: store.NewMemory(), Verifier: v, Limits: validate.DefaultLimits(),
+	s := New(Config{Core: newCore(t, store.NewMemory(), feedback.Config{}), Verifier: v,
 		BaseURL: func(*http.Request) string { return "https://fb.example" }})
 	for name, o := range map[string]auth.TokenOptions{
 		"no iss or aud": {Subject: "a", TTL: time.Hour},

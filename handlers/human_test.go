@@ -605,6 +605,11 @@ func TestWSRefusals(t *testing.T) {
 		c.Close(websocket.StatusNormalClosure, "")
 	}
 
+	// An unknown session is refused before the upgrade, holding no slot.
+	if _, resp, err := dial(t, s.wsURL(uuidUnknown, ""), nil); err == nil || resp == nil || resp.StatusCode != http.StatusNotFound {
+		t.Errorf("unknown session: %v %v, want 404 before the upgrade", err, resp)
+	}
+
 	// Refused after the upgrade with a close code.
 	for _, c := range []struct {
 		name string
@@ -613,7 +618,6 @@ func TestWSRefusals(t *testing.T) {
 		want websocket.StatusCode
 	}{
 		{"wrong token", id, func(c *websocket.Conn) { sendToken(t, c, "AAAAAAAAAAAAAAAAAAAAAAAAAA") }, websocket.StatusPolicyViolation},
-		{"unknown session", uuidUnknown, func(c *websocket.Conn) { sendToken(t, c, tok) }, websocket.StatusPolicyViolation},
 		{"no token in time", id, func(*websocket.Conn) {}, websocket.StatusPolicyViolation},
 		{"not JSON", id, func(c *websocket.Conn) { _ = c.Write(t.Context(), websocket.MessageText, []byte(tok)) }, websocket.StatusPolicyViolation},
 		{"wrong type", id, func(c *websocket.Conn) {

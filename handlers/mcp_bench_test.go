@@ -15,6 +15,7 @@ import (
 	"github.com/mark3labs/mcp-go/client"
 	"github.com/mark3labs/mcp-go/mcp"
 
+	"github.com/mcpfeedback/caddy-mcp-feedback/feedback"
 	"github.com/mcpfeedback/caddy-mcp-feedback/internal/auth"
 	"github.com/mcpfeedback/caddy-mcp-feedback/internal/redistest"
 	"github.com/mcpfeedback/caddy-mcp-feedback/internal/validate"
@@ -90,7 +91,7 @@ func BenchmarkMCPAnswerLatency(b *testing.B) {
 		lat := make([]time.Duration, 0, b.N)
 		b.ResetTimer()
 		for i := range b.N {
-			created, err := e.svc.CreateSession(context.Background(), owner, &validate.CreateRequest{Message: "Q", Timeout: 5 * time.Minute, AllowFreeText: true}, e.srv.URL)
+			created, err := e.svc.Core().Ask(context.Background(), owner, &validate.CreateRequest{Message: "Q", Timeout: 5 * time.Minute, AllowFreeText: true}, e.srv.URL, feedback.Style{})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -107,7 +108,7 @@ func BenchmarkMCPAnswerLatency(b *testing.B) {
 			}()
 			<-waiting // the server has subscribed and is waiting
 			t0 := time.Now()
-			e.submit(created.FeedbackURL, `{"freeText":"ok"}`)
+			e.submit(created.Link, `{"freeText":"ok"}`)
 			r := <-done
 			lat = append(lat, time.Since(t0))
 			if r == nil || r.IsError {

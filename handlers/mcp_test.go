@@ -24,6 +24,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/mcpfeedback/caddy-mcp-feedback/feedback"
 	"github.com/mcpfeedback/caddy-mcp-feedback/internal/auth"
 	"github.com/mcpfeedback/caddy-mcp-feedback/internal/validate"
 	"github.com/mcpfeedback/caddy-mcp-feedback/store"
@@ -55,7 +56,7 @@ func newMCPEnv(t testing.TB, st store.Store, opts ...envOption) *mcpEnv {
 	}
 	e := &mcpEnv{t: t, logs: logs}
 	e.svc = New(Config{
-		Store: st, Verifier: v, Limits: lim, Retention: time.Hour,
+		Core: newCore(t, st, feedback.Config{Limits: lim}), Verifier: v,
 		BaseURL: func(*http.Request) string { return e.srv.URL }, Logger: zap.New(core),
 	})
 	e.m = NewMCP(mo)
@@ -602,7 +603,7 @@ func testBadToolInput(t *testing.T, kind string) {
 		var v any
 		embeddable := json.Unmarshal([]byte(c.body), &v) == nil && !strings.Contains(c.body, "\xff")
 		// The tool also takes wait, and no arguments at all (null) means {}.
-		want := strings.Replace(eb.Error.Message, "multiSelect, allowFreeText", "multiSelect, allowFreeText, wait", 1)
+		want := strings.Replace(eb.Error.Message, "allowFreeText, theme, lang", "allowFreeText, theme, lang, wait", 1)
 		if c.body == "null" {
 			want = "message is required"
 		}

@@ -12,6 +12,7 @@ import (
 	"github.com/mark3labs/mcp-go/server"
 	"go.uber.org/zap"
 
+	"github.com/mcpfeedback/caddy-mcp-feedback/feedback"
 	"github.com/mcpfeedback/caddy-mcp-feedback/internal/auth"
 	"github.com/mcpfeedback/caddy-mcp-feedback/internal/validate"
 	"github.com/mcpfeedback/caddy-mcp-feedback/store"
@@ -36,14 +37,8 @@ type Outcome struct {
 }
 
 // SessionState is the structured result of check_feedback_status and
-// cancel_feedback.
-type SessionState struct {
-	SessionID string       `json:"sessionId"`
-	Status    store.Status `json:"status"`
-	CreatedAt time.Time    `json:"createdAt"`
-	ExpiresAt time.Time    `json:"expiresAt"`
-	UpdatedAt time.Time    `json:"updatedAt"`
-}
+// cancel_feedback: the same type as the REST status.
+type SessionState = feedback.State
 
 // The output schemas are written out rather than derived from the structs:
 // derivation would describe time.Time as an object, and a tag it cannot
@@ -205,7 +200,7 @@ func (m *MCP) interactiveFeedback(ctx context.Context, req mcp.CallToolRequest) 
 	if fail != nil {
 		return fail, nil
 	}
-	creq, extra, verr := validate.DecodeCreate(raw, rq.svc.Limits(), "wait")
+	creq, style, extra, verr := decodeAsk(raw, rq.svc.core.Limits(), "wait")
 	if verr != nil {
 		return toolError("%s", verr.Message), nil
 	}
@@ -217,21 +212,21 @@ func (m *MCP) interactiveFeedback(ctx context.Context, req mcp.CallToolRequest) 
 		return toolError("this token's scope does not include %s, which waiting for the answer needs; call without wait", auth.ScopeRead), nil
 	}
 	owner := OwnerOf(rq.claims)
-	created, err := rq.svc.CreateSession(ctx, owner, creq, rq.base)
+	created, err := rq.svc.core.Ask(ctx, owner, creq, rq.base, style)
 	if err != nil {
 		return storeToolError(rq, "create", err), nil
 	}
 	sess := created.Session
-	m.rememberLink(ctx, sess.ID, created.FeedbackURL)
+	m.rememberLink(ctx, sess.ID, created.Link)
 	rq.svc.log.Debug("mcp: question created", zap.String("session", sess.ID), zap.String("sub", owner.Subject), zap.Bool("wait", wait))
 	if !wait {
-		out := Outcome{SessionID: sess.ID, Status: sess.Status, FeedbackURL: created.FeedbackURL, ExpiresAt: sess.ExpiresAt}
+		out := Outcome{SessionID: sess.ID, Status: sess.Status, FeedbackURL: created.Link, ExpiresAt: sess.ExpiresAt}
 		return mcp.NewToolResultStructured(out, fmt.Sprintf(
 			"Question created (sessionId %s). Show this link to the user now so they can answer:\n%s\n"+
 				"Then call get_feedback_result with {\"sessionId\":%q,\"wait\":%d} to wait for the answer. The question expires at %s.",
-			sess.ID, created.FeedbackURL, sess.ID, secondsLeft(sess.ExpiresAt), sess.ExpiresAt.Format(time.RFC3339))), nil
+			sess.ID, created.Link, sess.ID, secondsLeft(sess.ExpiresAt), sess.ExpiresAt.Format(time.RFC3339))), nil
 	}
-	return m.waitResult(ctx, rq, req, sess, sess.ExpiresAt, created.FeedbackURL)
+	return m.waitResult(ctx, rq, req, sess, sess.ExpiresAt, created.Link)
 }
 
 func (m *MCP) getFeedbackResult(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
@@ -260,7 +255,7 @@ func (m *MCP) cancelFeedback(ctx context.Context, req mcp.CallToolRequest) (*mcp
 	if fail != nil {
 		return fail, nil
 	}
-	cancelled, err := rq.svc.Store().Cancel(ctx, sess.ID)
+	cancelled, err := rq.svc.core.Withdraw(ctx, OwnerOf(rq.claims), sess.ID)
 	if err != nil {
 		if errors.Is(err, store.ErrConflict) {
 			return toolError("this question has already been answered, so it cannot be withdrawn; call get_feedback_result to read the answer"), nil
@@ -274,9 +269,7 @@ func (m *MCP) cancelFeedback(ctx context.Context, req mcp.CallToolRequest) (*mcp
 	return mcp.NewToolResultStructured(stateOf(cancelled), "The question is withdrawn (cancelled); the user can no longer answer it."), nil
 }
 
-func stateOf(s *store.Session) SessionState {
-	return SessionState{SessionID: s.ID, Status: s.Status, CreatedAt: s.CreatedAt, ExpiresAt: s.ExpiresAt, UpdatedAt: s.UpdatedAt}
-}
+func stateOf(s *store.Session) SessionState { return feedback.StateOf(s) }
 
 func secondsLeft(t time.Time) int64 {
 	return max(int64(time.Until(t).Round(time.Second)/time.Second), 0)
@@ -401,13 +394,13 @@ func sessionCall(ctx context.Context, req mcp.CallToolRequest, scope string, wit
 	}
 	var maxWait time.Duration
 	if withWait {
-		maxWait = rq.svc.Limits().MaxTimeout
+		maxWait = rq.svc.core.Limits().MaxTimeout
 	}
 	args, verr := validate.DecodeSessionArgs(raw, maxWait)
 	if verr != nil {
 		return nil, nil, nil, toolError("%s", verr.Message)
 	}
-	sess, err := rq.svc.SessionFor(ctx, OwnerOf(rq.claims), args.SessionID)
+	sess, err := rq.svc.core.Get(ctx, OwnerOf(rq.claims), args.SessionID)
 	if err != nil {
 		return nil, nil, nil, storeToolError(rq, "get", err)
 	}

@@ -14,116 +14,77 @@ import (
 	"github.com/mark3labs/mcp-go/server"
 	"go.uber.org/zap"
 
+	"github.com/mcpfeedback/caddy-mcp-feedback/feedback"
 	"github.com/mcpfeedback/caddy-mcp-feedback/internal/validate"
 	"github.com/mcpfeedback/caddy-mcp-feedback/store"
 )
 
-const (
-	// deadlineSlack is added to a wait's end before the session is re-read:
-	// the store judges expiry by its own clock, strictly after the deadline.
-	deadlineSlack = 20 * time.Millisecond
-	// recheckAfter is how soon to look again when the store does not yet
-	// see a deadline that our clock says has passed (clock skew with Redis).
-	recheckAfter = 250 * time.Millisecond
-	// maxRechecks bounds that; then the wait ends with what the store says.
-	maxRechecks = 20
-	// notificationSettle is how long to let a notification sent just before
-	// a result leave first. mcp-go's Streamable HTTP forwarder can drop a
-	// notification queued right before the handler returns (it loses the
-	// race with the final response); a short pause avoids that.
-	notificationSettle = 20 * time.Millisecond
-)
+// notificationSettle is how long to let a notification sent just before a
+// result leave first. mcp-go's Streamable HTTP forwarder can drop a
+// notification queued right before the handler returns (it loses the race
+// with the final response); a short pause avoids that.
+const notificationSettle = 20 * time.Millisecond
 
-// waitResult waits until the session is no longer pending or until, then
-// returns its outcome. It wakes only when the store signals a change, when
-// progress is due, or at the deadline; it never polls the store on a timer
-// of its own.
+// waitResult waits, through the core's Await, until the question is no
+// longer pending or until, then returns its outcome. Progress and the
+// optional elicitation run beside the wait.
 func (m *MCP) waitResult(ctx context.Context, rq *mcpRequest, req mcp.CallToolRequest, sess *store.Session, until time.Time, link string) (*mcp.CallToolResult, error) {
 	if until.After(sess.ExpiresAt) {
 		until = sess.ExpiresAt
 	}
-	owner := OwnerOf(rq.claims)
 	log := rq.svc.log.With(zap.String("session", sess.ID))
 	started := time.Now()
-
-	wctx, stop := context.WithCancel(ctx)
-	defer stop()
-	// Subscribe before the re-read at the top of the loop, so that a change
-	// between the caller's read and the subscription is not missed.
-	changed := rq.svc.Store().Watch(wctx, sess.ID)
-
-	prog := newProgress(ctx, m.server, req, sess, link, until)
-	prog.send()
-	tick := time.NewTicker(m.opts.ProgressEvery)
-	defer tick.Stop()
-	deadline := time.NewTimer(time.Until(until) + deadlineSlack)
-	defer deadline.Stop()
-
-	el := m.startElicitation(wctx, rq, sess, link)
-	defer el.stop()
-
-	rechecks := 0
 	ended := func(reason string) {
 		log.Debug("mcp: stopped waiting", zap.String("reason", reason), zap.Duration("waited", time.Since(started)))
 	}
-	for {
-		cur, err := rq.svc.SessionFor(ctx, owner, sess.ID)
-		switch {
-		case err == nil:
-			sess = cur
-		case ctx.Err() != nil:
-			// handled by the select below
-		case errors.Is(err, store.ErrUnavailable) && time.Now().Before(until):
-			// Keep waiting: the store signals again once it is back.
-			log.Warn("mcp: session store unavailable while waiting; still waiting", zap.Error(err))
-		default:
-			ended("store error")
-			return storeToolError(rq, "get", err), nil
-		}
-		if err == nil && sess.Status.Terminal() {
-			ended(string(sess.Status))
-			if sess.Status == store.StatusSubmitted && el.complete(context.WithoutCancel(ctx)) {
-				settle(ctx)
-			}
-			return outcomeResult(sess, link, false), nil
-		}
-		if err == nil && !time.Now().Before(until.Add(deadlineSlack)) {
-			if until.Before(sess.ExpiresAt) || rechecks >= maxRechecks {
-				ended("wait elapsed")
-				return outcomeResult(sess, link, true), nil
-			}
-			rechecks++
-			deadline.Reset(recheckAfter)
-		}
 
-		select {
-		case <-ctx.Done():
-			cause := context.Cause(ctx)
-			if errors.Is(cause, errShutdown) {
-				ended("server shutting down")
-				res := outcomeResult(sess, link, true)
-				res.Content = []mcp.Content{mcp.NewTextContent(fmt.Sprintf(
-					"The server is restarting, so this wait stopped; the question is still open. Call get_feedback_result with {\"sessionId\":%q,\"wait\":%d} to keep waiting.",
-					sess.ID, secondsLeft(sess.ExpiresAt)))}
-				return res, nil
-			}
-			ended("client went away: " + cause.Error())
-			return nil, ctx.Err()
-		case _, ok := <-changed:
-			if !ok {
-				if ctx.Err() != nil {
-					continue
-				}
-				// The store was closed under us (its configuration was
-				// replaced); the question lives on in whatever store is
-				// configured now, so tell the agent to ask again.
-				ended("store closed")
-				return outcomeResult(sess, link, true), nil
-			}
-		case <-tick.C:
-			prog.send()
-		case <-deadline.C:
+	wctx, stop := context.WithCancel(ctx)
+	defer stop()
+	prog := newProgress(ctx, m.server, req, sess, link, until)
+	progDone := make(chan struct{})
+	go func() {
+		defer close(progDone)
+		prog.run(wctx, m.opts.ProgressEvery)
+	}()
+	defer func() { stop(); <-progDone }()
+	el := m.startElicitation(wctx, rq, sess, link)
+	defer el.stop()
+
+	cur, err := rq.svc.core.Await(ctx, sess.ID, until)
+	if cur != nil {
+		sess = cur
+	}
+	switch {
+	case err == nil && sess.Status.Terminal():
+		ended(string(sess.Status))
+		if sess.Status == store.StatusSubmitted && el.complete(context.WithoutCancel(ctx)) {
+			settle(ctx)
 		}
+		return outcomeResult(sess, link, false), nil
+	case err == nil:
+		ended("wait elapsed")
+		return outcomeResult(sess, link, true), nil
+	case ctx.Err() != nil:
+		cause := context.Cause(ctx)
+		if errors.Is(cause, errShutdown) {
+			ended("server shutting down")
+			res := outcomeResult(sess, link, true)
+			res.Content = []mcp.Content{mcp.NewTextContent(fmt.Sprintf(
+				"The server is restarting, so this wait stopped; the question is still open. Call get_feedback_result with {\"sessionId\":%q,\"wait\":%d} to keep waiting.",
+				sess.ID, secondsLeft(sess.ExpiresAt)))}
+			return res, nil
+		}
+		ended("client went away: " + cause.Error())
+		return nil, ctx.Err()
+	case errors.Is(err, feedback.ErrStoreClosed):
+		// The store was closed under us (its configuration was replaced);
+		// the question lives on in whatever store is configured now, so
+		// tell the agent to ask again.
+		ended("store closed")
+		return outcomeResult(sess, link, true), nil
+	default:
+		ended("store error")
+		return storeToolError(rq, "get", err), nil
 	}
 }
 
@@ -163,6 +124,21 @@ func newProgress(ctx context.Context, srv *server.MCPServer, req mcp.CallToolReq
 		p.text = "Waiting for the user to answer question " + sess.ID
 	}
 	return p
+}
+
+// run sends progress now and every `every` until ctx ends.
+func (p *progress) run(ctx context.Context, every time.Duration) {
+	p.send()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			p.send()
+		}
+	}
 }
 
 // send reports seconds waited out of the total. The value must grow with
@@ -308,11 +284,11 @@ func (m *MCP) formElicitation(ctx context.Context, rq *mcpRequest, sess *store.S
 		log.Info("mcp: form elicitation answer unusable", zap.Error(err))
 		return
 	}
-	cur, err := rq.svc.SessionFor(ctx, OwnerOf(rq.claims), sess.ID)
+	cur, err := rq.svc.core.Get(ctx, OwnerOf(rq.claims), sess.ID)
 	if err != nil {
 		return
 	}
-	if _, err := rq.svc.SubmitAnswer(ctx, cur, sub); err != nil {
+	if _, err := rq.svc.core.Answer(ctx, cur, sub, feedback.Via{How: feedback.ViaElicitation}); err != nil {
 		log.Info("mcp: form elicitation answer not stored", zap.Error(err))
 		return
 	}

@@ -1,13 +1,10 @@
 package handlers
 
-import "github.com/mcpfeedback/caddy-mcp-feedback/store"
-
-// Observer is told what the handlers see, for metrics and logs. The root
+// Observer is told what the transports see, for metrics and logs (what
+// happens to questions comes from the core's event stream instead). The root
 // package implements it with Prometheus collectors; nil means nobody listens.
 // Methods must not block.
 type Observer interface {
-	// Created: a session was stored; feedbackURL is its answer link.
-	Created(s *store.Session, feedbackURL string)
 	// AuthFailed: a request was refused for its credentials.
 	AuthFailed(reason string)
 	// StoreFailed: the store failed (not "not found" and the like).
@@ -23,9 +20,8 @@ type Observer interface {
 
 type nopObserver struct{}
 
-func (nopObserver) Created(*store.Session, string) {}
-func (nopObserver) AuthFailed(string)              {}
-func (nopObserver) StoreFailed(string)             {}
-func (nopObserver) WebSockets(int)                 {}
-func (nopObserver) MCPSessions(int)                {}
-func (nopObserver) ToolCall(string, string)        {}
+func (nopObserver) AuthFailed(string)       {}
+func (nopObserver) StoreFailed(string)      {}
+func (nopObserver) WebSockets(int)          {}
+func (nopObserver) MCPSessions(int)         {}
+func (nopObserver) ToolCall(string, string) {}

@@ -3,7 +3,6 @@ package handlers
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -15,6 +14,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/mcpfeedback/caddy-mcp-feedback/feedback"
 	"github.com/mcpfeedback/caddy-mcp-feedback/internal/validate"
 	"github.com/mcpfeedback/caddy-mcp-feedback/store"
 	"github.com/mcpfeedback/caddy-mcp-feedback/ui"
@@ -33,8 +33,8 @@ import (
 // The page sends its token in request bodies, not in X-Feedback-Token as
 // REST clients may: Caddy's access log records request headers (cloned
 // before any handler runs, so a handler cannot redact them) but never
-// bodies. The page's submit runs Service.SubmitAnswer, the REST submit's
-// store path: exactly once, idempotent per nonce.
+// bodies. The page's submit is the core's Answer, as the REST submit's is:
+// exactly once, idempotent per nonce.
 
 // Defaults for HumanConfig.
 const (
@@ -174,7 +174,7 @@ func (h *Human) Page(w http.ResponseWriter, r *http.Request) {
 		StaticBase: ".." + StaticPrefix,
 	}
 	status := http.StatusOK
-	if validID(id) {
+	if feedback.ValidID(id) {
 		d.SessionID = id
 	} else {
 		status = http.StatusNotFound
@@ -217,10 +217,6 @@ type MetaEntry struct {
 	Value string `json:"value"`
 }
 
-// maxTokenLength bounds a capability token before it is hashed: real
-// tokens are 26 characters.
-const maxTokenLength = 256
-
 // pageBody is what the page posts: the token, and for a submit the answer
 // in the REST submit's shape.
 type pageBody struct {
@@ -249,21 +245,10 @@ func readPageBody(w http.ResponseWriter, r *http.Request) (*pageBody, bool) {
 // wrong token and no token all get the same 404, so the answer says
 // nothing about which ids exist.
 func (h *Human) sessionForToken(w http.ResponseWriter, r *http.Request, tok string) (*store.Session, bool) {
-	id := r.PathValue("id")
-	if !validID(id) || tok == "" || len(tok) > maxTokenLength {
-		notFound(w)
-		return nil, false
-	}
-	sess, err := h.svc.cfg.Store.Get(r.Context(), id)
+	sess, err := h.svc.core.GetByToken(r.Context(), r.PathValue("id"), tok)
 	if err != nil {
-		if !errors.Is(err, store.ErrNotFound) {
-			h.svc.storeFailed(r, "get", err)
-		}
+		h.svc.storeFailed(r, "get", err)
 		writeStoreError(w, err)
-		return nil, false
-	}
-	if !sess.CheckToken(tok) {
-		notFound(w)
 		return nil, false
 	}
 	return sess, true
@@ -312,15 +297,9 @@ func (h *Human) Submit(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusBadRequest, verr.Code, "answer: "+verr.Message)
 		return
 	}
-	result, err := h.svc.SubmitAnswer(r.Context(), sess, req)
+	result, err := h.svc.core.Answer(r.Context(), sess, req, feedback.Via{How: feedback.ViaLink})
 	if err != nil {
-		var verr *validate.Error
-		if errors.As(err, &verr) {
-			writeValidation(w, verr)
-			return
-		}
-		h.svc.storeFailed(r, "submit", err)
-		writeStoreError(w, err)
+		h.svc.answerFailed(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, SubmitResponse{SessionID: result.ID, Status: result.Status, SubmittedAt: result.Result.SubmittedAt})

@@ -5,14 +5,14 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mcpfeedback/caddy-mcp-feedback/feedback"
 	"github.com/mcpfeedback/caddy-mcp-feedback/store"
 )
 
 // TestQuota: past a limit, create answers 429 with a Retry-After a client
 // can wait for, and answering a question frees a pending slot.
 func TestQuota(t *testing.T) {
-	s := newService(t, store.NewMemory())
-	s.cfg.Quota = store.Quota{MaxPending: 3, CreatesPerMinute: 4}
+	s := newServiceWith(t, store.NewMemory(), feedback.Config{Quota: store.Quota{MaxPending: 3, CreatesPerMinute: 4}})
 	alice := mint(t, "alice")
 	first, capTok := create(t, s, alice, `{"message":"1"}`)
 	create(t, s, alice, `{"message":"2"}`)

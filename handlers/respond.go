@@ -109,25 +109,3 @@ func readLimited(w http.ResponseWriter, r *http.Request, n int64) ([]byte, error
 	defer rd.Close()
 	return io.ReadAll(rd)
 }
-
-// validID accepts only canonical lower-case UUIDs, so that nothing else in a
-// path ever reaches the store.
-func validID(id string) bool {
-	if len(id) != 36 {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		switch i {
-		case 8, 13, 18, 23:
-			if c != '-' {
-				return false
-			}
-		default:
-			if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-				return false
-			}
-		}
-	}
-	return true
-}

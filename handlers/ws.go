@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -12,6 +13,7 @@ import (
 	"github.com/coder/websocket"
 	"go.uber.org/zap"
 
+	"github.com/mcpfeedback/caddy-mcp-feedback/feedback"
 	"github.com/mcpfeedback/caddy-mcp-feedback/internal/auth"
 	"github.com/mcpfeedback/caddy-mcp-feedback/store"
 )
@@ -53,13 +55,13 @@ const (
 	wsReadLimit = 4096
 	// maxPendingSockets bounds sockets that have not yet sent a token, so
 	// that someone who knows session ids (agents and logs see them) cannot
-	// use up the per-session cap without the link.
+	// use up the per-session cap without the link; maxPendingPerAddr bounds
+	// them per client address, so that one client cannot hold them all and
+	// keep real pages out.
 	maxPendingSockets = 256
+	maxPendingPerAddr = 8
 	// closeWait bounds how long Stop waits for close handshakes.
 	closeWait = 3 * time.Second
-	// expiryRecheck is how soon a watcher asks again when its deadline has
-	// passed by this machine's clock but not yet by the store's.
-	expiryRecheck = 250 * time.Millisecond
 )
 
 // Message types the server sends.
@@ -82,7 +84,7 @@ var credentialParams = []string{"apiKey", "apikey", "api_key", "token", "access_
 // WS handles GET /ws/{id}.
 func (h *Human) WS(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	if !validID(id) {
+	if !feedback.ValidID(id) {
 		notFound(w)
 		return
 	}
@@ -109,24 +111,31 @@ func (h *Human) WS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	var owner *store.Owner
-	if r.Header.Get("Authorization") != "" {
+	// Look the question up before anything is held for it: an unknown id
+	// gets 404 and costs no slot (a flood of made-up ids holds nothing).
+	var (
+		owner *store.Owner
+		sess  *store.Session
+		err   error
+	)
+	if len(r.Header.Values("Authorization")) > 0 {
 		claims, ok := h.svc.authenticate(w, r, auth.ScopeRead)
 		if !ok {
 			return
 		}
 		o := OwnerOf(claims)
-		if _, err := h.svc.SessionFor(r.Context(), o, id); err != nil {
-			if !errors.Is(err, store.ErrNotFound) {
-				h.svc.storeFailed(r, "get", err)
-			}
-			writeStoreError(w, err)
-			return
-		}
+		sess, err = h.svc.core.Get(r.Context(), o, id)
 		owner = &o
+	} else {
+		err = h.svc.core.Exists(r.Context(), id)
+	}
+	if err != nil {
+		h.svc.storeFailed(r, "get", err)
+		writeStoreError(w, err)
+		return
 	}
 
-	sl, err := h.sockets.admit(id, owner)
+	sl, err := h.sockets.admit(id, owner, clientAddr(r))
 	if err != nil {
 		writeAdmitError(w, err)
 		return
@@ -152,17 +161,18 @@ func (h *Human) WS(w http.ResponseWriter, r *http.Request) {
 	log := h.svc.log.With(zap.String("session_id", id), zap.String("client_type", clientType), zap.String("remote_addr", r.RemoteAddr))
 	ctx := r.Context()
 	if owner == nil {
-		if !h.authenticateSocket(ctx, c, id, sl, log) {
+		if sess = h.authenticateSocket(ctx, c, id, sl, log); sess == nil {
 			return
 		}
 	}
 	log.Debug("websocket watching", zap.Bool("owner", owner != nil))
-	h.watch(ctx, c, id, clientType, log)
+	h.watch(ctx, c, sess, clientType, log)
 }
 
-// authenticateSocket waits for the browser's token message and checks it.
-// Unknown id and wrong token get the same 1008.
-func (h *Human) authenticateSocket(ctx context.Context, c *websocket.Conn, id string, sl *slot, log *zap.Logger) bool {
+// authenticateSocket waits for the browser's token message, checks it and
+// returns the question (nil when refused). Unknown id and wrong token get
+// the same 1008.
+func (h *Human) authenticateSocket(ctx context.Context, c *websocket.Conn, id string, sl *slot, log *zap.Logger) *store.Session {
 	// A timer closes with 1008; a Read deadline would drop the TCP
 	// connection without a close frame, and the page could not tell why.
 	timer := time.AfterFunc(h.cfg.AuthTimeout, func() {
@@ -171,29 +181,29 @@ func (h *Human) authenticateSocket(ctx context.Context, c *websocket.Conn, id st
 	typ, data, err := c.Read(ctx)
 	if !timer.Stop() || err != nil {
 		c.CloseNow()
-		return false
+		return nil
 	}
 	tok, ok := parseAuthMessage(typ, data)
 	if !ok {
 		_ = c.Close(statusPolicy, `first message must be {"type":"authenticate","data":{"token":"…"}}`)
-		return false
+		return nil
 	}
-	sess, err := h.svc.cfg.Store.Get(ctx, id)
+	sess, err := h.svc.core.GetByToken(ctx, id, tok)
 	switch {
-	case errors.Is(err, store.ErrNotFound), err == nil && !sess.CheckToken(tok):
+	case errors.Is(err, store.ErrNotFound):
 		log.Info("websocket token refused")
 		_ = c.Close(statusPolicy, "unknown session or wrong token")
-		return false
+		return nil
 	case err != nil:
 		log.Warn("websocket: session store failed", zap.Error(err))
 		_ = c.Close(statusTryAgainLater, "session store unavailable; retry")
-		return false
+		return nil
 	}
 	if err := sl.promote(); err != nil {
 		_ = c.Close(statusTryAgainLater, err.Error())
-		return false
+		return nil
 	}
-	return true
+	return sess
 }
 
 func parseAuthMessage(typ websocket.MessageType, data []byte) (string, bool) {
@@ -207,20 +217,18 @@ func parseAuthMessage(typ websocket.MessageType, data []byte) (string, bool) {
 		} `json:"data"`
 	}
 	if err := json.Unmarshal(data, &m); err != nil || m.Type != "authenticate" ||
-		m.Data.Token == "" || len(m.Data.Token) > maxTokenLength {
+		m.Data.Token == "" || len(m.Data.Token) > feedback.MaxTokenLength {
 		return "", false
 	}
 	return m.Data.Token, true
 }
 
-// watch sends the current state, then every change, until the session
-// reaches a terminal state, the client leaves or the server stops.
-func (h *Human) watch(ctx context.Context, c *websocket.Conn, id, clientType string, log *zap.Logger) {
+// watch sends the current state, then the change to a terminal state,
+// until the client leaves or the server stops. The waiting is the core's
+// Await; pings run beside it.
+func (h *Human) watch(ctx context.Context, c *websocket.Conn, sess *store.Session, clientType string, log *zap.Logger) {
+	id := sess.ID
 	ctx, cancel := context.WithCancel(ctx)
-	// Subscribe before the first read, so that no change between the read
-	// and the subscription is missed.
-	changes := h.svc.cfg.Store.Watch(ctx, id)
-
 	// The reader answers pings and close frames and notices a client that
 	// left; data messages after the token are ignored (size-limited).
 	readerDone := make(chan struct{})
@@ -233,22 +241,18 @@ func (h *Human) watch(ctx context.Context, c *websocket.Conn, id, clientType str
 			}
 		}
 	}()
+	pingDone := make(chan struct{})
+	go func() {
+		defer close(pingDone)
+		h.ping(ctx, cancel, c, log)
+	}()
 	defer func() {
 		cancel()
 		c.CloseNow()
 		<-readerDone
+		<-pingDone
 	}()
 
-	sess, err := h.svc.cfg.Store.Get(ctx, id)
-	if err != nil {
-		if errors.Is(err, store.ErrNotFound) {
-			_ = c.Close(statusNormal, "session no longer exists")
-		} else {
-			log.Warn("websocket: session store failed", zap.Error(err))
-			_ = c.Close(statusTryAgainLater, "session store unavailable; retry")
-		}
-		return
-	}
 	hello := map[string]any{"sessionId": id, "status": sess.Status, "clientType": clientType, "expiresAt": sess.ExpiresAt}
 	if sess.Result != nil {
 		hello["result"] = sess.Result
@@ -261,68 +265,59 @@ func (h *Human) watch(ctx context.Context, c *websocket.Conn, id, clientType str
 		return
 	}
 
-	last := sess.Status
-	deadline := time.NewTimer(time.Until(sess.ExpiresAt))
-	defer deadline.Stop()
-	ping := time.NewTicker(h.cfg.PingInterval)
-	defer ping.Stop()
+	done, err := h.svc.core.Await(ctx, id, time.Time{})
+	if err != nil {
+		h.closeFor(c, err, log)
+		return
+	}
+	if !done.Status.Terminal() {
+		return // unreachable: an unbounded Await ends terminal or with an error
+	}
+	if h.send(ctx, c, MsgSessionStatusChanged, map[string]any{"sessionId": id, "status": done.Status, "previousStatus": sess.Status}) != nil {
+		return
+	}
+	if done.Status == store.StatusSubmitted {
+		if h.send(ctx, c, MsgFeedbackSubmitted, map[string]any{"sessionId": id, "result": done.Result}) != nil {
+			return
+		}
+	}
+	_ = c.Close(statusNormal, "session "+string(done.Status))
+}
+
+// closeFor closes the socket for a wait that ended in err, with the code
+// that tells the page what to do.
+func (h *Human) closeFor(c *websocket.Conn, err error, log *zap.Logger) {
+	switch {
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, store.ErrNotFound):
+		_ = c.Close(statusNormal, "session no longer exists")
+	case errors.Is(err, feedback.ErrStoreClosed):
+		// A new configuration has its own store; the client reconnects there.
+		_ = c.Close(statusServiceRestart, "store closed; reconnect")
+	default:
+		log.Warn("websocket: session store failed", zap.Error(err))
+		_ = c.Close(statusTryAgainLater, "session store unavailable; retry")
+	}
+}
+
+// ping keeps an idle socket alive and notices a peer that is gone.
+func (h *Human) ping(ctx context.Context, cancel context.CancelFunc, c *websocket.Conn, log *zap.Logger) {
+	t := time.NewTicker(h.cfg.PingInterval)
+	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case _, ok := <-changes:
-			if !ok {
-				if ctx.Err() == nil {
-					// The store was closed under us: a new configuration
-					// has its own; the client reconnects there.
-					_ = c.Close(statusServiceRestart, "store closed; reconnect")
-				}
-				return
-			}
-		case <-deadline.C:
-		case <-ping.C:
-			pctx, pcancel := context.WithTimeout(ctx, h.cfg.WriteTimeout)
-			err := c.Ping(pctx)
-			pcancel()
-			if err != nil {
-				log.Debug("websocket ping failed", zap.Error(err))
-				return
-			}
-			continue
+		case <-t.C:
 		}
-
-		sess, err := h.svc.cfg.Store.Get(ctx, id)
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-			_ = c.Close(statusNormal, "session no longer exists")
-			return
-		case err != nil:
-			// Keep watching: the store signals again once it is back.
-			log.Warn("websocket: session store failed", zap.Error(err))
-			deadline.Reset(time.Second)
-			continue
-		}
-		if sess.Status == last {
-			// Still pending: wake at the deadline (again after a store
-			// error moved the timer), or shortly when it has passed here
-			// but not yet by the store's clock.
-			wait := time.Until(sess.ExpiresAt)
-			if wait <= 0 {
-				wait = expiryRecheck
-			}
-			deadline.Reset(wait)
-			continue
-		}
-		if h.send(ctx, c, MsgSessionStatusChanged, map[string]any{"sessionId": id, "status": sess.Status, "previousStatus": last}) != nil {
+		pctx, pcancel := context.WithTimeout(ctx, h.cfg.WriteTimeout)
+		err := c.Ping(pctx)
+		pcancel()
+		if err != nil {
+			log.Debug("websocket ping failed", zap.Error(err))
+			cancel()
 			return
 		}
-		if sess.Status == store.StatusSubmitted {
-			if h.send(ctx, c, MsgFeedbackSubmitted, map[string]any{"sessionId": id, "result": sess.Result}) != nil {
-				return
-			}
-		}
-		_ = c.Close(statusNormal, "session "+string(sess.Status))
-		return
 	}
 }
 
@@ -334,6 +329,17 @@ func (h *Human) send(ctx context.Context, c *websocket.Conn, typ string, data an
 	ctx, cancel := context.WithTimeout(ctx, h.cfg.WriteTimeout)
 	defer cancel()
 	return c.Write(ctx, websocket.MessageText, b)
+}
+
+// clientAddr is the address a pending socket counts against: the peer's
+// IP (a proxy in front makes every client one address; then the total cap
+// is what holds).
+func clientAddr(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
 }
 
 func isWebSocketUpgrade(r *http.Request) bool {
@@ -380,6 +386,7 @@ type registry struct {
 	perSession map[string]int
 	perSubject map[store.Owner]int
 	pending    int
+	pendingBy  map[string]int // client address → pending sockets
 	closed     bool
 	code       websocket.StatusCode
 	reason     string
@@ -391,6 +398,7 @@ func newRegistry(maxSession, maxSubject int) *registry {
 		conns:      map[*websocket.Conn]struct{}{},
 		perSession: map[string]int{},
 		perSubject: map[store.Owner]int{},
+		pendingBy:  map[string]int{},
 	}
 }
 
@@ -399,24 +407,27 @@ type slot struct {
 	r       *registry
 	id      string
 	owner   *store.Owner
+	addr    string
 	pending bool
 	counted bool
 }
 
 // admit reserves a place: an owner's socket counts against its session and
-// subject at once; a browser's is pending until its token checks out.
-func (r *registry) admit(id string, owner *store.Owner) (*slot, error) {
+// subject at once; a browser's is pending until its token checks out, and
+// counts against its address meanwhile.
+func (r *registry) admit(id string, owner *store.Owner, addr string) (*slot, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {
 		return nil, errStopping
 	}
-	s := &slot{r: r, id: id, owner: owner}
+	s := &slot{r: r, id: id, owner: owner, addr: addr}
 	if owner == nil {
-		if r.pending >= maxPendingSockets {
+		if r.pending >= maxPendingSockets || r.pendingBy[addr] >= maxPendingPerAddr {
 			return nil, errTooManyPending
 		}
 		r.pending++
+		r.pendingBy[addr]++
 		s.pending = true
 		return s, nil
 	}
@@ -439,6 +450,9 @@ func (s *slot) promote() error {
 	defer r.mu.Unlock()
 	if s.pending {
 		r.pending--
+		if r.pendingBy[s.addr]--; r.pendingBy[s.addr] <= 0 {
+			delete(r.pendingBy, s.addr)
+		}
 		s.pending = false
 	}
 	if r.perSession[s.id] >= r.maxSession {
@@ -455,6 +469,9 @@ func (s *slot) release() {
 	defer r.mu.Unlock()
 	if s.pending {
 		r.pending--
+		if r.pendingBy[s.addr]--; r.pendingBy[s.addr] <= 0 {
+			delete(r.pendingBy, s.addr)
+		}
 		s.pending = false
 	}
 	if !s.counted {

@@ -32,6 +32,9 @@ const Leeway = 30 * time.Second
 const (
 	ScopeCreate = "feedback:create"
 	ScopeRead   = "feedback:read"
+	// ScopeAnswer lets the owner answer its own questions over REST. It is
+	// never implied: only a token that lists it has it.
+	ScopeAnswer = "feedback:answer"
 )
 
 // Claims are the JWT claims this module reads.
@@ -47,7 +50,9 @@ type Claims struct {
 // HasScope reports whether the token allows scope.
 func (c *Claims) HasScope(scope string) bool {
 	if c.Scope == nil {
-		return true
+		// No scope claim: everything its subject owns, except answering,
+		// which a token must name (ScopeAnswer).
+		return scope != ScopeAnswer
 	}
 	return slices.Contains(strings.Fields(*c.Scope), scope)
 }

@@ -1,4 +1,4 @@
-package handlers
+package feedback
 
 import "testing"
 
@@ -11,8 +11,8 @@ func TestValidID(t *testing.T) {
 		"../../etc/passwd":                     false,
 		"":                                     false,
 	} {
-		if got := validID(id); got != want {
-			t.Errorf("validID(%q) = %v", id, got)
+		if got := ValidID(id); got != want {
+			t.Errorf("ValidID(%q) = %v", id, got)
 		}
 	}
 }

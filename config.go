@@ -1,0 +1,152 @@
+package mcpfeedback
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/mcpfeedback/caddy-mcp-feedback/handlers"
+	"github.com/mcpfeedback/caddy-mcp-feedback/internal/validate"
+	"github.com/mcpfeedback/caddy-mcp-feedback/store"
+)
+
+// Defaults is the one table of defaults: every field of Handler that is
+// left unset takes its value from here, when the configuration is
+// resolved (resolve). The field docs and the README's configuration table
+// quote these values; TestDefaultsDocumented keeps them in step.
+func Defaults() Handler {
+	return Handler{
+		DefaultTimeout:           caddy.Duration(5 * time.Minute),
+		MinTimeout:               caddy.Duration(30 * time.Second),
+		MaxTimeout:               caddy.Duration(time.Hour),
+		MaxMessageLength:         1000,
+		MaxOptions:               10,
+		MaxOptionLength:          100,
+		Retention:                caddy.Duration(time.Hour),
+		MaxPendingPerSubject:     100,
+		CreatesPerMinute:         60,
+		WSMaxPerSession:          10,
+		WSMaxPerSubject:          20,
+		Elicitation:              handlers.ElicitationURL,
+		MCPMaxSessionsPerSubject: 50,
+	}
+}
+
+// settings is the configuration resolved once: placeholders replaced,
+// defaults applied, derived values computed. Everything after Provision
+// reads these, never the raw fields.
+type settings struct {
+	secret, issuer, audience string
+	// publicURL is the base of answer links without a trailing slash; ""
+	// means each request's own scheme, host and stripped prefix.
+	publicURL string
+	limits    validate.Limits
+	retention time.Duration
+	quota     store.Quota
+	// origins are the canonical origins besides the site's own that may
+	// open WebSockets, post answers and call MCP from a browser (the
+	// public URL's origin first, when set).
+	origins     []string
+	elicitation string
+	wsPerSess   int
+	wsPerSubj   int
+	mcpPerSubj  int
+}
+
+// resolve fills unset fields from Defaults and checks and derives every
+// setting. It is the only place configuration becomes runtime values.
+func (h *Handler) resolve() (*settings, error) {
+	d := Defaults()
+	setDur := func(f *caddy.Duration, def caddy.Duration) {
+		if *f <= 0 {
+			*f = def
+		}
+	}
+	setInt := func(f *int, def int) {
+		if *f == 0 {
+			*f = def
+		}
+	}
+	setDur(&h.DefaultTimeout, d.DefaultTimeout)
+	setDur(&h.MinTimeout, d.MinTimeout)
+	setDur(&h.MaxTimeout, d.MaxTimeout)
+	setDur(&h.Retention, d.Retention)
+	setInt(&h.MaxMessageLength, d.MaxMessageLength)
+	setInt(&h.MaxOptions, d.MaxOptions)
+	setInt(&h.MaxOptionLength, d.MaxOptionLength)
+	setInt(&h.MaxPendingPerSubject, d.MaxPendingPerSubject)
+	setInt(&h.CreatesPerMinute, d.CreatesPerMinute)
+	setInt(&h.WSMaxPerSession, d.WSMaxPerSession)
+	setInt(&h.WSMaxPerSubject, d.WSMaxPerSubject)
+	setInt(&h.MCPMaxSessionsPerSubject, d.MCPMaxSessionsPerSubject)
+	if h.Elicitation == "" {
+		h.Elicitation = d.Elicitation
+	}
+
+	repl := caddy.NewReplacer()
+	s := &settings{
+		secret:   repl.ReplaceKnown(h.JWTSecret, ""),
+		issuer:   repl.ReplaceKnown(h.JWTIssuer, ""),
+		audience: repl.ReplaceKnown(h.JWTAudience, ""),
+		limits: validate.Limits{
+			DefaultTimeout:   time.Duration(h.DefaultTimeout),
+			MinTimeout:       time.Duration(h.MinTimeout),
+			MaxTimeout:       time.Duration(h.MaxTimeout),
+			MaxMessageLength: h.MaxMessageLength,
+			MaxOptions:       h.MaxOptions,
+			MaxOptionLength:  h.MaxOptionLength,
+		},
+		retention: time.Duration(h.Retention),
+		// A runaway agent must not be able to fill the store or a person's
+		// screen, so quotas are on unless turned off with -1.
+		quota:       store.Quota{MaxPending: max(h.MaxPendingPerSubject, 0), CreatesPerMinute: max(h.CreatesPerMinute, 0)},
+		elicitation: h.Elicitation,
+		wsPerSess:   h.WSMaxPerSession,
+		wsPerSubj:   h.WSMaxPerSubject,
+		mcpPerSubj:  h.MCPMaxSessionsPerSubject,
+	}
+	if s.secret == "" {
+		return nil, errors.New("jwt_secret is required (e.g. `jwt_secret {env.JWT_SECRET}` with JWT_SECRET set); the module never runs without authentication")
+	}
+	if err := checkLimits(s.limits); err != nil {
+		return nil, err
+	}
+	if h.MaxMessageLength < 0 || h.MaxOptions < 0 || h.MaxOptionLength < 0 || h.WSMaxPerSession < 0 || h.WSMaxPerSubject < 0 || h.MCPMaxSessionsPerSubject < 0 {
+		return nil, errors.New("length, option and connection limits must be positive")
+	}
+	switch s.elicitation {
+	case handlers.ElicitationOff, handlers.ElicitationURL, handlers.ElicitationForm:
+	default:
+		return nil, fmt.Errorf("elicitation must be off, url or form, not %q", s.elicitation)
+	}
+	s.publicURL = strings.TrimRight(repl.ReplaceKnown(h.PublicURL, ""), "/")
+	if s.publicURL != "" {
+		u, err := url.Parse(s.publicURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+			return nil, fmt.Errorf("public_url %q must be an absolute http(s) URL without query or fragment", s.publicURL)
+		}
+		s.origins = append(s.origins, strings.ToLower(u.Scheme+"://"+u.Host))
+	}
+	for _, o := range h.AllowedOrigins {
+		canon, err := handlers.CanonicalOrigin(o)
+		if err != nil {
+			return nil, err
+		}
+		s.origins = append(s.origins, canon)
+	}
+	return s, nil
+}
+
+func checkLimits(l validate.Limits) error {
+	if l.MinTimeout < time.Second || l.MinTimeout%time.Second != 0 || l.MaxTimeout%time.Second != 0 || l.DefaultTimeout%time.Second != 0 {
+		return errors.New("timeouts must be whole seconds, and min_timeout at least 1s")
+	}
+	if l.MinTimeout > l.DefaultTimeout || l.DefaultTimeout > l.MaxTimeout {
+		return fmt.Errorf("need min_timeout (%s) <= default_timeout (%s) <= max_timeout (%s)", l.MinTimeout, l.DefaultTimeout, l.MaxTimeout)
+	}
+	return nil
+}
