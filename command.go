@@ -20,6 +20,7 @@ func init() {
 		Long:  "Tools for the mcp_feedback module. `caddy mcp-feedback token` mints a bearer token for an agent or app.",
 		CobraFunc: func(cmd *cobra.Command) {
 			cmd.AddCommand(tokenCommand())
+			cmd.AddCommand(askCommand())
 		},
 	})
 }
