@@ -112,13 +112,20 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = oneInt(d, &h.WSMaxPerSubject)
 		case "mcp_max_sessions_per_subject":
 			err = oneInt(d, &h.MCPMaxSessionsPerSubject)
+		case "mcp_max_calls_per_subject":
+			err = oneInt(d, &h.MCPMaxCallsPerSubject)
+		case "link_to_agent":
+			var on bool
+			if on, err = oneSwitch(d); err == nil {
+				h.LinkToAgent = &on
+			}
 		case "elicitation":
 			if err = oneString(d, &h.Elicitation); err == nil && h.Elicitation != "off" && h.Elicitation != "url" && h.Elicitation != "form" {
 				return d.Errf("elicitation must be off, url or form, not %q", h.Elicitation)
 			}
 		default:
 			return d.Errf("unknown mcp_feedback option %q (known: jwt_secret, jwt_issuer, jwt_audience, public_url, store, "+
-				"default_timeout, min_timeout, max_timeout, max_message_length, max_options, max_option_length, retention, max_pending_per_subject, creates_per_minute, notify, allowed_origins, ws_max_per_session, ws_max_per_subject, elicitation, mcp_max_sessions_per_subject)", name)
+				"default_timeout, min_timeout, max_timeout, max_message_length, max_options, max_option_length, retention, max_pending_per_subject, creates_per_minute, notify, allowed_origins, ws_max_per_session, ws_max_per_subject, elicitation, mcp_max_sessions_per_subject, mcp_max_calls_per_subject, link_to_agent)", name)
 		}
 		if err != nil {
 			return err
@@ -202,3 +209,19 @@ func oneLimit(d *caddyfile.Dispenser, dst *int) error {
 
 // Interface guard
 var _ caddyfile.Unmarshaler = (*Handler)(nil)
+
+// oneSwitch reads `on` or `off`.
+func oneSwitch(d *caddyfile.Dispenser) (bool, error) {
+	name := d.Val()
+	var v string
+	if err := oneString(d, &v); err != nil {
+		return false, err
+	}
+	switch v {
+	case "on":
+		return true, nil
+	case "off":
+		return false, nil
+	}
+	return false, d.Errf("%s takes on or off, not %q", name, v)
+}

@@ -19,6 +19,7 @@ import (
 // resolved (resolve). The field docs and the README's configuration table
 // quote these values; TestDefaultsDocumented keeps them in step.
 func Defaults() Handler {
+	yes := true
 	return Handler{
 		DefaultTimeout:           caddy.Duration(5 * time.Minute),
 		MinTimeout:               caddy.Duration(30 * time.Second),
@@ -33,6 +34,8 @@ func Defaults() Handler {
 		WSMaxPerSubject:          20,
 		Elicitation:              handlers.ElicitationURL,
 		MCPMaxSessionsPerSubject: 50,
+		MCPMaxCallsPerSubject:    100,
+		LinkToAgent:              &yes,
 	}
 }
 
@@ -55,6 +58,10 @@ type settings struct {
 	wsPerSess   int
 	wsPerSubj   int
 	mcpPerSubj  int
+	// mcpCallsPerSubj caps tool calls in flight per subject.
+	mcpCallsPerSubj int
+	// linkToAgent: the answer link goes to the agent (create, tools).
+	linkToAgent bool
 }
 
 // resolve fills unset fields from Defaults and checks and derives every
@@ -83,8 +90,17 @@ func (h *Handler) resolve() (*settings, error) {
 	setInt(&h.WSMaxPerSession, d.WSMaxPerSession)
 	setInt(&h.WSMaxPerSubject, d.WSMaxPerSubject)
 	setInt(&h.MCPMaxSessionsPerSubject, d.MCPMaxSessionsPerSubject)
+	setInt(&h.MCPMaxCallsPerSubject, d.MCPMaxCallsPerSubject)
+	if h.LinkToAgent == nil {
+		h.LinkToAgent = d.LinkToAgent
+	}
 	if h.Elicitation == "" {
 		h.Elicitation = d.Elicitation
+		if !*h.LinkToAgent {
+			// The agent's client must not be able to answer for the person,
+			// nor be handed the link to show.
+			h.Elicitation = handlers.ElicitationOff
+		}
 	}
 
 	repl := caddy.NewReplacer()
@@ -103,11 +119,13 @@ func (h *Handler) resolve() (*settings, error) {
 		retention: time.Duration(h.Retention),
 		// A runaway agent must not be able to fill the store or a person's
 		// screen, so quotas are on unless turned off with -1.
-		quota:       store.Quota{MaxPending: max(h.MaxPendingPerSubject, 0), CreatesPerMinute: max(h.CreatesPerMinute, 0)},
-		elicitation: h.Elicitation,
-		wsPerSess:   h.WSMaxPerSession,
-		wsPerSubj:   h.WSMaxPerSubject,
-		mcpPerSubj:  h.MCPMaxSessionsPerSubject,
+		quota:           store.Quota{MaxPending: max(h.MaxPendingPerSubject, 0), CreatesPerMinute: max(h.CreatesPerMinute, 0)},
+		elicitation:     h.Elicitation,
+		wsPerSess:       h.WSMaxPerSession,
+		wsPerSubj:       h.WSMaxPerSubject,
+		mcpPerSubj:      h.MCPMaxSessionsPerSubject,
+		mcpCallsPerSubj: h.MCPMaxCallsPerSubject,
+		linkToAgent:     *h.LinkToAgent,
 	}
 	if s.secret == "" {
 		return nil, errors.New("jwt_secret is required (e.g. `jwt_secret {env.JWT_SECRET}` with JWT_SECRET set); the module never runs without authentication")
@@ -115,13 +133,17 @@ func (h *Handler) resolve() (*settings, error) {
 	if err := checkLimits(s.limits); err != nil {
 		return nil, err
 	}
-	if h.MaxMessageLength < 0 || h.MaxOptions < 0 || h.MaxOptionLength < 0 || h.WSMaxPerSession < 0 || h.WSMaxPerSubject < 0 || h.MCPMaxSessionsPerSubject < 0 {
+	if h.MaxMessageLength < 0 || h.MaxOptions < 0 || h.MaxOptionLength < 0 || h.WSMaxPerSession < 0 || h.WSMaxPerSubject < 0 ||
+		h.MCPMaxSessionsPerSubject < 0 || h.MCPMaxCallsPerSubject < 0 {
 		return nil, errors.New("length, option and connection limits must be positive")
 	}
 	switch s.elicitation {
 	case handlers.ElicitationOff, handlers.ElicitationURL, handlers.ElicitationForm:
 	default:
 		return nil, fmt.Errorf("elicitation must be off, url or form, not %q", s.elicitation)
+	}
+	if !s.linkToAgent && s.elicitation != handlers.ElicitationOff {
+		return nil, errors.New("link_to_agent off keeps the answer from the agent's side, so elicitation (which goes through the agent's client) must be off too")
 	}
 	s.publicURL = strings.TrimRight(repl.ReplaceKnown(h.PublicURL, ""), "/")
 	if s.publicURL != "" {

@@ -120,6 +120,19 @@ type Handler struct {
 	// it, new sessions get 429. Default: 50.
 	MCPMaxSessionsPerSubject int `json:"mcp_max_sessions_per_subject,omitempty"`
 
+	// MCPMaxCallsPerSubject caps the MCP tool calls one token subject may
+	// have in flight at once (a waiting call holds a connection for up to
+	// max_timeout); past it, a call gets a tool error. Default: 100.
+	MCPMaxCallsPerSubject int `json:"mcp_max_calls_per_subject,omitempty"`
+
+	// LinkToAgent says whether the agent gets the answer link (with its
+	// capability token) from create and interactive_feedback. Default
+	// true. Set it false (`link_to_agent off`) when "a person answered"
+	// must hold even against a dishonest agent: the agent then gets only
+	// the session id, the person gets the link from a webhook (and, later,
+	// an inbox or push), and elicitation through the agent's client is off.
+	LinkToAgent *bool `json:"link_to_agent,omitempty"`
+
 	svc    *handlers.Service
 	human  *handlers.Human
 	mux    *http.ServeMux
@@ -176,12 +189,13 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 
 	core := feedback.NewService(sh.hub, feedback.Config{Limits: cfg.limits, Retention: cfg.retention, Quota: cfg.quota})
 	h.svc = handlers.New(handlers.Config{
-		Core:     core,
-		Verifier: verifier,
-		Observer: sh.life,
-		BaseURL:  baseURL(cfg.publicURL),
-		Issuer:   cfg.issuer,
-		Logger:   h.logger,
+		Core:         core,
+		Verifier:     verifier,
+		Observer:     sh.life,
+		BaseURL:      baseURL(cfg.publicURL),
+		Issuer:       cfg.issuer,
+		Logger:       h.logger,
+		WithholdLink: !cfg.linkToAgent,
 	})
 	human, err := handlers.NewHuman(h.svc, handlers.HumanConfig{
 		AllowedOrigins:       cfg.origins,
@@ -196,7 +210,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	// configuration closes its own, 1012 on a reload and 1001 on exit.
 	h.stopHooks = append(h.stopHooks, human.Stop)
 	h.mux = h.routes(handlers.MCPConfig{Elicitation: cfg.elicitation, Prefix: strippedPrefix,
-		AllowedOrigins: cfg.origins, MaxSessionsPerSubject: cfg.mcpPerSubj})
+		AllowedOrigins: cfg.origins, MaxSessionsPerSubject: cfg.mcpPerSubj, MaxCallsPerSubject: cfg.mcpCallsPerSubj})
 	// On a reload the MCP streams stay: the next configuration serves them.
 	// On exit they must end, or Caddy waits for them.
 	h.stopHooks = append(h.stopHooks, sh.stopMCP)

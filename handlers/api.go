@@ -66,10 +66,13 @@ func (s *Service) Create(w http.ResponseWriter, r *http.Request) {
 		writeStoreError(w, err)
 		return
 	}
-	sess := asked.Session
+	sess, link := asked.Session, asked.Link
+	if s.cfg.WithholdLink {
+		link = ""
+	}
 	writeJSON(w, http.StatusCreated, CreateResponse{
 		SessionID:   sess.ID,
-		FeedbackURL: asked.Link,
+		FeedbackURL: link,
 		Status:      sess.Status,
 		CreatedAt:   sess.CreatedAt,
 		ExpiresAt:   sess.ExpiresAt,

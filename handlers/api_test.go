@@ -674,3 +674,18 @@ func TestCancel(t *testing.T) {
 		t.Fatalf("cancel after answer: %d %s", w.Code, w.Body)
 	}
 }
+
+// TestWithholdLink: with link_to_agent off the agent gets the session id
+// and never the capability link.
+func TestWithholdLink(t *testing.T) {
+	v, err := auth.NewVerifier(testSecret, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := New(Config{Core: newCore(t, store.NewMemory(), feedback.Config{}), Verifier: v, WithholdLink: true,
+		BaseURL: func(*http.Request) string { return "https://fb.example" }})
+	w := s.do(t, s.Create, call{method: "POST", path: "/api/feedback/create", body: `{"message":"Pay?"}`, headers: bearer(mint(t, "alice"))})
+	if w.Code != http.StatusCreated || strings.Contains(w.Body.String(), "feedbackUrl") || strings.Contains(w.Body.String(), "#t=") {
+		t.Fatalf("create with the link withheld: %d %s", w.Code, w.Body)
+	}
+}

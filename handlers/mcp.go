@@ -69,10 +69,17 @@ type MCPConfig struct {
 	// flood of connections from one token cannot exhaust the server.
 	// 0 means DefaultMaxMCPSessionsPerSubject.
 	MaxSessionsPerSubject int
+	// MaxCallsPerSubject caps the tool calls one subject may have in flight
+	// at once (each waiting call holds a connection for up to an hour).
+	// 0 means DefaultMaxMCPCallsPerSubject.
+	MaxCallsPerSubject int
 }
 
-// DefaultMaxMCPSessionsPerSubject is MCPConfig.MaxSessionsPerSubject's default.
-const DefaultMaxMCPSessionsPerSubject = 50
+// Defaults of MCPConfig's caps (the root's table of defaults repeats them).
+const (
+	DefaultMaxMCPSessionsPerSubject = 50
+	DefaultMaxMCPCallsPerSubject    = 100
+)
 
 // sseDrainWait bounds how long Shutdown waits for an SSE stream to write a
 // cancelled call's result.
@@ -106,6 +113,8 @@ type MCP struct {
 
 	callsMu sync.Mutex
 	calls   map[*inflight]struct{}
+	// callsBy counts the calls in flight per subject (under callsMu).
+	callsBy map[store.Owner]int
 	closing atomic.Bool
 
 	stopSweep context.CancelFunc
@@ -191,7 +200,7 @@ func NewMCP(opts MCPOptions) *MCP {
 	if opts.KeepAlive <= 0 {
 		opts.KeepAlive = 25 * time.Second
 	}
-	m := &MCP{opts: opts, log: opts.Logger, calls: map[*inflight]struct{}{}, swept: make(chan struct{})}
+	m := &MCP{opts: opts, log: opts.Logger, calls: map[*inflight]struct{}{}, callsBy: map[store.Owner]int{}, swept: make(chan struct{})}
 
 	hooks := &server.Hooks{}
 	hooks.AddOnRegisterSession(m.onRegister)
@@ -322,18 +331,30 @@ func (m *MCP) serve(svc *Service, cfg MCPConfig, next http.Handler, sse bool, se
 		}
 		owner := OwnerOf(claims)
 		if sessionID != nil {
-			if id := sessionID(r); id != "" {
-				if s := m.session(id); s != nil {
-					if s.owner != owner {
-						svc.log.Info("mcp: session used with another identity's token refused",
-							zap.String("sub", claims.Subject), zap.String("remote_addr", r.RemoteAddr))
-						WriteError(w, http.StatusForbidden, "session_forbidden",
-							"this MCP session was opened with another identity's token; open a new session (initialize) with your own token")
-						return
-					}
-					s.begin()
-					defer s.end()
-				}
+			id := sessionID(r)
+			switch s := m.session(id); {
+			case id == "" && !sse && r.Method != http.MethodPost:
+				// A GET stream or a DELETE belongs to a session; without
+				// one nothing may be created.
+				WriteError(w, http.StatusBadRequest, "session_required",
+					"this request needs the Mcp-Session-Id header of an open session; start one with an initialize POST")
+				return
+			case id != "" && s == nil:
+				// Unknown, terminated or expired (or opened on another
+				// instance): 404 tells the client to initialize again
+				// (Streamable HTTP), and nothing is created for it.
+				WriteError(w, http.StatusNotFound, "session_not_found",
+					"no open MCP session has this id (it ended, expired or never existed); start a new one with initialize")
+				return
+			case s != nil && s.owner != owner:
+				svc.log.Info("mcp: session used with another identity's token refused",
+					zap.String("sub", claims.Subject), zap.String("remote_addr", r.RemoteAddr))
+				WriteError(w, http.StatusForbidden, "session_forbidden",
+					"this MCP session was opened with another identity's token; open a new session (initialize) with your own token")
+				return
+			case s != nil:
+				s.begin()
+				defer s.end()
 			}
 		}
 		rq := &mcpRequest{svc: svc, claims: claims, cfg: cfg, base: svc.cfg.BaseURL(r), sse: sse}
@@ -460,9 +481,12 @@ func (m *MCP) onRegister(ctx context.Context, cs server.ClientSession) {
 	if rq == nil {
 		return
 	}
-	s := &mcpSession{owner: OwnerOf(rq.claims), sse: rq.sse, stream: rq.stream, calls: map[*inflight]struct{}{}}
-	if rq.reserved && !rq.registered.Swap(true) {
-		s.reserved = true // the session now holds the request's slot
+	s := &mcpSession{owner: OwnerOf(rq.claims), sse: rq.sse, stream: rq.stream, calls: map[*inflight]struct{}{}, reserved: true}
+	if !rq.reserved || rq.registered.Swap(true) {
+		// Every session holds a slot, however it started: one that came
+		// without a reservation takes one now (serve lets only reserving
+		// requests create sessions, so this is a safety net).
+		m.take(s.owner)
 	}
 	s.lastActive.Store(time.Now().UnixNano())
 	m.sessions.Store(cs.SessionID(), s)
@@ -503,12 +527,29 @@ func (m *MCP) trackCall(next server.ToolHandlerFunc) server.ToolHandlerFunc {
 			close(c.done)
 		}()
 
+		var owner store.Owner
+		limit := DefaultMaxMCPCallsPerSubject
+		if rq := requestFrom(ctx); rq != nil {
+			owner = OwnerOf(rq.claims)
+			if rq.cfg.MaxCallsPerSubject > 0 {
+				limit = rq.cfg.MaxCallsPerSubject
+			}
+		}
 		m.callsMu.Lock()
+		if m.callsBy[owner] >= limit {
+			m.callsMu.Unlock()
+			m.opts.Observer.ToolCall(req.Params.Name, "refused")
+			return toolError("this token's subject already has %d tool calls in flight (the limit); wait for one to finish or cancel one, then try again", limit), nil
+		}
 		m.calls[c] = struct{}{}
+		m.callsBy[owner]++
 		m.callsMu.Unlock()
 		defer func() {
 			m.callsMu.Lock()
 			delete(m.calls, c)
+			if m.callsBy[owner]--; m.callsBy[owner] <= 0 {
+				delete(m.callsBy, owner)
+			}
 			m.callsMu.Unlock()
 		}()
 		if m.closing.Load() {
@@ -687,6 +728,16 @@ func (m *MCP) reserve(owner store.Owner, limit int) bool {
 	}
 	m.owners[owner]++
 	return true
+}
+
+// take takes one of owner's slots whatever the limit.
+func (m *MCP) take(owner store.Owner) {
+	m.ownersMu.Lock()
+	defer m.ownersMu.Unlock()
+	if m.owners == nil {
+		m.owners = map[store.Owner]int{}
+	}
+	m.owners[owner]++
 }
 
 // release gives a slot back.

@@ -3,7 +3,10 @@ package handlers
 import (
 	"bufio"
 	"context"
+	"fmt"
+	"io"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -104,4 +107,109 @@ func TestMCPSessionCapUnderFlood(t *testing.T) {
 	if got := initialize(); got.code != http.StatusTooManyRequests {
 		t.Fatalf("session %d after the slots came back: %d, want 429", limit+1, got.code)
 	}
+}
+
+// TestMCPSessionIDsCannotDodgeTheCap: a GET or DELETE without a session id,
+// and any request with a made-up or terminated session id, is refused and
+// creates nothing, so the per-subject cap counts every session there is.
+func TestMCPSessionIDsCannotDodgeTheCap(t *testing.T) {
+	const limit = 3
+	e := newMCPEnv(t, store.NewMemory(), func(_ *MCPOptions, c *MCPConfig, _ *validate.Limits) { c.MaxSessionsPerSubject = limit })
+	alice := mint(t, "alice")
+	send := func(method, session, body string) int {
+		req, _ := http.NewRequest(method, e.srv.URL+"/mcp", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+alice)
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("Content-Type", "application/json")
+		if session != "" {
+			req.Header.Set("Mcp-Session-Id", session)
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		defer cancel()
+		resp, err := http.DefaultClient.Do(req.WithContext(ctx))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	call := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"check_feedback_status","arguments":{"sessionId":"00000000-0000-4000-8000-000000000000"}}}`
+	for i := range 40 {
+		if code := send("GET", "", ""); code != http.StatusBadRequest {
+			t.Fatalf("GET /mcp without a session #%d: %d, want 400", i, code)
+		}
+		if code := send("GET", "made-up-"+strings.Repeat("x", i), ""); code != http.StatusNotFound {
+			t.Fatalf("GET /mcp with a made-up session: %d, want 404", code)
+		}
+		if code := send("POST", "00000000-0000-4000-8000-00000000000"+string(rune('a'+i%6)), call); code != http.StatusNotFound {
+			t.Fatalf("POST /mcp with a made-up session: %d, want 404", code)
+		}
+	}
+	if n := e.m.Sessions(); n != 0 {
+		t.Fatalf("%d sessions exist after refused requests, want 0", n)
+	}
+	// A terminated session id is as unknown as a made-up one.
+	r := e.rawSession(alice)
+	if code := send("DELETE", r.session, ""); code != http.StatusOK {
+		t.Fatalf("DELETE: %d", code)
+	}
+	if code := send("POST", r.session, call); code != http.StatusNotFound {
+		t.Fatalf("POST with a terminated session: %d, want 404", code)
+	}
+	// The cap still holds exactly.
+	for range limit {
+		e.rawSession(alice)
+	}
+	rr := &rpc{t: t, url: e.srv.URL + "/mcp", tok: alice}
+	if got := rr.post(`{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"x","version":"0"}}}`, nil); got.code != http.StatusTooManyRequests {
+		t.Fatalf("initialize past the cap: %d, want 429", got.code)
+	}
+}
+
+// TestMCPCallsPerSubjectCap: waiting tool calls of one subject are capped;
+// the next gets a clear tool error, and another subject is unaffected.
+func TestMCPCallsPerSubjectCap(t *testing.T) {
+	const limit = 2
+	e := newMCPEnv(t, store.NewMemory(), func(_ *MCPOptions, c *MCPConfig, _ *validate.Limits) { c.MaxCallsPerSubject = limit })
+	alice := mint(t, "alice")
+	r := e.rawSession(alice)
+	id, _ := create(t, e.svc, alice, `{"message":"Q"}`)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var wg sync.WaitGroup
+	for i := range limit {
+		wg.Go(func() {
+			body := fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"get_feedback_result","arguments":{"sessionId":%q,"wait":300}}}`, 100+i, id)
+			req, _ := http.NewRequestWithContext(ctx, "POST", r.url, strings.NewReader(body))
+			req.Header.Set("Authorization", "Bearer "+alice)
+			req.Header.Set("Accept", "application/json, text/event-stream")
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Mcp-Session-Id", r.session)
+			if resp, err := http.DefaultClient.Do(req); err == nil {
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		})
+	}
+	// Both waits are in flight once the server counts them.
+	for !e.callsInFlight(store.Owner{Subject: "alice"}, limit) {
+		runtime.Gosched()
+	}
+	isErr, msg, _ := r.callRaw(ToolCheckFeedbackStatus, fmt.Sprintf(`{"sessionId":%q}`, id))
+	if !isErr || !strings.Contains(msg, "tool calls in flight") {
+		t.Fatalf("call past the cap: isError %v %q", isErr, msg)
+	}
+	bob := e.rawSession(mint(t, "bob"))
+	if isErr, msg, _ := bob.callRaw(ToolCheckFeedbackStatus, fmt.Sprintf(`{"sessionId":%q}`, id)); !isErr || !strings.Contains(msg, "not yours") {
+		t.Fatalf("another subject: isError %v %q, want its own not-found answer", isErr, msg)
+	}
+	cancel()
+	wg.Wait()
+}
+
+// callsInFlight reports whether owner has n tool calls in flight.
+func (e *mcpEnv) callsInFlight(owner store.Owner, n int) bool {
+	e.m.callsMu.Lock()
+	defer e.m.callsMu.Unlock()
+	return e.m.callsBy[owner] == n
 }

@@ -216,17 +216,24 @@ func (m *MCP) interactiveFeedback(ctx context.Context, req mcp.CallToolRequest) 
 	if err != nil {
 		return storeToolError(rq, "create", err), nil
 	}
-	sess := created.Session
-	m.rememberLink(ctx, sess.ID, created.Link)
+	sess, link := created.Session, created.Link
+	if rq.svc.cfg.WithholdLink {
+		link = "" // the person gets it from a notification, not from us
+	}
+	m.rememberLink(ctx, sess.ID, link)
 	rq.svc.log.Debug("mcp: question created", zap.String("session", sess.ID), zap.String("sub", owner.Subject), zap.Bool("wait", wait))
 	if !wait {
-		out := Outcome{SessionID: sess.ID, Status: sess.Status, FeedbackURL: created.Link, ExpiresAt: sess.ExpiresAt}
+		out := Outcome{SessionID: sess.ID, Status: sess.Status, FeedbackURL: link, ExpiresAt: sess.ExpiresAt}
+		show := "Show this link to the user now so they can answer:\n" + link + "\n"
+		if link == "" {
+			show = "The user is notified by this server and answers there; you do not get a link.\n"
+		}
 		return mcp.NewToolResultStructured(out, fmt.Sprintf(
-			"Question created (sessionId %s). Show this link to the user now so they can answer:\n%s\n"+
+			"Question created (sessionId %s). %s"+
 				"Then call get_feedback_result with {\"sessionId\":%q,\"wait\":%d} to wait for the answer. The question expires at %s.",
-			sess.ID, created.Link, sess.ID, secondsLeft(sess.ExpiresAt), sess.ExpiresAt.Format(time.RFC3339))), nil
+			sess.ID, show, sess.ID, secondsLeft(sess.ExpiresAt), sess.ExpiresAt.Format(time.RFC3339))), nil
 	}
-	return m.waitResult(ctx, rq, req, sess, sess.ExpiresAt, created.Link)
+	return m.waitResult(ctx, rq, req, sess, sess.ExpiresAt, link)
 }
 
 func (m *MCP) getFeedbackResult(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
@@ -345,6 +352,9 @@ type linkCache struct {
 const maxLinksPerSession = 64
 
 func (m *MCP) rememberLink(ctx context.Context, id, link string) {
+	if link == "" {
+		return
+	}
 	cs := server.ClientSessionFromContext(ctx)
 	if cs == nil {
 		return

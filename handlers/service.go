@@ -35,6 +35,9 @@ type Config struct {
 	Observer Observer
 	// Now is the clock of /health and the page's view; nil means time.Now.
 	Now func() time.Time
+	// WithholdLink keeps the answer link from the agent: create and
+	// interactive_feedback return the session id only (link_to_agent off).
+	WithholdLink bool
 }
 
 // Service holds the configured transports. It is safe for concurrent use.
