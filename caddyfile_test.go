@@ -214,3 +214,33 @@ func TestUnmarshalCaddyfileElicitation(t *testing.T) {
 		})
 	}
 }
+
+// TestResolveRefuses: settings that would weaken the trust model fail to
+// load with a message that says why.
+func TestResolveRefuses(t *testing.T) {
+	for in, want := range map[string]string{
+		"mcp_feedback {\n jwt_secret 0123456789abcdef0123456789abcdef\n notify webhook https://hooks.example/x\n}": "public_url is required",
+		"mcp_feedback {\n jwt_secret 0123456789abcdef0123456789abcdef\n link_to_agent off\n elicitation url\n}":    "elicitation",
+	} {
+		var h Handler
+		if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(in)); err != nil {
+			t.Fatalf("%q: %v", in, err)
+		}
+		if _, err := h.resolve(); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want an error about %q", in, err, want)
+		}
+	}
+	// link_to_agent off turns elicitation off by default; notify with public_url loads.
+	var h Handler
+	in := "mcp_feedback {\n jwt_secret 0123456789abcdef0123456789abcdef\n public_url https://fb.example\n link_to_agent off\n notify webhook https://hooks.example/x\n}"
+	if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(in)); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := h.resolve()
+	if err != nil || cfg.linkToAgent || cfg.elicitation != "off" {
+		t.Fatalf("%+v %v", cfg, err)
+	}
+	if _, err := (&Handler{}).resolve(); err == nil {
+		t.Fatal("no jwt_secret accepted")
+	}
+}

@@ -153,6 +153,13 @@ func (h *Handler) resolve() (*settings, error) {
 		}
 		s.origins = append(s.origins, strings.ToLower(u.Scheme+"://"+u.Host))
 	}
+	if s.publicURL == "" && len(h.Notify) > 0 {
+		// Webhooks carry answer links to people. Without public_url a link
+		// follows the request's Host header (or an absolute-form target),
+		// which a caller chooses; a handler cannot see whether its route
+		// has a host matcher, so this fails closed.
+		return nil, errors.New("notify sends answer links to people, so public_url is required with it (e.g. `public_url https://feedback.example.com`); without it a link would follow whatever Host a request names")
+	}
 	for _, o := range h.AllowedOrigins {
 		canon, err := handlers.CanonicalOrigin(o)
 		if err != nil {

@@ -161,6 +161,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
+	if cfg.publicURL == "" {
+		h.logger.Warn("public_url is not set: answer links follow each request's scheme, Host and path prefix; set it when this site answers to more than one host name")
+	}
 	verifier, err := auth.NewVerifier([]byte(cfg.secret), cfg.issuer, cfg.audience)
 	if err != nil {
 		return fmt.Errorf("jwt_secret: %w", err)

@@ -42,6 +42,7 @@ func TestWebhook(t *testing.T) {
 http://127.0.0.1:{HTTP} {
 	mcp_feedback {
 		jwt_secret {env.JWT_SECRET}
+		public_url http://127.0.0.1:{HTTP}
 		min_timeout 1s
 		notify webhook `+recv.URL+` {
 			secret {env.HOOK_SECRET}

@@ -258,6 +258,14 @@ func (s *Service) Authenticate(w http.ResponseWriter, r *http.Request, scope str
 }
 
 func (s *Service) authenticate(w http.ResponseWriter, r *http.Request, scope string) (*auth.Claims, bool) {
+	if len(r.Header.Values("Authorization")) > 1 {
+		// Not a list header: a proxy in front might read the other one, and
+		// then it and we would disagree about who asked.
+		s.cfg.Observer.AuthFailed("duplicate_header")
+		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_request", error_description="more than one Authorization header"`)
+		WriteError(w, http.StatusBadRequest, "invalid_request", "send exactly one Authorization header")
+		return nil, false
+	}
 	claims, aerr := s.cfg.Verifier.VerifyHeader(r.Header.Get("Authorization"))
 	if aerr != nil {
 		s.cfg.Observer.AuthFailed(aerr.Reason)

@@ -689,3 +689,18 @@ func TestWithholdLink(t *testing.T) {
 		t.Fatalf("create with the link withheld: %d %s", w.Code, w.Body)
 	}
 }
+
+// TestDuplicateAuthorization: two Authorization headers are refused with
+// 400, never resolved to the first.
+func TestDuplicateAuthorization(t *testing.T) {
+	s := newService(t, store.NewMemory())
+	req := httptest.NewRequest("POST", "https://fb.example/api/feedback/create", strings.NewReader(`{"message":"Q"}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Add("Authorization", "Bearer "+mint(t, "alice"))
+	req.Header.Add("Authorization", "Bearer "+mint(t, "mallory"))
+	w := httptest.NewRecorder()
+	s.Create(w, req)
+	if w.Code != http.StatusBadRequest || errorCode(t, w) != "invalid_request" {
+		t.Fatalf("two Authorization headers: %d %s", w.Code, w.Body)
+	}
+}

@@ -117,6 +117,7 @@ func TestPageHeadersAndHostileInput(t *testing.T) {
 		for h, want := range map[string]string{
 			"Content-Security-Policy": "script-src 'self'",
 			"Referrer-Policy":         "no-referrer",
+			"Permissions-Policy":      "camera=()",
 			"Cache-Control":           "no-store",
 			"X-Content-Type-Options":  "nosniff",
 			"X-Frame-Options":         "DENY",
@@ -579,7 +580,9 @@ func TestWSRefusals(t *testing.T) {
 		{"malformed id", "/ws/not-a-uuid", nil, 404, "not_found"},
 		{"bad JWT", "/ws/" + id, http.Header{"Authorization": {"Bearer nope"}}, 401, "unauthorized"},
 		{"someone else's session", "/ws/" + id, http.Header{"Authorization": {"Bearer " + bob}}, 404, "not_found"},
-		{"foreign Origin", "/ws/" + id, http.Header{"Origin": {"https://evil.example"}}, 403, "not authorized"},
+		{"foreign Origin", "/ws/" + id, http.Header{"Origin": {"https://evil.example"}}, 403, "origin_not_allowed"},
+		// The site's own host over the other scheme is another origin.
+		{"own host, other scheme", "/ws/" + id, http.Header{"Origin": {"https://" + strings.TrimPrefix(s.srv.URL, "http://")}}, 403, "origin_not_allowed"},
 		{"null Origin", "/ws/" + id, http.Header{"Origin": {"null"}}, 403, ""},
 	} {
 		_, resp, err := dial(t, "ws"+strings.TrimPrefix(s.srv.URL, "http")+c.path, c.hdr)

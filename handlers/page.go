@@ -51,6 +51,10 @@ const (
 const pageCSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src data:; connect-src 'self'; " +
 	"form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 
+// pagePermissions turns off the powerful browser features the page never
+// uses, so that nothing an agent writes could ask for them.
+const pagePermissions = "camera=(), microphone=(), geolocation=(), payment=(), usb=(), display-capture=()"
+
 // HumanConfig configures the person's side.
 type HumanConfig struct {
 	// AllowedOrigins are other origins (scheme://host[:port]) whose pages may
@@ -150,8 +154,13 @@ func (h *Human) OpenSockets() int { return h.sockets.count() }
 // setPageHeaders are the headers of everything the person's browser gets
 // from the page and its view: the page holds a secret in its URL and
 // shows agent-written text.
-func setPageHeaders(w http.ResponseWriter) {
+func setPageHeaders(w http.ResponseWriter, r *http.Request) {
 	hd := w.Header()
+	if r.TLS != nil {
+		// The link is a secret: once on HTTPS, never downgrade.
+		hd.Set("Strict-Transport-Security", "max-age=31536000")
+	}
+	hd.Set("Permissions-Policy", pagePermissions)
 	hd.Set("Content-Security-Policy", pageCSP)
 	hd.Set("Referrer-Policy", "no-referrer")
 	hd.Set("Cache-Control", "no-store")
@@ -185,7 +194,7 @@ func (h *Human) Page(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusInternalServerError, "internal_error", "the answer page could not be rendered")
 		return
 	}
-	setPageHeaders(w)
+	setPageHeaders(w, r)
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Vary", "Accept-Language")
 	w.WriteHeader(status)
@@ -256,7 +265,7 @@ func (h *Human) sessionForToken(w http.ResponseWriter, r *http.Request, tok stri
 
 // View handles POST /feedback/{id}/view with {"token":"…"}.
 func (h *Human) View(w http.ResponseWriter, r *http.Request) {
-	setPageHeaders(w)
+	setPageHeaders(w, r)
 	b, ok := readPageBody(w, r)
 	if !ok {
 		return
@@ -276,7 +285,7 @@ func (h *Human) View(w http.ResponseWriter, r *http.Request) {
 // page's answer, through the same checks and store path as the REST submit,
 // and with the same responses.
 func (h *Human) Submit(w http.ResponseWriter, r *http.Request) {
-	setPageHeaders(w)
+	setPageHeaders(w, r)
 	b, ok := readPageBody(w, r)
 	if !ok {
 		return

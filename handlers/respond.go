@@ -84,13 +84,20 @@ func retryAfter(err error) string {
 	return "1"
 }
 
-// readJSONBody enforces content type and size before anything is parsed.
+// bodyReadTimeout bounds reading a request body (64 KiB at most).
+const bodyReadTimeout = 10 * time.Second
+
+// readJSONBody enforces content type, size and read time before anything
+// is parsed.
 func readJSONBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil || mt != "application/json" {
 		WriteError(w, http.StatusUnsupportedMediaType, "unsupported_media_type", "send the body as Content-Type: application/json")
 		return nil, false
 	}
+	// A body trickled in byte by byte must not hold the handler: the
+	// endpoints that read one are open to anyone holding a link.
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(bodyReadTimeout))
 	body, err := readLimited(w, r, validate.MaxBodyBytes)
 	if err != nil {
 		var mbe *http.MaxBytesError
