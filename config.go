@@ -20,21 +20,25 @@ import (
 // quote these values; TestDefaultsDocumented keeps them in step.
 func Defaults() Handler {
 	yes := true
+	// Each number is written once, beside the code that needs a value
+	// when none is configured (unit tests build those packages alone);
+	// this table gathers them, and is what the README quotes.
+	lim := validate.DefaultLimits()
 	return Handler{
-		DefaultTimeout:           caddy.Duration(5 * time.Minute),
-		MinTimeout:               caddy.Duration(30 * time.Second),
-		MaxTimeout:               caddy.Duration(time.Hour),
-		MaxMessageLength:         1000,
-		MaxOptions:               10,
-		MaxOptionLength:          100,
+		DefaultTimeout:           caddy.Duration(lim.DefaultTimeout),
+		MinTimeout:               caddy.Duration(lim.MinTimeout),
+		MaxTimeout:               caddy.Duration(lim.MaxTimeout),
+		MaxMessageLength:         lim.MaxMessageLength,
+		MaxOptions:               lim.MaxOptions,
+		MaxOptionLength:          lim.MaxOptionLength,
 		Retention:                caddy.Duration(time.Hour),
 		MaxPendingPerSubject:     100,
 		CreatesPerMinute:         60,
-		WSMaxPerSession:          10,
-		WSMaxPerSubject:          20,
+		WSMaxPerSession:          handlers.DefaultMaxSocketsPerSession,
+		WSMaxPerSubject:          handlers.DefaultMaxSocketsPerSubject,
 		Elicitation:              handlers.ElicitationURL,
-		MCPMaxSessionsPerSubject: 50,
-		MCPMaxCallsPerSubject:    100,
+		MCPMaxSessionsPerSubject: handlers.DefaultMaxMCPSessionsPerSubject,
+		MCPMaxCallsPerSubject:    handlers.DefaultMaxMCPCallsPerSubject,
 		LinkToAgent:              &yes,
 	}
 }

@@ -126,11 +126,12 @@ type Handler struct {
 	MCPMaxCallsPerSubject int `json:"mcp_max_calls_per_subject,omitempty"`
 
 	// LinkToAgent says whether the agent gets the answer link (with its
-	// capability token) from create and interactive_feedback. Default
-	// true. Set it false (`link_to_agent off`) when "a person answered"
+	// capability token) from create and interactive_feedback. Set it
+	// false (`link_to_agent off`) when "a person answered"
 	// must hold even against a dishonest agent: the agent then gets only
 	// the session id, the person gets the link from a webhook (and, later,
 	// an inbox or push), and elicitation through the agent's client is off.
+	// Default: on.
 	LinkToAgent *bool `json:"link_to_agent,omitempty"`
 
 	svc    *handlers.Service

@@ -106,7 +106,7 @@ func (r *RedisStore) Provision(caddy.Context) error {
 		r.resolved = u.String()
 	}
 	if r.KeyPrefix == "" {
-		r.KeyPrefix = "mcpfb:"
+		r.KeyPrefix = store.DefaultKeyPrefix
 	}
 	return nil
 }
