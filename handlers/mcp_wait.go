@@ -127,18 +127,8 @@ func newProgress(ctx context.Context, srv *server.MCPServer, req mcp.CallToolReq
 }
 
 // run sends progress now and every `every` until ctx ends.
-func (p *progress) run(ctx context.Context, every time.Duration) {
-	p.send()
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			p.send()
-		}
-	}
+func (p *progress) run(ctx context.Context, d time.Duration) {
+	every(ctx, d, true, func() bool { p.send(); return true })
 }
 
 // send reports seconds waited out of the total. The value must grow with

@@ -312,21 +312,35 @@ func (h *Human) closeFor(c *websocket.Conn, err error, log *zap.Logger) {
 
 // ping keeps an idle socket alive and notices a peer that is gone.
 func (h *Human) ping(ctx context.Context, cancel context.CancelFunc, c *websocket.Conn, log *zap.Logger) {
-	t := time.NewTicker(h.cfg.PingInterval)
+	every(ctx, h.cfg.PingInterval, false, func() bool {
+		pctx, pcancel := context.WithTimeout(ctx, h.cfg.WriteTimeout)
+		defer pcancel()
+		if err := c.Ping(pctx); err != nil {
+			log.Debug("websocket ping failed", zap.Error(err))
+			cancel()
+			return false
+		}
+		return true
+	})
+}
+
+// every runs fn (at once too, if now) and then every d, until ctx ends or
+// fn returns false: the one shape of the transports' periodic work (pings,
+// progress, the idle sweep).
+func every(ctx context.Context, d time.Duration, now bool, fn func() bool) {
+	if now && !fn() {
+		return
+	}
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-		}
-		pctx, pcancel := context.WithTimeout(ctx, h.cfg.WriteTimeout)
-		err := c.Ping(pctx)
-		pcancel()
-		if err != nil {
-			log.Debug("websocket ping failed", zap.Error(err))
-			cancel()
-			return
+			if !fn() {
+				return
+			}
 		}
 	}
 }
@@ -477,18 +491,25 @@ func (r *registry) admit(id string, owner *store.Owner, addr string) (*slot, err
 	return s, nil
 }
 
+// leavePending gives back a pending slot's place (r.mu held).
+func (s *slot) leavePending() {
+	if !s.pending {
+		return
+	}
+	r := s.r
+	r.pending--
+	if r.pendingBy[s.addr]--; r.pendingBy[s.addr] <= 0 {
+		delete(r.pendingBy, s.addr)
+	}
+	s.pending = false
+}
+
 // promote turns a pending browser slot into a counted one.
 func (s *slot) promote() error {
 	r := s.r
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if s.pending {
-		r.pending--
-		if r.pendingBy[s.addr]--; r.pendingBy[s.addr] <= 0 {
-			delete(r.pendingBy, s.addr)
-		}
-		s.pending = false
-	}
+	s.leavePending()
 	if r.perSession[s.id] >= r.maxSession {
 		return errSessionFull
 	}
@@ -501,13 +522,7 @@ func (s *slot) release() {
 	r := s.r
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if s.pending {
-		r.pending--
-		if r.pendingBy[s.addr]--; r.pendingBy[s.addr] <= 0 {
-			delete(r.pendingBy, s.addr)
-		}
-		s.pending = false
-	}
+	s.leavePending()
 	if !s.counted {
 		return
 	}
