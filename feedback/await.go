@@ -48,10 +48,25 @@ var ErrStoreClosed = errors.New("session store closed")
 // rechecks (clock skew, a store that is down); it never polls otherwise.
 // The caller has checked who may see the question.
 func (s *Service) Await(ctx context.Context, id string, until time.Time) (*Session, error) {
-	return s.hub.await(ctx, id, until)
+	return s.hub.await(ctx, id, until, Every{})
 }
 
-func (h *Hub) await(ctx context.Context, id string, until time.Time) (*Session, error) {
+// Every is periodic work a waiter does while it waits (MCP progress, a
+// WebSocket's pings): Fn runs on the waiting goroutine every D, so that a
+// held connection needs no goroutine of its own for it. Fn must not block
+// for long; it returns false to end the wait (with ctx's error, if any,
+// else context.Canceled).
+type Every struct {
+	D  time.Duration
+	Fn func() bool
+}
+
+// AwaitEvery is Await with periodic work beside it.
+func (s *Service) AwaitEvery(ctx context.Context, id string, until time.Time, e Every) (*Session, error) {
+	return s.hub.await(ctx, id, until, e)
+}
+
+func (h *Hub) await(ctx context.Context, id string, until time.Time, every Every) (*Session, error) {
 	wctx, stop := context.WithCancel(ctx)
 	defer stop()
 	// Subscribe before the first read, so that a change between a caller's
@@ -60,6 +75,12 @@ func (h *Hub) await(ctx context.Context, id string, until time.Time) (*Session, 
 
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
+	var tick <-chan time.Time
+	if every.D > 0 && every.Fn != nil {
+		t := time.NewTicker(every.D)
+		defer t.Stop()
+		tick = t.C
+	}
 	var (
 		last      *Session
 		skewSince time.Time
@@ -113,23 +134,39 @@ func (h *Hub) await(ctx context.Context, id string, until time.Time) (*Session, 
 			return nil, err
 		}
 
-		timer.Reset(wait)
+		if err := sleep(ctx, wait, timer, changed, tick, every.Fn); err != nil {
+			return last, err
+		}
+	}
+}
+
+// sleep waits until it is time to read the question again: a change
+// signal, or wait elapsed. Ticks run the periodic work in between. It
+// returns ctx's error, ErrStoreClosed, or context.Canceled when the
+// periodic work asks to stop.
+func sleep(ctx context.Context, wait time.Duration, timer *time.Timer, changed <-chan struct{}, tick <-chan time.Time, fn func() bool) error {
+	timer.Reset(wait)
+	defer timer.Stop()
+	for {
 		select {
 		case <-ctx.Done():
-			return last, ctx.Err()
+			return ctx.Err()
 		case _, ok := <-changed:
 			if !ok {
-				if ctx.Err() != nil {
-					return last, ctx.Err()
+				if err := ctx.Err(); err != nil {
+					return err
 				}
-				return last, ErrStoreClosed
+				return ErrStoreClosed
 			}
+			return nil
 		case <-timer.C:
-		}
-		if !timer.Stop() {
-			select {
-			case <-timer.C:
-			default:
+			return nil
+		case <-tick:
+			if !fn() {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				return context.Canceled
 			}
 		}
 	}

@@ -127,7 +127,7 @@ func (e *expirer) run(ctx context.Context) {
 // MaxClockSkew); the read past the deadline records the expiry and its
 // event. A store that is down is asked again a few times.
 func (e *expirer) check(ctx context.Context, d deadline) {
-	_, err := e.hub.await(ctx, d.id, time.Now())
+	_, err := e.hub.await(ctx, d.id, time.Now(), Every{})
 	if errors.Is(err, store.ErrUnavailable) && ctx.Err() == nil && d.tries < expiryRetries {
 		d.tries++
 		d.at = time.Now().Add(expiryRetryAfter)

@@ -592,7 +592,14 @@ func (m *MCP) trackCall(next server.ToolHandlerFunc) server.ToolHandlerFunc {
 // call in flight counts as open, however long it lasts).
 func (m *MCP) sweep(ctx context.Context) {
 	defer close(m.swept)
-	every(ctx, max(m.opts.IdleTTL/2, time.Second), false, func() bool {
+	t := time.NewTicker(max(m.opts.IdleTTL/2, time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
 		cutoff := time.Now().Add(-m.opts.IdleTTL).UnixNano()
 		m.sessions.Range(func(k, v any) bool {
 			s := v.(*mcpSession)
@@ -602,8 +609,7 @@ func (m *MCP) sweep(ctx context.Context) {
 			m.terminate(ctx, k.(string))
 			return true
 		})
-		return true
-	})
+	}
 }
 
 // terminate ends a Streamable HTTP session the way a client's DELETE does,

@@ -40,17 +40,14 @@ func (m *MCP) waitResult(ctx context.Context, rq *mcpRequest, req mcp.CallToolRe
 
 	wctx, stop := context.WithCancel(ctx)
 	defer stop()
-	prog := newProgress(ctx, m.server, req, sess, link, until)
-	progDone := make(chan struct{})
-	go func() {
-		defer close(progDone)
-		prog.run(wctx, m.opts.ProgressEvery)
-	}()
-	defer func() { stop(); <-progDone }()
 	el := m.startElicitation(wctx, rq, sess, link)
 	defer el.stop()
 
-	cur, err := rq.svc.core.Await(ctx, sess.ID, until)
+	// Progress rides on the waiting goroutine: a held call costs no
+	// goroutine of its own for it.
+	prog := newProgress(ctx, m.server, req, sess, link, until)
+	prog.send()
+	cur, err := rq.svc.core.AwaitEvery(ctx, sess.ID, until, feedback.Every{D: m.opts.ProgressEvery, Fn: prog.tick})
 	if cur != nil {
 		sess = cur
 	}
@@ -126,9 +123,10 @@ func newProgress(ctx context.Context, srv *server.MCPServer, req mcp.CallToolReq
 	return p
 }
 
-// run sends progress now and every `every` until ctx ends.
-func (p *progress) run(ctx context.Context, d time.Duration) {
-	every(ctx, d, true, func() bool { p.send(); return true })
+// tick is the waiting loop's periodic work: one progress message.
+func (p *progress) tick() bool {
+	p.send()
+	return true
 }
 
 // send reports seconds waited out of the total. The value must grow with

@@ -251,16 +251,10 @@ func (h *Human) watch(ctx context.Context, c *websocket.Conn, sess *store.Sessio
 			}
 		}
 	}()
-	pingDone := make(chan struct{})
-	go func() {
-		defer close(pingDone)
-		h.ping(ctx, cancel, c, log)
-	}()
 	defer func() {
 		cancel()
 		c.CloseNow()
 		<-readerDone
-		<-pingDone
 	}()
 
 	hello := map[string]any{"sessionId": id, "status": sess.Status, "clientType": clientType, "expiresAt": sess.ExpiresAt}
@@ -275,7 +269,10 @@ func (h *Human) watch(ctx context.Context, c *websocket.Conn, sess *store.Sessio
 		return
 	}
 
-	done, err := h.svc.core.Await(ctx, id, time.Time{})
+	// Pings ride on the waiting goroutine: a watcher costs two goroutines,
+	// this one and the reader.
+	ping := func() bool { return h.ping(ctx, c, log) }
+	done, err := h.svc.core.AwaitEvery(ctx, id, time.Time{}, feedback.Every{D: h.cfg.PingInterval, Fn: ping})
 	if err != nil {
 		h.closeFor(c, err, log)
 		return
@@ -310,39 +307,15 @@ func (h *Human) closeFor(c *websocket.Conn, err error, log *zap.Logger) {
 	}
 }
 
-// ping keeps an idle socket alive and notices a peer that is gone.
-func (h *Human) ping(ctx context.Context, cancel context.CancelFunc, c *websocket.Conn, log *zap.Logger) {
-	every(ctx, h.cfg.PingInterval, false, func() bool {
-		pctx, pcancel := context.WithTimeout(ctx, h.cfg.WriteTimeout)
-		defer pcancel()
-		if err := c.Ping(pctx); err != nil {
-			log.Debug("websocket ping failed", zap.Error(err))
-			cancel()
-			return false
-		}
-		return true
-	})
-}
-
-// every runs fn (at once too, if now) and then every d, until ctx ends or
-// fn returns false: the one shape of the transports' periodic work (pings,
-// progress, the idle sweep).
-func every(ctx context.Context, d time.Duration, now bool, fn func() bool) {
-	if now && !fn() {
-		return
+// ping checks that the peer is still there; false when it is gone.
+func (h *Human) ping(ctx context.Context, c *websocket.Conn, log *zap.Logger) bool {
+	pctx, pcancel := context.WithTimeout(ctx, h.cfg.WriteTimeout)
+	defer pcancel()
+	if err := c.Ping(pctx); err != nil {
+		log.Debug("websocket ping failed", zap.Error(err))
+		return false
 	}
-	t := time.NewTicker(d)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if !fn() {
-				return
-			}
-		}
-	}
+	return true
 }
 
 func (h *Human) send(ctx context.Context, c *websocket.Conn, typ string, data any) error {
