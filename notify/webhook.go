@@ -11,14 +11,18 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"fmt"
+	"errors"
+	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"go.uber.org/zap"
@@ -29,6 +33,7 @@ import (
 // Event names.
 const (
 	EventCreated   = "session.created"
+	EventAnswered  = "session.answered"
 	EventExpired   = "session.expired"
 	EventCancelled = "session.cancelled"
 )
@@ -38,6 +43,13 @@ const (
 	FormatJSON  = "json"  // the Event as JSON
 	FormatSlack = "slack" // {"text": …}: Slack, Mattermost, Rocket.Chat, Discord's /slack endpoint
 	FormatNtfy  = "ntfy"  // plain-text message with Title/Click/Tags headers, as ntfy takes it
+)
+
+// Outcomes reported to Options.Observe.
+const (
+	OutcomeDelivered = "delivered" // the receiver answered 2xx
+	OutcomeFailed    = "failed"    // refused (4xx, 3xx), or attempts ran out
+	OutcomeDropped   = "dropped"   // the receiver's queue was full
 )
 
 // Event is what a webhook receives (FormatJSON).
@@ -52,6 +64,27 @@ type Event struct {
 	ExpiresAt   time.Time    `json:"expiresAt"`
 	Owner       store.Owner  `json:"owner"`
 	FeedbackURL string       `json:"feedbackUrl,omitempty"` // only on session.created
+	Answer      *Answer      `json:"answer,omitempty"`      // only on session.answered
+}
+
+// Answer says when, how and by whom a question was answered
+// (session.answered). What was answered is included only for a webhook with
+// IncludeAnswer.
+type Answer struct {
+	SubmittedAt time.Time `json:"submittedAt"`
+	// Via is how the answer arrived: link (the answer page), owner (the
+	// owner's token) or elicitation (the agent's own MCP client).
+	Via string `json:"via,omitempty"`
+	// AnsweredBy is who answered, when known; a holder of the link is anonymous.
+	AnsweredBy string `json:"answeredBy,omitempty"`
+	// *AnswerText's fields appear beside the ones above when it is set.
+	*AnswerText
+}
+
+// AnswerText is the answer itself, sent only to webhooks with IncludeAnswer.
+type AnswerText struct {
+	SelectedOptions []string `json:"selectedOptions"` // never null
+	FreeText        string   `json:"freeText"`
 }
 
 // Webhook configures one receiver.
@@ -63,40 +96,65 @@ type Webhook struct {
 	Format string
 	// Events to send; empty means all.
 	Events []string
+	// IncludeAnswer adds the answer (selected options and free text) to
+	// session.answered events. Off by default: the answer may be private,
+	// and a chat channel is often seen by more people than the agent.
+	IncludeAnswer bool
 }
 
 // Options tune delivery; the zero value is production's.
 type Options struct {
+	// Client sends the requests. Whatever is given, redirects are never
+	// followed: a copy of it is used with CheckRedirect replaced.
 	Client      *http.Client
-	MaxAttempts int                                  // default 6
-	MaxWait     time.Duration                        // longest wait between attempts, Retry-After included; default 5m
-	QueueSize   int                                  // deliveries waiting; default 1000, then the oldest is dropped
-	Sleep       func(context.Context, time.Duration) // for tests; default waits on a timer
-	Logger      *zap.Logger
+	MaxAttempts int           // default 6
+	MaxWait     time.Duration // longest wait between attempts, Retry-After included; default 5m
+	// QueueSize is how many deliveries may wait per receiver; default 1000.
+	// When a receiver's queue is full its oldest waiting delivery is dropped.
+	QueueSize int
+	// Workers per receiver; default 2. Each receiver has its own queue and
+	// workers, so a slow or dead receiver delays only itself.
+	Workers int
+	// Observe, when set, is told how each delivery ended: receiver is the
+	// receiver's scheme://host (never the full URL, which may be a secret),
+	// event the event name, outcome one of the Outcome constants. It is
+	// called from several goroutines and must not block. Deliveries cut
+	// short by Close are not reported.
+	Observe func(receiver, event, outcome string)
+	Sleep   func(context.Context, time.Duration) // for tests; default waits on a timer
+	Logger  *zap.Logger
 }
 
 // Notifier delivers events to webhooks in the background.
 type Notifier struct {
-	hooks  []Webhook
-	opt    Options
-	queue  chan delivery
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	receivers []*target
+	opt       Options
+	ctx       context.Context
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
 }
 
-type delivery struct {
+// target is one webhook with its own queue and workers.
+type target struct {
 	hook Webhook
-	ev   Event
+	// label is scheme://host: enough to tell receivers apart in logs and
+	// metrics without logging the path or query, which for Slack and ntfy
+	// are the secret.
+	label string
+	queue chan Event
 }
-
-const workers = 4
 
 // New starts a Notifier; Close stops it.
 func New(hooks []Webhook, opt Options) *Notifier {
-	if opt.Client == nil {
-		opt.Client = &http.Client{Timeout: 10 * time.Second}
+	client := &http.Client{Timeout: 10 * time.Second}
+	if opt.Client != nil {
+		c := *opt.Client
+		client = &c
 	}
+	// A redirect would send the body (capability link included) to a
+	// target nobody configured; a 3xx is a failed delivery instead.
+	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	opt.Client = client
 	if opt.MaxAttempts <= 0 {
 		opt.MaxAttempts = 6
 	}
@@ -106,18 +164,38 @@ func New(hooks []Webhook, opt Options) *Notifier {
 	if opt.QueueSize <= 0 {
 		opt.QueueSize = 1000
 	}
+	if opt.Workers <= 0 {
+		opt.Workers = 2
+	}
 	if opt.Sleep == nil {
 		opt.Sleep = sleep
 	}
 	if opt.Logger == nil {
 		opt.Logger = zap.NewNop()
 	}
+	if opt.Observe == nil {
+		opt.Observe = func(string, string, string) {}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	n := &Notifier{hooks: hooks, opt: opt, queue: make(chan delivery, opt.QueueSize), ctx: ctx, cancel: cancel}
-	for range workers {
-		n.wg.Go(n.work)
+	n := &Notifier{opt: opt, ctx: ctx, cancel: cancel}
+	for _, h := range hooks {
+		r := &target{hook: h, label: Redact(h.URL), queue: make(chan Event, opt.QueueSize)}
+		n.receivers = append(n.receivers, r)
+		for range opt.Workers {
+			n.wg.Go(func() { n.work(r) })
+		}
 	}
 	return n
+}
+
+// Redact returns the part of a webhook URL that is safe to log: scheme and
+// host (with port). Slack and ntfy URLs carry their secret in the path.
+func Redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return "(invalid url)"
+	}
+	return u.Scheme + "://" + u.Host
 }
 
 // Close stops delivery; events not yet delivered are dropped.
@@ -126,56 +204,109 @@ func (n *Notifier) Close() {
 	n.wg.Wait()
 }
 
-// Send queues ev for every webhook that wants it. It never blocks: when the
-// queue is full the event is dropped and logged.
+// Send queues the event for every webhook that wants it. It never blocks:
+// when a receiver's queue is full, the oldest delivery waiting for that
+// receiver is dropped (and logged, and reported to Options.Observe).
+// For EventAnswered, s.Result says when, how and by whom.
 func (n *Notifier) Send(event string, s *store.Session, feedbackURL string) {
 	if n == nil {
 		return
 	}
 	ev := Event{Event: event, Timestamp: time.Now().UTC(), SessionID: s.ID, Message: s.Message, Options: s.PredefinedOptions,
 		Status: s.Status, ExpiresAt: s.ExpiresAt, Owner: s.Owner, FeedbackURL: feedbackURL}
-	for _, h := range n.hooks {
-		if len(h.Events) > 0 && !slices.Contains(h.Events, event) {
+	var text *AnswerText
+	if event == EventAnswered && s.Result != nil {
+		ev.Answer = &Answer{SubmittedAt: s.Result.SubmittedAt, Via: s.Result.Via, AnsweredBy: s.Result.AnsweredBy}
+		text = &AnswerText{SelectedOptions: slices.Clone(s.Result.SelectedOptions), FreeText: s.Result.FreeText}
+		if text.SelectedOptions == nil {
+			text.SelectedOptions = []string{}
+		}
+	}
+	for _, r := range n.receivers {
+		if len(r.hook.Events) > 0 && !slices.Contains(r.hook.Events, event) {
 			continue
 		}
-		ev.ID = uuid.NewString()
-		select {
-		case n.queue <- delivery{hook: h, ev: ev}:
-		default:
-			n.opt.Logger.Warn("webhook queue full; event dropped", zap.String("event", event), zap.String("session", s.ID))
+		e := ev
+		e.ID = uuid.NewString()
+		if ev.Answer != nil && r.hook.IncludeAnswer {
+			a := *ev.Answer
+			a.AnswerText = text
+			e.Answer = &a
 		}
+		n.enqueue(r, e)
 	}
 }
 
-func (n *Notifier) work() {
+// enqueue adds e to r's queue, making room by dropping the oldest waiting
+// delivery when it is full. It never blocks.
+func (n *Notifier) enqueue(r *target, e Event) {
+	for range 3 {
+		select {
+		case r.queue <- e:
+			return
+		default:
+		}
+		select {
+		case old := <-r.queue:
+			n.dropped(r, old)
+		default:
+		}
+	}
+	n.dropped(r, e) // other senders kept the queue full
+}
+
+func (n *Notifier) dropped(r *target, e Event) {
+	n.opt.Logger.Warn("webhook queue full; oldest event dropped",
+		zap.String("receiver", r.label), zap.String("event", e.Event), zap.String("session", e.SessionID), zap.String("delivery", e.ID))
+	n.opt.Observe(r.label, e.Event, OutcomeDropped)
+}
+
+func (n *Notifier) work(r *target) {
 	for {
 		select {
 		case <-n.ctx.Done():
 			return
-		case d := <-n.queue:
-			n.deliver(d)
+		case e := <-r.queue:
+			n.deliver(r, e)
 		}
 	}
 }
 
 // deliver tries until the receiver takes it (2xx), refuses it for good
-// (4xx other than 408/429), or attempts run out.
-func (n *Notifier) deliver(d delivery) {
-	body, ctype, headers, err := render(d.hook, d.ev)
+// (3xx: redirects are not followed; 4xx other than 408/429), or attempts run
+// out.
+func (n *Notifier) deliver(r *target, ev Event) {
+	log := n.opt.Logger.With(zap.String("receiver", r.label), zap.String("delivery", ev.ID),
+		zap.String("event", ev.Event), zap.String("session", ev.SessionID))
+	body, ctype, headers, err := render(r.hook, ev)
 	if err != nil {
-		n.opt.Logger.Error("webhook: cannot render event", zap.Error(err))
+		log.Error("webhook: cannot render event", zap.Error(err))
+		n.opt.Observe(r.label, ev.Event, OutcomeFailed)
 		return
 	}
-	log := n.opt.Logger.With(zap.String("delivery", d.ev.ID), zap.String("event", d.ev.Event), zap.String("session", d.ev.SessionID))
 	for attempt := 1; ; attempt++ {
-		status, retryAfter, err := n.post(d.hook, d.ev, body, ctype, headers)
-		if err == nil && status/100 == 2 {
-			log.Debug("webhook delivered", zap.Int("attempt", attempt))
+		status, retryAfter, err := n.post(r.hook, ev, body, ctype, headers)
+		if n.ctx.Err() != nil {
 			return
 		}
-		permanent := err == nil && status/100 == 4 && status != http.StatusRequestTimeout && status != http.StatusTooManyRequests
+		if err == nil && status/100 == 2 {
+			log.Debug("webhook delivered", zap.Int("attempt", attempt))
+			n.opt.Observe(r.label, ev.Event, OutcomeDelivered)
+			return
+		}
+		redirect := err == nil && status/100 == 3
+		permanent := redirect || err == nil && status/100 == 4 && status != http.StatusRequestTimeout && status != http.StatusTooManyRequests
 		if permanent || attempt >= n.opt.MaxAttempts {
-			log.Warn("webhook delivery failed", zap.Int("attempt", attempt), zap.Int("status", status), zap.Error(err))
+			fields := []zap.Field{zap.Int("attempt", attempt), zap.Int("status", status)}
+			if err != nil {
+				fields = append(fields, zap.String("error", safeError(err, r.hook.URL, r.label)))
+			}
+			msg := "webhook delivery failed"
+			if redirect {
+				msg = "webhook delivery failed: the receiver redirected, and redirects are not followed"
+			}
+			log.Warn(msg, fields...)
+			n.opt.Observe(r.label, ev.Event, OutcomeFailed)
 			return
 		}
 		wait := backoff(attempt)
@@ -189,12 +320,25 @@ func (n *Notifier) deliver(d delivery) {
 	}
 }
 
+// safeError describes err without the receiver's URL: the client wraps its
+// errors in *url.Error, whose text is the full URL.
+func safeError(err error, rawURL, label string) string {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	msg := err.Error()
+	if rawURL != "" {
+		msg = strings.ReplaceAll(msg, rawURL, label)
+	}
+	return msg
+}
+
 func (n *Notifier) post(h Webhook, ev Event, body []byte, ctype string, headers map[string]string) (int, time.Duration, error) {
 	req, err := http.NewRequestWithContext(n.ctx, http.MethodPost, h.URL, bytes.NewReader(body))
 	if err != nil {
-		return 0, 0, fmt.Errorf("building request: %w", err)
+		return 0, 0, errors.New("the webhook URL is not valid") // the parse error would quote it
 	}
-	req.Header.Set("Content-Type", ctype)
 	req.Header.Set("User-Agent", "caddy-mcp-feedback")
 	req.Header.Set("X-Feedback-Event", ev.Event)
 	req.Header.Set("X-Feedback-Delivery", ev.ID)
@@ -209,11 +353,22 @@ func (n *Notifier) post(h Webhook, ev Event, body []byte, ctype string, headers 
 	for k, v := range h.Headers {
 		req.Header.Set(k, v)
 	}
+	// The body's type is the format's, whatever the configured headers say;
+	// for ntfy that also keeps agent text from being rendered as Markdown
+	// (ntfy renders Markdown only with Content-Type text/markdown or a
+	// Markdown/X-Markdown/md header).
+	req.Header.Set("Content-Type", ctype)
+	if h.Format == FormatNtfy {
+		for _, k := range []string{"X-Markdown", "Markdown", "Md"} {
+			req.Header.Del(k)
+		}
+	}
 	resp, err := n.opt.Client.Do(req)
 	if err != nil {
 		return 0, 0, err
 	}
 	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // lets the connection be reused
 	return resp.StatusCode, parseRetryAfter(resp.Header.Get("Retry-After")), nil
 }
 
@@ -221,14 +376,20 @@ func (n *Notifier) post(h Webhook, ev Event, body []byte, ctype string, headers 
 func render(h Webhook, ev Event) ([]byte, string, map[string]string, error) {
 	switch h.Format {
 	case FormatSlack:
-		b, err := json.Marshal(map[string]string{"text": summary(ev)})
+		b, err := json.Marshal(map[string]string{"text": slackSummary(ev)})
 		return b, "application/json", nil, err
 	case FormatNtfy:
 		hdr := map[string]string{"Title": title(ev), "Tags": "question"}
 		if ev.FeedbackURL != "" {
 			hdr["Click"] = ev.FeedbackURL
 		}
-		return []byte(ev.Message), "text/plain; charset=utf-8", hdr, nil
+		// Plain text: ntfy's default, kept by post (no Markdown header,
+		// Content-Type text/plain), so nothing in it needs escaping.
+		body := ev.Message
+		if a := answerLine(ev); a != "" {
+			body += "\n" + a
+		}
+		return []byte(body), "text/plain; charset=utf-8", hdr, nil
 	default:
 		b, err := json.Marshal(ev)
 		return b, "application/json", nil, err
@@ -239,6 +400,8 @@ func title(ev Event) string {
 	switch ev.Event {
 	case EventCreated:
 		return "A question is waiting for you"
+	case EventAnswered:
+		return "A question was answered"
 	case EventExpired:
 		return "A question expired unanswered"
 	default:
@@ -246,19 +409,81 @@ func title(ev Event) string {
 	}
 }
 
-func summary(ev Event) string {
+// slackSummary is the text of a Slack-format message. Every piece that an
+// agent or a person wrote goes through slackText, so none of it can become a
+// mention (<!channel>, <@U…>) or a link with a disguised label (<url|label>).
+func slackSummary(ev Event) string {
 	var b strings.Builder
 	b.WriteString(title(ev))
 	b.WriteString(": ")
-	b.WriteString(ev.Message)
+	b.WriteString(slackText(ev.Message))
 	if len(ev.Options) > 0 {
-		b.WriteString("\nOptions: " + strings.Join(ev.Options, " · "))
+		opts := make([]string, len(ev.Options))
+		for i, o := range ev.Options {
+			opts[i] = slackText(o)
+		}
+		b.WriteString("\nOptions: " + strings.Join(opts, " · "))
+	}
+	if a := answerLine(ev); a != "" {
+		b.WriteString("\n" + slackText(a))
 	}
 	if ev.FeedbackURL != "" {
-		b.WriteString("\nAnswer: " + ev.FeedbackURL)
+		b.WriteString("\nAnswer: " + slackText(ev.FeedbackURL))
 	}
 	return b.String()
 }
+
+// answerLine is the answer of a session.answered event for the text formats,
+// shortened; "" when the event carries none.
+func answerLine(ev Event) string {
+	if ev.Answer == nil || ev.Answer.AnswerText == nil {
+		return ""
+	}
+	parts := slices.Clone(ev.Answer.SelectedOptions)
+	if ev.Answer.FreeText != "" {
+		parts = append(parts, ev.Answer.FreeText)
+	}
+	return "Answer: " + truncate(strings.Join(parts, " · "), 500)
+}
+
+func truncate(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	return string([]rune(s)[:n]) + "…"
+}
+
+// slackEscaper applies Slack's message-formatting escapes: &, < and > are
+// its control characters, and only those three are to be encoded
+// (https://api.slack.com/reference/surfaces/formatting#escaping).
+var slackEscaper = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;")
+
+// slackText escapes s for a Slack-format message and breaks bare
+// @-mentions (@channel, @here, @everyone, @all, @someone): Slack itself only
+// pings through <!channel>/<@U…>, which the escaping disarms, but Mattermost,
+// Rocket.Chat and Discord's /slack endpoint, which take the same format, ping
+// on the bare word. A zero-width space after the @ keeps the text as it
+// looks and stops the mention.
+func slackText(s string) string {
+	s = slackEscaper.Replace(s)
+	if !strings.Contains(s, "@") {
+		return s
+	}
+	var b strings.Builder
+	prev := ' '
+	for i, r := range s {
+		b.WriteRune(r)
+		if r == '@' && !isWordRune(prev) {
+			if next, _ := utf8.DecodeRuneInString(s[i+1:]); isWordRune(next) {
+				b.WriteString("\u200b")
+			}
+		}
+		prev = r
+	}
+	return b.String()
+}
+
+func isWordRune(r rune) bool { return r == '_' || unicode.IsLetter(r) || unicode.IsDigit(r) }
 
 func backoff(attempt int) time.Duration {
 	d := time.Second << min(attempt-1, 8)
