@@ -16,6 +16,11 @@ func FuzzDecodeCreate(f *testing.F) {
 		`{"message":"hi","timeout":1e400}`, `{"message":"hi","timeout":"300"}`, `{"MESSAGE":"hi"}`,
 		`{"message":"hi","message":"x"}`, `[` + strings.Repeat("[", 100), `{"message":"a\u202eb"}`, "{\"message\":\"\xff\"}",
 		`{"message":"hi","predefinedOptions":[null,1,"a"]}`, `{"message":"hi","wait":true}`,
+		// invisible characters: refused, allowed in place, and lookalike options
+		`{"message":"Q","predefinedOptions":["No","No\u200b"]}`, `{"message":"Q","predefinedOptions":["\u2764","\u2764\ufe0f"]}`,
+		`{"message":"ok\udb40\udc69\udb40\udc67"}`, `{"message":"\ud83d\udc69\u200d\ud83d\udcbb"}`, `{"message":"a\u200db"}`,
+		`{"message":"\ud83c\udff4\udb40\udc67\udb40\udc62\udb40\udc73\udb40\udc63\udb40\udc74\udb40\udc7f"}`,
+		`{"message":"1\ufe0f\u20e3 \u0645\u06cc\u200c\u062e"}`, `{"message":"x\u00ad\u2060\ufeff\u3164\u034f"}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -34,11 +39,18 @@ func FuzzDecodeCreate(f *testing.F) {
 		if len(req.PredefinedOptions) > lim.MaxOptions {
 			t.Fatalf("accepted %d options", len(req.PredefinedOptions))
 		}
+		seen := map[string]bool{}
 		for _, o := range req.PredefinedOptions {
 			if strings.TrimSpace(o) == "" || utf8.RuneCountInString(o) > lim.MaxOptionLength || strings.ContainsAny(o, "\n\r\x00") {
 				t.Fatalf("accepted option %q", o)
 			}
+			if seen[skeleton(o)] {
+				t.Fatalf("accepted options that look the same: %q", req.PredefinedOptions)
+			}
+			seen[skeleton(o)] = true
+			checkVisible(t, o)
 		}
+		checkVisible(t, req.Message)
 		if req.Timeout < lim.MinTimeout || req.Timeout > lim.MaxTimeout {
 			t.Fatalf("accepted timeout %s", req.Timeout)
 		}
@@ -62,6 +74,7 @@ func FuzzDecodeSubmit(f *testing.F) {
 	for _, s := range []string{
 		`{"selectedOptions":["a"]}`, `{"freeText":"x","nonce":"n-1"}`, `{"selectedOptions":"a"}`,
 		`{"selectedOptions":["a","a"]}`, `{"nonce":"a b"}`, `{}`, `null`, "{\"freeText\":\"\xff\"}",
+		`{"freeText":"ok\udb40\udc69"}`, `{"freeText":"ok\u200b"}`, `{"freeText":"\ud83e\uddd1\u200d\ud83d\ude80"}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -92,6 +105,27 @@ func FuzzDecodeSubmit(f *testing.F) {
 			if utf8.RuneCountInString(req.FreeText) > MaxFreeTextChars {
 				t.Fatalf("accepted freeText of %d chars", utf8.RuneCountInString(req.FreeText))
 			}
+			checkVisible(t, req.FreeText)
 		}
 	})
+}
+
+// checkVisible: accepted text has no invisible character outside the places
+// real text needs one (joiners and presentation selectors between visible
+// characters, the tags of a recommended flag).
+func checkVisible(t *testing.T, s string) {
+	t.Helper()
+	for i, r := range s {
+		if !isInvisible(r) {
+			continue
+		}
+		prev, _ := utf8.DecodeLastRuneInString(s[:i])
+		switch {
+		case (r == 0x200C || r == 0x200D) && prev >= 0x80:
+		case (r == 0xFE0E || r == 0xFE0F) && prev != 0xFE0E && prev != 0xFE0F:
+		case r >= 0xE0020 && r <= 0xE007F && inFlagTag(s, i):
+		default:
+			t.Fatalf("accepted %q with the invisible U+%04X at byte %d", s, r, i)
+		}
+	}
 }

@@ -343,6 +343,9 @@ func decodeOptions(raw json.RawMessage, lim Limits) ([]string, *Error) {
 		if slices.Contains(opts, s) {
 			return nil, invalid("%s repeats the option %q", name, truncate(s, 60))
 		}
+		if j := slices.IndexFunc(opts, func(o string) bool { return skeleton(o) == skeleton(s) }); j >= 0 {
+			return nil, invalid("%s looks the same as predefinedOptions[%d] (they differ only in invisible characters)", name, j)
+		}
 		opts = append(opts, s)
 	}
 	return opts, nil
@@ -386,10 +389,12 @@ func decodeMetadata(raw json.RawMessage) (json.RawMessage, *Error) {
 }
 
 // checkText refuses control characters (other than tab and, when multiline,
-// newlines) and the bidirectional overrides that can make one option look
-// like another on the answer page.
+// newlines), the bidirectional overrides that can make one option look like
+// another on the answer page, and invisible characters (see invisibleAt).
 func checkText(s, name string, multiline bool) *Error {
-	for _, r := range s {
+	pos := 0
+	for i, r := range s {
+		pos++
 		switch {
 		case r == '\t', multiline && (r == '\n' || r == '\r'):
 			continue
@@ -399,9 +404,120 @@ func checkText(s, name string, multiline bool) *Error {
 			return invalid("%s contains the control character U+%04X", name, r)
 		case r >= 0x202A && r <= 0x202E, r >= 0x2066 && r <= 0x2069, r == 0x200E, r == 0x200F, r == 0x061C:
 			return invalid("%s contains the bidirectional control U+%04X, which can disguise text", name, r)
+		case invisibleAt(s, i):
+			return invalid("%s contains an invisible character U+%04X at position %d", name, r, pos)
 		}
 	}
 	return nil
+}
+
+// Invisible characters draw nothing, so text that contains them is not the
+// text a person sees: "No" and "No\u200b" are two options that look the
+// same, and tag characters (U+E0020..U+E007F) spell out hidden ASCII for a
+// language model to read. The set is Unicode's Default_Ignorable_Code_Point
+// (format characters Cf, variation selectors, Hangul fillers and the other
+// Other_Default_Ignorable_Code_Point) plus the whole tag block; the
+// prepended concatenation marks (U+0600..U+0605 etc.), which are Cf but
+// visible, are not in it.
+//
+// Three uses are real text, not hiding, and stay allowed:
+//   - U+200D ZERO WIDTH JOINER and U+200C ZERO WIDTH NON-JOINER between two
+//     visible non-ASCII characters: emoji sequences (👩‍💻), Persian and Indic
+//     spelling (می‌خواهم). Never next to ASCII, never two in a row.
+//   - U+FE0E / U+FE0F (text / emoji presentation), once, after a visible
+//     non-ASCII character or a keycap base (0-9 # *): ❤️, 1️⃣.
+//   - the tag sequences of the three subdivision flags Unicode recommends
+//     (England, Scotland, Wales: 🏴 + gbeng/gbsct/gbwls + cancel tag).
+//
+// Options are also compared with every such character removed (see
+// skeleton), so two options that look the same can never both pass.
+func invisibleAt(s string, i int) bool {
+	r, size := utf8.DecodeRuneInString(s[i:])
+	if !isInvisible(r) {
+		return false
+	}
+	prev, _ := utf8.DecodeLastRuneInString(s[:i])
+	next, _ := utf8.DecodeRuneInString(s[i+size:])
+	switch {
+	case r == 0x200C || r == 0x200D:
+		return i == 0 || i+size == len(s) || !visibleNonASCII(prev) || !visibleNonASCII(next)
+	case r == 0xFE0E || r == 0xFE0F:
+		if i == 0 || prev == 0xFE0E || prev == 0xFE0F {
+			return true
+		}
+		return !visibleNonASCII(prev) && !strings.ContainsRune("0123456789#*", prev)
+	case r >= 0xE0020 && r <= 0xE007F:
+		return !inFlagTag(s, i)
+	}
+	return true
+}
+
+func isInvisible(r rune) bool {
+	if r < 0xAD {
+		return false
+	}
+	if r >= 0xE0000 && r <= 0xE0FFF {
+		return true // tags and the rest of the ignorable plane-14 block
+	}
+	return (unicode.Is(unicode.Cf, r) && !unicode.Is(unicode.Prepended_Concatenation_Mark, r)) ||
+		unicode.Is(unicode.Other_Default_Ignorable_Code_Point, r) || unicode.Is(unicode.Variation_Selector, r)
+}
+
+// visibleNonASCII: a character a joiner or presentation selector may attach
+// to. Variation selectors count, so that ❤️‍🔥 (U+2764 U+FE0F ZWJ U+1F525) passes.
+func visibleNonASCII(r rune) bool {
+	if r == utf8.RuneError || r < 0x80 || unicode.IsSpace(r) || unicode.IsControl(r) {
+		return false
+	}
+	return r == 0xFE0E || r == 0xFE0F || !isInvisible(r)
+}
+
+// flagSequences are the subdivision flags in Unicode's recommended emoji
+// set: a black flag, the tag letters of gbeng/gbsct/gbwls, a cancel tag.
+var flagSequences = func() []string {
+	var out []string
+	for _, code := range []string{"gbeng", "gbsct", "gbwls"} {
+		seq := "\U0001F3F4"
+		for _, c := range code {
+			seq += string(rune(0xE0000 + c))
+		}
+		out = append(out, seq+"\U000E007F")
+	}
+	return out
+}()
+
+// inFlagTag reports whether the tag character at byte i of s belongs to one
+// of flagSequences.
+func inFlagTag(s string, i int) bool {
+	start := i // back to the first tag character of this run
+	for {
+		r, size := utf8.DecodeLastRuneInString(s[:start])
+		if r < 0xE0020 || r > 0xE007F {
+			break
+		}
+		start -= size
+	}
+	flag := start - utf8.RuneLen(0x1F3F4)
+	if flag < 0 {
+		return false
+	}
+	for _, seq := range flagSequences {
+		if strings.HasPrefix(s[flag:], seq) && i < flag+len(seq) {
+			return true
+		}
+	}
+	return false
+}
+
+// skeleton is s without invisible characters: what two options are compared
+// by, so that ones that look the same cannot both be offered.
+func skeleton(s string) string {
+	return strings.Map(func(r rune) rune {
+		if isInvisible(r) {
+			return -1
+		}
+		return r
+	}, s)
 }
 
 func truncate(s string, n int) string {
