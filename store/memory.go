@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"container/heap"
 	"context"
 	"errors"
 	"fmt"
@@ -15,6 +16,39 @@ import (
 // janitor only exists to cap memory.
 const defaultJanitorInterval = time.Minute
 
+// DefaultMaxSessions is how many sessions a memory store holds unless
+// MemoryOptions say otherwise. A typical session takes 0.5–1 KB of heap, one
+// with every field at its limit about 52 KB (BenchmarkMemoryFootprint): about
+// 100 MB typical, 5 GB at the very worst.
+const DefaultMaxSessions = 100_000
+
+// MemoryOptions configure a memory store.
+type MemoryOptions struct {
+	// MaxSessions caps the sessions held at once: pending ones and finished
+	// ones still within their retention (the ttl given to Create). Entries
+	// past their ttl do not count, swept or not. Past the cap, Create fails
+	// with a *FullError (errors.Is ErrFull). Zero means DefaultMaxSessions;
+	// a negative value means no cap.
+	MaxSessions int
+}
+
+// ErrFull is wrapped by *FullError: the store holds as many sessions as it
+// may. Callers answer 503 with Retry-After.
+var ErrFull = errors.New("session store is full")
+
+// FullError says how many sessions the store holds and when the first of
+// them leaves it.
+type FullError struct {
+	Max        int
+	RetryAfter time.Duration
+}
+
+func (e *FullError) Error() string {
+	return fmt.Sprintf("the memory session store holds its maximum of %d sessions", e.Max)
+}
+
+func (e *FullError) Unwrap() error { return ErrFull }
+
 // Memory is a Store for a single process. It is the reference for the
 // semantics the Redis backend must match, and what a deployment without
 // Redis uses; sessions do not survive a restart.
@@ -25,8 +59,14 @@ type Memory struct {
 
 	hub *hub
 	changeHook
+	// drops orders the entries by the time they leave (their ttl), so that
+	// the janitor and a full Create find them without a scan. An item whose
+	// entry is gone or was replaced is skipped when it comes up.
+	drops dropHeap
+	// max caps len(sessions); 0 means no cap.
+	max int
 	// quotas tracks, per owner, pending sessions and recent creates (see
-	// Admit); guarded by mu.
+	// Admit); guarded by mu. The janitor removes owners with neither.
 	quotas map[Owner]*memQuota
 	// now is the store clock; tests may replace it before first use.
 	now func() time.Time
@@ -43,18 +83,53 @@ type memEntry struct {
 
 var _ Store = (*Memory)(nil)
 
-// NewMemory returns an empty store with its janitor running; Close stops it.
+type dropItem struct {
+	at time.Time
+	id string
+}
+
+type dropHeap []dropItem
+
+func (h dropHeap) Len() int           { return len(h) }
+func (h dropHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
+func (h dropHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *dropHeap) Push(x any)        { *h = append(*h, x.(dropItem)) }
+func (h *dropHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}
+
+// NewMemory returns an empty store with the default options and its
+// janitor running; Close stops it.
 func NewMemory() *Memory {
-	return newMemory(time.Now, defaultJanitorInterval)
+	return NewMemoryWith(MemoryOptions{})
+}
+
+// NewMemoryWith returns an empty store with its janitor running; Close stops it.
+func NewMemoryWith(opts MemoryOptions) *Memory {
+	return newMemoryWith(time.Now, defaultJanitorInterval, opts)
 }
 
 func newMemory(now func() time.Time, janitorEvery time.Duration) *Memory {
+	return newMemoryWith(now, janitorEvery, MemoryOptions{})
+}
+
+func newMemoryWith(now func() time.Time, janitorEvery time.Duration, opts MemoryOptions) *Memory {
 	m := &Memory{
 		sessions: make(map[string]*memEntry),
 		hub:      newHub(),
 		now:      now,
+		max:      opts.MaxSessions,
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
+	}
+	switch {
+	case m.max == 0:
+		m.max = DefaultMaxSessions
+	case m.max < 0:
+		m.max = 0
 	}
 	go m.janitor(janitorEvery)
 	return m
@@ -75,20 +150,49 @@ func (m *Memory) janitor(every time.Duration) {
 }
 
 // sweep drops every entry past its ttl and wakes its watchers, who then get
-// ErrNotFound instead of waiting for a change that cannot come.
+// ErrNotFound instead of waiting for a change that cannot come. It also
+// forgets owners that have nothing pending and no create in the current
+// rate window, so the quota table does not grow with every subject ever seen.
 func (m *Memory) sweep() {
 	now := m.now()
-	var dropped []string
 	m.mu.Lock()
-	for id, e := range m.sessions {
-		if !now.Before(e.dropAt) {
-			delete(m.sessions, id)
-			dropped = append(dropped, id)
-		}
-	}
+	dropped := m.dropDue(now)
+	m.sweepQuotas(now)
 	m.mu.Unlock()
 	for _, id := range dropped {
 		m.hub.notify(id)
+	}
+}
+
+// dropDue removes the entries whose ttl has passed and returns their ids.
+// The caller holds m.mu and notifies the hub after unlocking.
+func (m *Memory) dropDue(now time.Time) []string {
+	var dropped []string
+	for len(m.drops) > 0 && !now.Before(m.drops[0].at) {
+		it := heap.Pop(&m.drops).(dropItem)
+		if e, ok := m.sessions[it.id]; ok && !now.Before(e.dropAt) {
+			delete(m.sessions, it.id)
+			dropped = append(dropped, it.id)
+		}
+	}
+	return dropped
+}
+
+// sweepQuotas prunes each owner's pending set and rate window and deletes
+// owners left with neither. The caller holds m.mu.
+func (m *Memory) sweepQuotas(now time.Time) {
+	for owner, mq := range m.quotas {
+		for len(mq.creates) > 0 && !now.Before(mq.creates[0].Add(rateWindow)) {
+			mq.creates = mq.creates[1:]
+		}
+		for id, deadline := range mq.pending {
+			if e, ok := m.live(id, now); !ok || !now.Before(deadline) || e.s.Status != StatusPending {
+				delete(mq.pending, id)
+			}
+		}
+		if len(mq.pending) == 0 && len(mq.creates) == 0 {
+			delete(m.quotas, owner)
+		}
 	}
 }
 
@@ -110,15 +214,37 @@ func (m *Memory) Create(ctx context.Context, s *Session, ttl time.Duration) erro
 	now := m.now()
 
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	if m.closed {
+		m.mu.Unlock()
 		return ErrUnavailable
 	}
 	if _, ok := m.live(s.ID, now); ok {
+		m.mu.Unlock()
 		return fmt.Errorf("create %s: %w", s.ID, ErrExists)
 	}
-	m.sessions[s.ID] = &memEntry{s: *c, dropAt: now.Add(ttl)}
-	return nil
+	var dropped []string
+	if m.max > 0 && len(m.sessions) >= m.max {
+		// Only live entries count: drop the ones past their ttl that the
+		// janitor has not reached yet.
+		dropped = m.dropDue(now)
+	}
+	var err error
+	if m.max > 0 && len(m.sessions) >= m.max {
+		retry := time.Second
+		if len(m.drops) > 0 {
+			retry = max(m.drops[0].at.Sub(now), retry)
+		}
+		err = fmt.Errorf("create %s: %w", s.ID, &FullError{Max: m.max, RetryAfter: retry})
+	} else {
+		dropAt := now.Add(ttl)
+		m.sessions[s.ID] = &memEntry{s: *c, dropAt: dropAt}
+		heap.Push(&m.drops, dropItem{at: dropAt, id: s.ID})
+	}
+	m.mu.Unlock()
+	for _, id := range dropped {
+		m.hub.notify(id)
+	}
+	return err
 }
 
 // Get implements Store.
@@ -255,6 +381,8 @@ func (m *Memory) Close() error {
 		m.mu.Lock()
 		m.closed = true
 		m.sessions = nil
+		m.drops = nil
+		m.quotas = nil
 		m.mu.Unlock()
 		close(m.stop)
 		<-m.done
