@@ -4,21 +4,17 @@ package e2e
 
 import (
 	"bytes"
-	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mcpfeedback/caddy-mcp-feedback/internal/harness"
 )
 
 var (
@@ -41,42 +37,41 @@ func run(m *testing.M) int {
 	defer os.RemoveAll(dir)
 	xdgRoot = dir
 	caddyBin = filepath.Join(dir, "caddy")
-	build := exec.Command("go", "build", "-o", caddyBin, "../cmd/caddy")
-	build.Stdout, build.Stderr = os.Stdout, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building caddy:", err)
+	if err := harness.BuildCaddy(caddyBin, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	return m.Run()
 }
 
+// The helpers below are the test-facing side of internal/harness (shared
+// with cmd/feedback-bench): they fail the test instead of returning errors.
+
 // freePort asks the kernel for an unused loopback port.
+//
+//lint:ignore U1000 part of the harness for test files, as newCaddy's ports come from harness.NewCaddy
 func freePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := harness.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return p
 }
 
-// Caddy is one running caddy process.
+// Caddy is one running caddy process: harness.Caddy (ports, base URLs,
+// Client, Globals, Config, …) bound to a test.
 type Caddy struct {
-	t                   testing.TB
-	cmd                 *exec.Cmd
-	dir                 string
-	HTTPPort, HTTPSPort int
-	AdminPort           int
-	Globals             string // more global options, one per line
-	HTTP, HTTPS         string // base URLs
-	Client              *http.Client
-	env                 []string
-	logs                *syncBuffer
-	done                chan struct{}
-	exitErr             error
+	*harness.Caddy
+	t       testing.TB
+	env     []string        // the process environment, with JWT_SECRET
+	logs    harness.LogFile // what caddy logged, across start and reload
+	cmd     *exec.Cmd       // the running process, set by start
+	done    chan struct{}   // closed once it has exited and exitErr is set
+	exitErr error
 }
 
+// syncBuffer is an io.Writer that can be read while a process writes it.
 type syncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
@@ -94,52 +89,23 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// globals are the options every test config starts with: loopback only,
-// no trust-store changes, no autosave, state in the test's temp dir.
-func (c *Caddy) globals() string {
-	return fmt.Sprintf(`{
-	admin 127.0.0.1:%d
-	http_port %d
-	https_port %d
-	default_bind 127.0.0.1
-	skip_install_trust
-	local_certs
-	persist_config off
-	auto_https disable_redirects
-	grace_period 5s
-	storage file_system %s
-%s}
-`, c.AdminPort, c.HTTPPort, c.HTTPSPort, filepath.Join(c.dir, "storage"), c.Globals)
-}
-
-// newCaddy prepares ports and directories; sites is the Caddyfile after the
-// global options, with {HTTP} and {HTTPS} standing for the two ports.
+// newCaddy prepares ports and a directory in t's temp dir; env is added to
+// the environment after JWT_SECRET. Set Globals, then start.
 func newCaddy(t testing.TB, env ...string) *Caddy {
 	t.Helper()
-	c := &Caddy{t: t, dir: t.TempDir(), HTTPPort: freePort(t), HTTPSPort: freePort(t), AdminPort: freePort(t), logs: &syncBuffer{}}
-	c.HTTP = fmt.Sprintf("http://127.0.0.1:%d", c.HTTPPort)
-	c.HTTPS = fmt.Sprintf("https://localhost:%d", c.HTTPSPort)
-	c.env = append(os.Environ(),
-		"JWT_SECRET="+secret,
-		"XDG_CONFIG_HOME="+filepath.Join(c.dir, "config"),
-		"XDG_DATA_HOME="+filepath.Join(c.dir, "data"),
-		"HOME="+c.dir,
-		"HTTP_PROXY=", "HTTPS_PROXY=", "http_proxy=", "https_proxy=",
-	)
-	c.env = append(c.env, env...)
-	c.Client = &http.Client{Timeout: 30 * time.Second}
-	return c
+	hc, err := harness.NewCaddy(caddyBin, t.TempDir(), append([]string{"JWT_SECRET=" + secret}, env...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Caddy{Caddy: hc, t: t, env: hc.Env, logs: hc.Logs}
 }
 
-func (c *Caddy) config(sites string) string {
-	r := strings.NewReplacer("{HTTP}", fmt.Sprint(c.HTTPPort), "{HTTPS}", fmt.Sprint(c.HTTPSPort))
-	return c.globals() + r.Replace(sites)
-}
-
+// writeConfig writes the Caddyfile for sites (see harness.Caddy.Config),
+// with {HTTP} and {HTTPS} standing for the two ports, and returns its path.
 func (c *Caddy) writeConfig(sites string) string {
 	c.t.Helper()
-	path := filepath.Join(c.dir, fmt.Sprintf("Caddyfile.%d", time.Now().UnixNano()))
-	if err := os.WriteFile(path, []byte(c.config(sites)), 0o600); err != nil {
+	path, err := c.WriteConfig(sites)
+	if err != nil {
 		c.t.Fatal(err)
 	}
 	return path
@@ -154,22 +120,22 @@ func startCaddy(t testing.TB, sites string, env ...string) *Caddy {
 	return c
 }
 
+// start runs caddy with sites until the test ends (printing its log if the
+// test failed) and waits until it serves, over HTTPS too if sites has an
+// {HTTPS} site.
 func (c *Caddy) start(sites string) {
 	t := c.t
 	t.Helper()
-	path := c.writeConfig(sites)
-	c.cmd = exec.Command(caddyBin, "run", "--config", path, "--adapter", "caddyfile")
-	c.cmd.Env = c.env
-	c.cmd.Stdout, c.cmd.Stderr = c.logs, c.logs
-	if err := c.cmd.Start(); err != nil {
+	if err := c.Launch(sites); err != nil {
 		t.Fatal(err)
 	}
-	c.done = make(chan struct{})
-	go func() { c.exitErr = c.cmd.Wait(); close(c.done) }()
+	p := c.Process()
+	c.cmd, c.done = p.Cmd, make(chan struct{})
+	go func(done chan struct{}) { <-p.Done(); c.exitErr = p.Err(); close(done) }(c.done)
 	t.Cleanup(func() {
 		c.stop()
 		if t.Failed() {
-			t.Logf("caddy log:\n%s", tail(c.logs.String(), 6000))
+			t.Logf("caddy log:\n%s", c.logs.Tail(6000))
 		}
 	})
 	c.waitHealthy()
@@ -178,64 +144,27 @@ func (c *Caddy) start(sites string) {
 	}
 }
 
-// waitTLS waits until the internal CA has issued the site certificate and
-// trusts that CA for HTTPS, as a browser would after installing it.
+// waitTLS waits until HTTPS works and makes Client trust the local CA.
 func (c *Caddy) waitTLS() {
 	c.t.Helper()
-	rootPath := filepath.Join(c.dir, "storage", "pki", "authorities", "local", "root.crt")
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		if root, err := os.ReadFile(rootPath); err == nil {
-			pool := x509.NewCertPool()
-			pool.AppendCertsFromPEM(root)
-			c.Client.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, Proxy: nil}
-			if resp, err := c.Client.Get(c.HTTPS + "/health"); err == nil {
-				resp.Body.Close()
-				return
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
+	if err := c.WaitTLS(); err != nil {
+		c.t.Fatal(err)
 	}
-	c.t.Fatalf("HTTPS did not become ready:\n%s", tail(c.logs.String(), 4000))
 }
 
 // waitHealthy polls /health until it answers: a readiness probe with a
 // bounded deadline, not a sleep.
 func (c *Caddy) waitHealthy() {
 	c.t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case <-c.done:
-			c.t.Fatalf("caddy exited early (%v):\n%s", c.exitErr, tail(c.logs.String(), 4000))
-		default:
-		}
-		resp, err := http.Get(c.HTTP + "/health")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 || resp.StatusCode == 503 {
-				return
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
+	if err := c.WaitHealthy(); err != nil {
+		c.t.Fatal(err)
 	}
-	c.t.Fatalf("caddy did not become ready:\n%s", tail(c.logs.String(), 4000))
 }
 
+// stop sends SIGTERM (SIGKILL after 15 s) and waits until exitErr is set.
 func (c *Caddy) stop() {
-	if c.cmd == nil || c.cmd.Process == nil {
-		return
-	}
-	select {
-	case <-c.done:
-		return
-	default:
-	}
-	_ = c.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-c.done:
-	case <-time.After(15 * time.Second):
-		_ = c.cmd.Process.Kill()
+	c.Stop()
+	if c.done != nil {
 		<-c.done
 	}
 }
@@ -243,74 +172,36 @@ func (c *Caddy) stop() {
 // reload loads new sites through `caddy reload`, as an operator would.
 func (c *Caddy) reload(sites string) {
 	c.t.Helper()
-	path := c.writeConfig(sites)
-	cmd := exec.Command(caddyBin, "reload", "--config", path, "--adapter", "caddyfile", "--address", fmt.Sprintf("127.0.0.1:%d", c.AdminPort), "--force")
-	cmd.Env = c.env
-	if out, err := cmd.CombinedOutput(); err != nil {
-		c.t.Fatalf("caddy reload: %v\n%s", err, out)
+	if err := c.Reload(sites); err != nil {
+		c.t.Fatal(err)
 	}
 }
 
 // caddyCmd runs a caddy subcommand to completion.
 func caddyCmd(t testing.TB, env []string, args ...string) (string, error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, caddyBin, args...)
-	cmd.Env = env
-	out, err := cmd.CombinedOutput()
-	return string(out), err
+	return harness.RunCaddy(caddyBin, env, args...)
 }
 
 // eventually polls cond until it holds or bound passes: a readiness probe
 // on state outside the test (a process, Redis), never a fixed sleep. It
 // reports whether cond held.
 func eventually(bound time.Duration, cond func() bool) bool {
-	for deadline := time.Now().Add(bound); ; time.Sleep(20 * time.Millisecond) {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-	}
+	return harness.Poll(bound, 20*time.Millisecond, nil, cond) == nil
 }
 
-func tail(s string, n int) string {
-	if len(s) > n {
-		return "…" + s[len(s)-n:]
-	}
-	return s
-}
+func tail(s string, n int) string { return harness.Tail(s, n) }
 
 // Response is a decoded HTTP response.
-type Response struct {
-	Status int
-	Header http.Header
-	Body   string
-}
+type Response = harness.Response
 
+// do sends one request (see harness.Do) and fails the test if no response
+// arrives; a body cut short is returned as read.
 func do(t testing.TB, client *http.Client, method, url, body string, headers ...string) Response {
 	t.Helper()
-	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
-	}
-	req, err := http.NewRequest(method, url, rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	for i := 0; i+1 < len(headers); i += 2 {
-		req.Header.Set(headers[i], headers[i+1])
-	}
-	resp, err := client.Do(req)
-	if err != nil {
+	r, err := harness.Do(client, method, url, body, headers...)
+	if r.Status == 0 {
 		t.Fatalf("%s %s: %v", method, url, err)
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return Response{Status: resp.StatusCode, Header: resp.Header, Body: string(b)}
+	return r
 }

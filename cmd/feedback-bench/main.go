@@ -16,7 +16,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -37,6 +36,8 @@ import (
 	"github.com/mark3labs/mcp-go/mcp"
 
 	"github.com/mcpfeedback/caddy-mcp-feedback/internal/auth"
+	"github.com/mcpfeedback/caddy-mcp-feedback/internal/harness"
+	"github.com/mcpfeedback/caddy-mcp-feedback/internal/redistest"
 )
 
 var (
@@ -89,33 +90,31 @@ func run() error {
 	if bin == "" {
 		bin = filepath.Join(dir, "caddy")
 		fmt.Fprintln(os.Stderr, "building caddy…")
-		cmd := exec.Command("go", "build", "-o", bin, "github.com/mcpfeedback/caddy-mcp-feedback/cmd/caddy")
-		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-		if err := cmd.Run(); err != nil {
-			return fmt.Errorf("building caddy: %w", err)
+		if err := harness.BuildCaddy(bin, os.Stderr); err != nil {
+			return err
 		}
 	}
-	var redis *proc
+	var redis *redistest.Server
 	storeLine := ""
 	if *storeFlavor == "redis" {
-		redis, err = startRedis(dir)
+		redis, err = redistest.StartIn(filepath.Join(dir, "redis"), "--maxclients", "100000")
 		if err != nil {
 			return err
 		}
-		defer redis.stop()
-		storeLine = "store redis redis://" + redis.addr + "/0"
+		defer redis.Stop()
+		storeLine = "store redis " + redis.URL()
 	}
 	a, err := startCaddy(bin, filepath.Join(dir, "a"), storeLine)
 	if err != nil {
 		return err
 	}
-	defer a.stop()
-	var b *caddyProc
+	defer a.Stop()
+	var b *harness.Caddy
 	if redis != nil {
 		if b, err = startCaddy(bin, filepath.Join(dir, "b"), storeLine); err != nil {
 			return err
 		}
-		defer b.stop()
+		defer b.Stop()
 	}
 	tok, _ := auth.Mint([]byte(secret), auth.TokenOptions{Subject: "bench", TTL: 2 * time.Hour})
 
@@ -147,79 +146,10 @@ func run() error {
 
 // ---- processes ----
 
-type proc struct {
-	cmd  *exec.Cmd
-	addr string
-}
-
-func (p *proc) stop() {
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _ = p.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-done
-	}
-}
-
-func freePort() int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-func waitFor(what string, ok func() bool) error {
-	deadline := time.Now().Add(60 * time.Second)
-	for !ok() {
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s did not come up", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return nil
-}
-
-func startRedis(dir string) (*proc, error) {
-	port := freePort()
-	cmd := exec.Command("redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", dir,
-		"--save", "", "--appendonly", "yes", "--appendfsync", "everysec", "--maxclients", "100000")
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting redis-server (apt-get install redis-server): %w", err)
-	}
-	p := &proc{cmd: cmd, addr: fmt.Sprintf("127.0.0.1:%d", port)}
-	return p, waitFor("redis", func() bool {
-		c, err := net.Dial("tcp", p.addr)
-		if err != nil {
-			return false
-		}
-		c.Close()
-		return true
-	})
-}
-
-type caddyProc struct {
-	proc
-	base, admin string
-}
-
-func startCaddy(bin, dir, storeLine string) (*caddyProc, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, err
-	}
-	port, admin := freePort(), freePort()
-	cfg := fmt.Sprintf(`{
-	admin 127.0.0.1:%d
-	default_bind 127.0.0.1
-	persist_config off
-	skip_install_trust
-	storage file_system %s
-}
-http://127.0.0.1:%d {
+// benchSites serves the module and, beside it, the plain `respond` route
+// that is the ceiling for throughput; caps that would stop the load are off.
+const benchSites = `
+http://127.0.0.1:{HTTP} {
 	handle /plain {
 		respond "ok" 200
 	}
@@ -233,31 +163,19 @@ http://127.0.0.1:%d {
 		mcp_max_sessions_per_subject 1000
 	}
 }
-`, admin, filepath.Join(dir, "storage"), port, storeLine)
-	path := filepath.Join(dir, "Caddyfile")
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(bin, "run", "--config", path, "--adapter", "caddyfile")
-	cmd.Env = append(os.Environ(), "JWT_SECRET="+secret, "XDG_CONFIG_HOME="+dir, "XDG_DATA_HOME="+dir, "HOME="+dir)
-	logf, err := os.Create(filepath.Join(dir, "caddy.log"))
+`
+
+// startCaddy runs an instance in dir (internal/harness: loopback ports,
+// its own XDG directories, caddy.log there) and waits for /health.
+func startCaddy(bin, dir, storeLine string) (*harness.Caddy, error) {
+	c, err := harness.NewCaddy(bin, dir, "JWT_SECRET="+secret)
 	if err != nil {
 		return nil, err
 	}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
+	if err := c.Start(fmt.Sprintf(benchSites, storeLine)); err != nil {
 		return nil, err
 	}
-	c := &caddyProc{proc: proc{cmd: cmd, addr: fmt.Sprintf("127.0.0.1:%d", port)},
-		base: fmt.Sprintf("http://127.0.0.1:%d", port), admin: fmt.Sprintf("http://127.0.0.1:%d", admin)}
-	return c, waitFor("caddy", func() bool {
-		resp, err := http.Get(c.base + "/health")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
-	})
+	return c, nil
 }
 
 func raiseFileLimit() {
@@ -272,39 +190,19 @@ func raiseFileLimit() {
 
 var httpClient = &http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: 1024, MaxConnsPerHost: 0}}
 
-func call(method, url, body string, hdr ...string) (int, []byte, error) {
-	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
-	}
-	req, err := http.NewRequest(method, url, rd)
-	if err != nil {
-		return 0, nil, err
-	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
-	resp, err := httpClient.Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, b, err
+func call(method, url, body string, hdr ...string) (harness.Response, error) {
+	return harness.Do(httpClient, method, url, body, hdr...)
 }
 
 type session struct{ id, capTok string }
 
 func create(base, tok, body string) (session, error) {
-	st, b, err := call("POST", base+"/api/feedback/create", body, "Authorization", "Bearer "+tok)
-	if err != nil || st != 201 {
-		return session{}, fmt.Errorf("create: %d %s %v", st, b, err)
+	resp, err := call("POST", base+"/api/feedback/create", body, "Authorization", "Bearer "+tok)
+	if err != nil || resp.Status != 201 {
+		return session{}, fmt.Errorf("create: %d %s %v", resp.Status, resp.Body, err)
 	}
 	var cr struct{ SessionID, FeedbackURL string }
-	if err := json.Unmarshal(b, &cr); err != nil {
+	if err := json.Unmarshal([]byte(resp.Body), &cr); err != nil {
 		return session{}, err
 	}
 	_, capTok, _ := strings.Cut(cr.FeedbackURL, "#t=")
@@ -312,9 +210,9 @@ func create(base, tok, body string) (session, error) {
 }
 
 func submit(base string, s session, text string) error {
-	st, b, err := call("POST", base+"/api/feedback/"+s.id+"/submit", fmt.Sprintf(`{"freeText":%q}`, text), "X-Feedback-Token", s.capTok)
-	if err != nil || st != 200 {
-		return fmt.Errorf("submit: %d %s %v", st, b, err)
+	resp, err := call("POST", base+"/api/feedback/"+s.id+"/submit", fmt.Sprintf(`{"freeText":%q}`, text), "X-Feedback-Token", s.capTok)
+	if err != nil || resp.Status != 200 {
+		return fmt.Errorf("submit: %d %s %v", resp.Status, resp.Body, err)
 	}
 	return nil
 }
@@ -343,7 +241,7 @@ func load(conc int, fn func(worker, i int) bool) (float64, int64) {
 	return float64(n.Load()) / time.Since(start).Seconds(), failed.Load()
 }
 
-func throughput(r *report, a *caddyProc, tok string) error {
+func throughput(r *report, a *harness.Caddy, tok string) error {
 	var levels []int
 	for _, s := range strings.Split(*concList, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
@@ -357,14 +255,14 @@ func throughput(r *report, a *caddyProc, tok string) error {
 	body := `{"message":"Deploy to production?","predefinedOptions":["yes","no","later"],"timeout":3600,"metadata":{"pr":42}}`
 	for _, conc := range levels {
 		plain, pf := load(conc, func(int, int) bool {
-			st, _, err := call("GET", a.base+"/plain", "")
-			return err == nil && st == 200
+			resp, err := call("GET", a.HTTP+"/plain", "")
+			return err == nil && resp.Status == 200
 		})
 		var mu sync.Mutex
 		var made []session
 		stopProf := profile(a, fmt.Sprintf("create-c%d", conc))
 		cr, cf := load(conc, func(int, int) bool {
-			s, err := create(a.base, tok, body)
+			s, err := create(a.HTTP, tok, body)
 			if err != nil {
 				return false
 			}
@@ -376,8 +274,8 @@ func throughput(r *report, a *caddyProc, tok string) error {
 		stopProf()
 		statusID := made[0].id
 		sr, sf := load(conc, func(int, int) bool {
-			st, _, err := call("GET", a.base+"/api/feedback/"+statusID+"/status", "", "Authorization", "Bearer "+tok)
-			return err == nil && st == 200
+			resp, err := call("GET", a.HTTP+"/api/feedback/"+statusID+"/status", "", "Authorization", "Bearer "+tok)
+			return err == nil && resp.Status == 200
 		})
 		// Submit answers the sessions the create point made, each once.
 		var next atomic.Int64
@@ -387,7 +285,7 @@ func throughput(r *report, a *caddyProc, tok string) error {
 			if int(i) >= len(made) {
 				return false
 			}
-			return submit(a.base, made[i], "yes") == nil
+			return submit(a.HTTP, made[i], "yes") == nil
 		})
 		stopProf()
 		if int(next.Load()) > len(made) { // ran out of sessions: not errors
@@ -401,7 +299,7 @@ func throughput(r *report, a *caddyProc, tok string) error {
 
 // profile records a CPU profile of Caddy (through its admin pprof) while a
 // point runs, when -profile is set.
-func profile(a *caddyProc, name string) func() {
+func profile(a *harness.Caddy, name string) func() {
 	if *profileDir == "" {
 		return func() {}
 	}
@@ -409,7 +307,7 @@ func profile(a *caddyProc, name string) func() {
 	go func() {
 		defer close(done)
 		secs := int(duration.Seconds())
-		resp, err := http.Get(fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", a.admin, secs))
+		resp, err := http.Get(fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", a.Admin, secs))
 		if err != nil {
 			return
 		}
@@ -479,10 +377,10 @@ func waitResult(ctx context.Context, c *client.Client, id string) error {
 // sampleLatency measures, *samples times, from sending an answer through
 // sub to the waiter having it. arm sets a waiter up on a new session made on
 // a and returns a function that blocks until that waiter has the answer.
-func sampleLatency(a, sub *caddyProc, tok string, arm func(s session) (func() error, error)) (dist, error) {
+func sampleLatency(a, sub *harness.Caddy, tok string, arm func(s session) (func() error, error)) (dist, error) {
 	var d dist
 	for range *samples {
-		s, err := create(a.base, tok, `{"message":"latency"}`)
+		s, err := create(a.HTTP, tok, `{"message":"latency"}`)
 		if err != nil {
 			return nil, err
 		}
@@ -491,7 +389,7 @@ func sampleLatency(a, sub *caddyProc, tok string, arm func(s session) (func() er
 			return nil, err
 		}
 		start := time.Now()
-		if err := submit(sub.base, s, "yes"); err != nil {
+		if err := submit(sub.HTTP, s, "yes"); err != nil {
 			return nil, err
 		}
 		if err := wait(); err != nil {
@@ -502,10 +400,10 @@ func sampleLatency(a, sub *caddyProc, tok string, arm func(s session) (func() er
 	return d, nil
 }
 
-func latencies(r *report, a, b *caddyProc, tok string) error {
+func latencies(r *report, a, b *harness.Caddy, tok string) error {
 	ctx := context.Background()
 	r.f("## Answer → waiter latency (from sending the submit to the waiter having the answer)\n\n| case | p50 | p99 | max | samples |\n|---|---|---|---|---|\n")
-	mc, err := mcpClient(ctx, a.base, tok)
+	mc, err := mcpClient(ctx, a.HTTP, tok)
 	if err != nil {
 		return err
 	}
@@ -517,7 +415,7 @@ func latencies(r *report, a, b *caddyProc, tok string) error {
 		return func() error { return <-done }, nil
 	}
 	wsWaiter := func(s session) (func() error, error) {
-		conn, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(a.base, "http")+"/ws/"+s.id,
+		conn, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(a.HTTP, "http")+"/ws/"+s.id,
 			&websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + tok}}})
 		if err != nil {
 			return nil, fmt.Errorf("websocket: %w", err)
@@ -544,7 +442,7 @@ func latencies(r *report, a, b *caddyProc, tok string) error {
 	}{{"MCP get_feedback_result wait", mcpWaiter}, {"WebSocket watcher", wsWaiter}} {
 		for _, tg := range []struct {
 			name string
-			sub  *caddyProc
+			sub  *harness.Caddy
 		}{{"same instance", a}, {"cross instance", b}} {
 			if tg.sub == nil {
 				continue
@@ -566,38 +464,38 @@ var goroutineTotal = regexp.MustCompile(`goroutine profile: total (\d+)`)
 
 // stats reads the Caddy process's memory in use (Go heap and stacks, after
 // a GC, from its admin pprof endpoint; RSS lags behind frees) and goroutines.
-func (c *caddyProc) stats() (inUse, goroutines int) {
-	if _, b, err := call("GET", c.admin+"/debug/pprof/heap?gc=1&debug=1", ""); err == nil {
+func stats(c *harness.Caddy) (inUse, goroutines int) {
+	if resp, err := call("GET", c.Admin+"/debug/pprof/heap?gc=1&debug=1", ""); err == nil {
 		for _, re := range []*regexp.Regexp{regexp.MustCompile(`# HeapInuse = (\d+)`), regexp.MustCompile(`# Stack = (\d+) /`)} {
-			if m := re.FindSubmatch(b); m != nil {
-				n, _ := strconv.Atoi(string(m[1]))
+			if m := re.FindStringSubmatch(resp.Body); m != nil {
+				n, _ := strconv.Atoi(m[1])
 				inUse += n
 			}
 		}
 	}
-	if _, b, err := call("GET", c.admin+"/debug/pprof/goroutine?debug=1", ""); err == nil {
-		if m := goroutineTotal.FindSubmatch(b); m != nil {
-			goroutines, _ = strconv.Atoi(string(m[1]))
+	if resp, err := call("GET", c.Admin+"/debug/pprof/goroutine?debug=1", ""); err == nil {
+		if m := goroutineTotal.FindStringSubmatch(resp.Body); m != nil {
+			goroutines, _ = strconv.Atoi(m[1])
 		}
 	}
 	return
 }
 
-func heldConnections(r *report, a *caddyProc, tok string) error {
+func heldConnections(r *report, a *harness.Caddy, tok string) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	n := *held
 	r.f("## Held connections on one instance (%d each)\n\n| what | memory / connection (Go heap + stacks) | goroutines / connection |\n|---|---|---|\n", n)
 	sess := make([]session, n)
 	for i := range sess {
-		s, err := create(a.base, tok, `{"message":"held","timeout":3600}`)
+		s, err := create(a.HTTP, tok, `{"message":"held","timeout":3600}`)
 		if err != nil {
 			return err
 		}
 		sess[i] = s
 	}
 	measure := func(name string, open func(i int) error) error {
-		mem0, g0 := a.stats()
+		mem0, g0 := stats(a)
 		sem := make(chan struct{}, 256)
 		errs := make(chan error, 1)
 		var wg sync.WaitGroup
@@ -624,7 +522,7 @@ func heldConnections(r *report, a *caddyProc, tok string) error {
 		}
 		// Let the server settle into the wait before reading its figures.
 		time.Sleep(2 * time.Second)
-		mem1, g1 := a.stats()
+		mem1, g1 := stats(a)
 		r.f("| %s | %.1f KB | %.2f |\n", name, float64(mem1-mem0)/1024/float64(n), float64(g1-g0)/float64(n))
 		return nil
 	}
@@ -632,7 +530,7 @@ func heldConnections(r *report, a *caddyProc, tok string) error {
 	// 64 MCP sessions (a client holds many calls at once, as an agent host would).
 	clients := make([]*client.Client, 64)
 	for i := range clients {
-		c, err := mcpClient(ctx, a.base, tok)
+		c, err := mcpClient(ctx, a.HTTP, tok)
 		if err != nil {
 			return err
 		}
@@ -658,7 +556,7 @@ func heldConnections(r *report, a *caddyProc, tok string) error {
 	defer cancel()
 	conns := make([]*websocket.Conn, n)
 	err = measure("WebSocket watchers", func(i int) error {
-		conn, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(a.base, "http")+"/ws/"+sess[i].id,
+		conn, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(a.HTTP, "http")+"/ws/"+sess[i].id,
 			&websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + tok}}})
 		if err != nil {
 			return err
@@ -680,9 +578,9 @@ func heldConnections(r *report, a *caddyProc, tok string) error {
 
 // ---- Redis memory ----
 
-func redisMemory(r *report, a *caddyProc, redis *proc, tok string) error {
+func redisMemory(r *report, a *harness.Caddy, redis *redistest.Server, tok string) error {
 	used := func() (int, error) {
-		out, err := exec.Command("redis-cli", "-h", "127.0.0.1", "-p", redis.addr[strings.LastIndexByte(redis.addr, ':')+1:], "info", "memory").Output()
+		out, err := exec.Command("redis-cli", "-h", "127.0.0.1", "-p", redis.Addr[strings.LastIndexByte(redis.Addr, ':')+1:], "info", "memory").Output()
 		if err != nil {
 			return 0, fmt.Errorf("redis-cli: %w", err)
 		}
@@ -698,7 +596,7 @@ func redisMemory(r *report, a *caddyProc, redis *proc, tok string) error {
 	}
 	const n = 2000
 	for range n {
-		if _, err := create(a.base, tok, `{"message":"How should the release notes describe the migration? Pick one or write your own.","predefinedOptions":["Short","Detailed","Skip"],"timeout":3600,"metadata":{"repo":"org/app","pr":1234}}`); err != nil {
+		if _, err := create(a.HTTP, tok, `{"message":"How should the release notes describe the migration? Pick one or write your own.","predefinedOptions":["Short","Detailed","Skip"],"timeout":3600,"metadata":{"repo":"org/app","pr":1234}}`); err != nil {
 			return err
 		}
 	}

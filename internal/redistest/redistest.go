@@ -1,9 +1,10 @@
-// Package redistest runs a throwaway redis-server for tests: on a free
-// loopback port, in the test's temporary directory, with AOF on so that
-// kill -9 / restart tests see what a production setup would keep.
+// Package redistest runs a throwaway redis-server for tests and
+// cmd/feedback-bench: on a free loopback port, in a temporary directory,
+// with AOF on so that kill -9 / restart tests see what a production setup
+// would keep.
 //
-// Each Server is a process this package started; it is killed when the test
-// ends, and nothing else is ever signalled.
+// Each Server is a process this package started (through internal/harness);
+// Start's is killed when the test ends, and nothing else is ever signalled.
 package redistest
 
 import (
@@ -17,9 +18,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mcpfeedback/caddy-mcp-feedback/internal/harness"
 )
 
 const (
@@ -40,31 +42,42 @@ type Server struct {
 	dir  string
 	args []string
 
-	mu     sync.Mutex
-	cmd    *exec.Cmd
-	exited chan struct{} // closed once cmd has been waited for
+	mu   sync.Mutex
+	proc *harness.Process // nil when not running
 }
 
-// Start runs redis-server for the duration of t. extraArgs are appended to
-// the command line (for example "--appendfsync", "always"), so they override
-// the defaults. redis-server must be on PATH: CI installs it, and a missing
-// one is a broken setup rather than a reason to skip.
+// Start runs redis-server for the duration of t, in t's temporary
+// directory (see StartIn).
 func Start(t testing.TB, extraArgs ...string) *Server {
 	t.Helper()
-	bin, err := exec.LookPath("redis-server")
+	s, err := StartIn(t.TempDir(), extraArgs...)
 	if err != nil {
-		t.Fatalf("redistest: redis-server is not on PATH (run `make deps` to install it): %v", err)
+		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	s := &Server{bin: bin, dir: dir}
 	// Registered after TempDir, so it runs before the directory is removed.
 	t.Cleanup(s.Kill)
+	return s
+}
 
+// StartIn runs redis-server with its data and redis.log in dir (created if
+// missing) until Kill or Stop. extraArgs are appended to the command line
+// (for example "--appendfsync", "always"), so they override the defaults.
+// redis-server must be on PATH: CI installs it, and a missing one is a
+// broken setup rather than a reason to skip.
+func StartIn(dir string, extraArgs ...string) (*Server, error) {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		return nil, fmt.Errorf("redistest: redis-server is not on PATH (run `make deps` to install it): %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("redistest: %w", err)
+	}
+	s := &Server{bin: bin, dir: dir}
 	var lastErr error
 	for range startAttempts {
-		port, err := freePort()
+		port, err := harness.FreePort()
 		if err != nil {
-			t.Fatalf("redistest: %v", err)
+			return nil, fmt.Errorf("redistest: %w", err)
 		}
 		s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 		s.args = append([]string{
@@ -77,12 +90,11 @@ func Start(t testing.TB, extraArgs ...string) *Server {
 			"--daemonize", "no",
 		}, extraArgs...)
 		if lastErr = s.start(); lastErr == nil {
-			return s
+			return s, nil
 		}
 		s.Kill()
 	}
-	t.Fatalf("redistest: %v", lastErr)
-	return nil
+	return nil, fmt.Errorf("redistest: %w", lastErr)
 }
 
 // URL is the address in the form rueidis.ParseURL and the store take.
@@ -96,16 +108,10 @@ func (s *Server) Dir() string { return s.dir }
 func (s *Server) Kill() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.killLocked()
-}
-
-func (s *Server) killLocked() {
-	if s.cmd == nil {
-		return
+	if s.proc != nil {
+		s.proc.Kill()
+		s.proc = nil
 	}
-	_ = s.cmd.Process.Kill()
-	<-s.exited
-	s.cmd = nil
 }
 
 // Stop asks the server to shut down (SIGTERM, which makes it flush the AOF)
@@ -113,17 +119,9 @@ func (s *Server) killLocked() {
 func (s *Server) Stop() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.cmd == nil {
-		return
-	}
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
-	t := time.NewTimer(stopTimeout)
-	defer t.Stop()
-	select {
-	case <-s.exited:
-		s.cmd = nil
-	case <-t.C:
-		s.killLocked()
+	if s.proc != nil {
+		s.proc.Stop(stopTimeout)
+		s.proc = nil
 	}
 }
 
@@ -132,10 +130,10 @@ func (s *Server) Stop() {
 func (s *Server) Signal(sig os.Signal) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.cmd == nil {
+	if s.proc == nil {
 		return errors.New("redistest: server is not running")
 	}
-	return s.cmd.Process.Signal(sig)
+	return s.proc.Signal(sig)
 }
 
 // Restart kills the server if it runs and starts it again on the same port
@@ -149,56 +147,31 @@ func (s *Server) Restart(t testing.TB) {
 	}
 }
 
-// start launches the process and waits until it answers PING.
+// start launches the process and waits until it answers PING. While Redis
+// loads its AOF it answers -LOADING, which counts as not ready yet.
 func (s *Server) start() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	logf, err := os.OpenFile(s.logPath(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return fmt.Errorf("opening log: %w", err)
-	}
-	// The child keeps its own descriptor; ours is not needed after Start.
-	defer logf.Close()
+	log := harness.LogFile{Path: filepath.Join(s.dir, "redis.log")}
 	cmd := exec.Command(s.bin, s.args...)
 	cmd.Dir = s.dir
-	cmd.Stdout = logf
-	cmd.Stderr = logf
-	if err := cmd.Start(); err != nil {
+	p, err := harness.StartProcess(cmd, log.Path)
+	if err != nil {
 		return fmt.Errorf("starting redis-server: %w", err)
 	}
-	exited := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(exited)
-	}()
-	s.cmd, s.exited = cmd, exited
-
-	if err := s.waitReady(exited); err != nil {
-		return fmt.Errorf("redis-server on %s: %w\n--- redis.log (tail) ---\n%s", s.Addr, err, s.logTail())
+	s.proc = p
+	var last error
+	err = harness.Poll(readyTimeout, probeInterval, p.Done(), func() bool {
+		last = ping(s.Addr)
+		return last == nil
+	})
+	if err != nil && !errors.Is(err, harness.ErrExited) {
+		err = fmt.Errorf("%w: %w", err, last)
+	}
+	if err != nil {
+		return fmt.Errorf("redis-server on %s: %w\n--- redis.log (tail) ---\n%s", s.Addr, err, log.Tail(4000))
 	}
 	return nil
-}
-
-// waitReady polls with PING until +PONG. While Redis loads its AOF it
-// answers -LOADING, which counts as not ready yet.
-func (s *Server) waitReady(exited <-chan struct{}) error {
-	deadline := time.Now().Add(readyTimeout)
-	var last error
-	for {
-		if last = ping(s.Addr); last == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not ready after %v: %w", readyTimeout, last)
-		}
-		t := time.NewTimer(probeInterval)
-		select {
-		case <-exited:
-			t.Stop()
-			return errors.New("exited before it was ready")
-		case <-t.C:
-		}
-	}
 }
 
 func ping(addr string) error {
@@ -221,29 +194,4 @@ func ping(addr string) error {
 		return fmt.Errorf("PING answered %q", line)
 	}
 	return nil
-}
-
-func (s *Server) logPath() string { return filepath.Join(s.dir, "redis.log") }
-
-func (s *Server) logTail() string {
-	b, err := os.ReadFile(s.logPath())
-	if err != nil {
-		return err.Error()
-	}
-	const limit = 4000
-	if len(b) > limit {
-		b = b[len(b)-limit:]
-	}
-	return string(b)
-}
-
-// freePort asks the kernel for an unused loopback port. Another process can
-// take it before redis-server binds it; Start retries for that case.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("finding a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }

@@ -1,0 +1,41 @@
+package harness
+
+import (
+	"io"
+	"net/http"
+	"strings"
+)
+
+// Response is a decoded HTTP response.
+type Response struct {
+	Status int
+	Header http.Header
+	Body   string
+}
+
+// Do sends one request through client: body, when not empty, as JSON, and
+// headers as name, value pairs. It returns the response as far as it was
+// read, with the first error; Status is 0 when no response arrived.
+func Do(client *http.Client, method, url, body string, headers ...string) (Response, error) {
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, url, rd)
+	if err != nil {
+		return Response{}, err
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return Response{}, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return Response{Status: resp.StatusCode, Header: resp.Header, Body: string(b)}, err
+}
