@@ -74,6 +74,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = oneString(d, &h.JWTIssuer)
 		case "jwt_audience":
 			err = oneString(d, &h.JWTAudience)
+		case "jwt_max_ttl":
+			err = oneDuration(d, &h.JWTMaxTTL)
+		case "jwt_denied_jtis":
+			err = manyStrings(d, &h.JWTDeniedJTIs)
 		case "public_url":
 			err = oneString(d, &h.PublicURL)
 		case "store":
@@ -124,7 +128,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("elicitation must be off, url or form, not %q", h.Elicitation)
 			}
 		default:
-			return d.Errf("unknown mcp_feedback option %q (known: jwt_secret, jwt_issuer, jwt_audience, public_url, store, "+
+			return d.Errf("unknown mcp_feedback option %q (known: jwt_secret, jwt_issuer, jwt_audience, jwt_max_ttl, jwt_denied_jtis, public_url, store, "+
 				"default_timeout, min_timeout, max_timeout, max_message_length, max_options, max_option_length, retention, max_pending_per_subject, creates_per_minute, notify, allowed_origins, ws_max_per_session, ws_max_per_subject, elicitation, mcp_max_sessions_per_subject, mcp_max_calls_per_subject, link_to_agent)", name)
 		}
 		if err != nil {

@@ -244,3 +244,40 @@ func TestResolveRefuses(t *testing.T) {
 		t.Fatal("no jwt_secret accepted")
 	}
 }
+
+// TestSecurityOptions: the token and store options of the security review
+// parse into the fields Provision uses, and bad values are refused.
+func TestSecurityOptions(t *testing.T) {
+	in := "mcp_feedback {\n jwt_secret 0123456789abcdef0123456789abcdef\n public_url https://fb.example\n jwt_max_ttl 48h\n jwt_denied_jtis a1 b2\n" +
+		" store memory {\n  max_sessions 5\n }\n notify webhook https://hooks.example/x {\n  events answered\n  include_answer\n }\n}"
+	var h Handler
+	if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(in)); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := h.resolve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.maxTTL != 48*time.Hour || strings.Join(h.JWTDeniedJTIs, ",") != "a1,b2" || !h.Notify[0].IncludeAnswer || h.Notify[0].Events[0] != "answered" {
+		t.Fatalf("parsed %+v / %+v", cfg, h)
+	}
+	hooks, err := h.webhooks()
+	if err != nil || !hooks[0].IncludeAnswer || hooks[0].Events[0] != "session.answered" {
+		t.Fatalf("webhooks %+v %v", hooks, err)
+	}
+	if !strings.Contains(string(h.StoreRaw), `"max_sessions":5`) {
+		t.Fatalf("store %s", h.StoreRaw)
+	}
+	for _, bad := range []string{
+		"mcp_feedback {\n jwt_max_ttl forever\n}",
+		"mcp_feedback {\n jwt_denied_jtis\n}",
+		"mcp_feedback {\n store memory {\n  max_sessions lots\n }\n}",
+		"mcp_feedback {\n store memory {\n  size 3\n }\n}",
+		"mcp_feedback {\n notify webhook https://h.example {\n  include_answer yes\n }\n}",
+	} {
+		var h Handler
+		if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(bad)); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}

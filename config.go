@@ -10,6 +10,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 
 	"github.com/mcpfeedback/caddy-mcp-feedback/handlers"
+	"github.com/mcpfeedback/caddy-mcp-feedback/internal/auth"
 	"github.com/mcpfeedback/caddy-mcp-feedback/internal/validate"
 	"github.com/mcpfeedback/caddy-mcp-feedback/store"
 )
@@ -25,6 +26,7 @@ func Defaults() Handler {
 	// this table gathers them, and is what the README quotes.
 	lim := validate.DefaultLimits()
 	return Handler{
+		JWTMaxTTL:                caddy.Duration(auth.DefaultMaxTTL),
 		DefaultTimeout:           caddy.Duration(lim.DefaultTimeout),
 		MinTimeout:               caddy.Duration(lim.MinTimeout),
 		MaxTimeout:               caddy.Duration(lim.MaxTimeout),
@@ -48,6 +50,7 @@ func Defaults() Handler {
 // reads these, never the raw fields.
 type settings struct {
 	secret, issuer, audience string
+	maxTTL                   time.Duration
 	// publicURL is the base of answer links without a trailing slash; ""
 	// means each request's own scheme, host and stripped prefix.
 	publicURL string
@@ -86,6 +89,7 @@ func (h *Handler) resolve() (*settings, error) {
 	setDur(&h.MinTimeout, d.MinTimeout)
 	setDur(&h.MaxTimeout, d.MaxTimeout)
 	setDur(&h.Retention, d.Retention)
+	setDur(&h.JWTMaxTTL, d.JWTMaxTTL)
 	setInt(&h.MaxMessageLength, d.MaxMessageLength)
 	setInt(&h.MaxOptions, d.MaxOptions)
 	setInt(&h.MaxOptionLength, d.MaxOptionLength)
@@ -112,6 +116,7 @@ func (h *Handler) resolve() (*settings, error) {
 		secret:   repl.ReplaceKnown(h.JWTSecret, ""),
 		issuer:   repl.ReplaceKnown(h.JWTIssuer, ""),
 		audience: repl.ReplaceKnown(h.JWTAudience, ""),
+		maxTTL:   time.Duration(h.JWTMaxTTL),
 		limits: validate.Limits{
 			DefaultTimeout:   time.Duration(h.DefaultTimeout),
 			MinTimeout:       time.Duration(h.MinTimeout),

@@ -43,6 +43,8 @@ func (l *lifecycle) event(e feedback.Event) {
 			zap.String("session", s.ID), zap.String("sub", s.Owner.Subject),
 			zap.Duration("timeout", s.ExpiresAt.Sub(s.CreatedAt)), zap.Int("options", len(s.PredefinedOptions)))
 		return
+	case feedback.EventAnswered:
+		l.notifier.Load().Send(notify.EventAnswered, s, "")
 	case feedback.EventExpired:
 		l.notifier.Load().Send(notify.EventExpired, s, "")
 	case feedback.EventCancelled:

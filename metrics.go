@@ -48,12 +48,16 @@ var (
 	})
 	metricToolCalls = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "mcp_feedback", Name: "mcp_tool_calls_total",
-		Help: "MCP tool calls by tool and outcome (ok, tool_error, cancelled, error).",
+		Help: "MCP tool calls by tool and outcome (ok, tool_error, cancelled, error, refused).",
 	}, []string{"tool", "outcome"})
+	metricDeliveries = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "mcp_feedback", Name: "webhook_deliveries_total",
+		Help: "Webhook deliveries by event and outcome (delivered, failed, dropped).",
+	}, []string{"event", "outcome"})
 )
 
 var collectors = []prometheus.Collector{metricSessions, metricPending, metricTimeToAnswer, metricAuthFailures, metricStoreErrors,
-	metricWebSockets, metricMCPSessions, metricToolCalls}
+	metricWebSockets, metricMCPSessions, metricToolCalls, metricDeliveries}
 
 // registerMetrics adds the collectors to a configuration's registry.
 func registerMetrics(reg prometheus.Registerer) error {
@@ -91,4 +95,10 @@ func latency(s *store.Session) time.Duration {
 		return s.Result.SubmittedAt.Sub(s.CreatedAt)
 	}
 	return s.UpdatedAt.Sub(s.CreatedAt)
+}
+
+// countDelivery is notify's Observe: the receiver (scheme and host) is not
+// a label, so that a config with many receivers keeps a small series set.
+func countDelivery(_, event, outcome string) {
+	metricDeliveries.WithLabelValues(event, outcome).Inc()
 }

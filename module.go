@@ -41,8 +41,19 @@ type Handler struct {
 	// listed as the authorization server in the resource metadata.
 	JWTIssuer string `json:"jwt_issuer,omitempty"`
 
-	// JWTAudience, when set, must be among the `aud` of every token.
+	// JWTAudience, when set, must be among the `aud` of every token. When
+	// unset, a token that carries any `aud` is refused: it was minted for
+	// another service.
 	JWTAudience string `json:"jwt_audience,omitempty"`
+
+	// JWTMaxTTL caps the lifetime of an accepted token (exp − iat, or the
+	// time left when it has no iat); `caddy mcp-feedback token` mints no
+	// longer ones either. Default: 720h (30 days).
+	JWTMaxTTL caddy.Duration `json:"jwt_max_ttl,omitempty"`
+
+	// JWTDeniedJTIs revokes single tokens by their `jti` (printed by
+	// `caddy mcp-feedback token --print-jti`) without rotating the secret.
+	JWTDeniedJTIs []string `json:"jwt_denied_jtis,omitempty"`
 
 	// PublicURL is the base of answer links, e.g. `https://feedback.example.com`
 	// (with a path when the module is mounted under one). When unset it is
@@ -165,7 +176,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if cfg.publicURL == "" {
 		h.logger.Warn("public_url is not set: answer links follow each request's scheme, Host and path prefix; set it when this site answers to more than one host name")
 	}
-	verifier, err := auth.NewVerifier([]byte(cfg.secret), cfg.issuer, cfg.audience)
+	verifier, err := auth.NewVerifierWith([]byte(cfg.secret), auth.VerifierOptions{
+		Issuer: cfg.issuer, Audience: cfg.audience, MaxTTL: cfg.maxTTL, DeniedJTIs: h.JWTDeniedJTIs})
 	if err != nil {
 		return fmt.Errorf("jwt_secret: %w", err)
 	}
@@ -224,7 +236,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	if len(hooks) > 0 {
-		h.notifier = notify.New(hooks, notify.Options{Logger: h.logger.Named("notify")})
+		h.notifier = notify.New(hooks, notify.Options{Logger: h.logger.Named("notify"), Observe: countDelivery})
 	}
 	// The newest configuration's webhooks get the events of the shared store.
 	sh.life.notifier.Store(h.notifier)

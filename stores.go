@@ -29,7 +29,13 @@ type StoreBackend interface {
 
 // MemoryStore keeps sessions in this process. It is the default: nothing to
 // run, but sessions are lost on restart and not shared between instances.
-type MemoryStore struct{}
+type MemoryStore struct {
+	// MaxSessions caps the sessions held at once (pending and finished
+	// within their retention); past it, creates get 503 with Retry-After.
+	// A typical session takes 0.5–1 KB, one with every field at its limit
+	// about 52 KB. Default: 20000; -1 means no cap.
+	MaxSessions int `json:"max_sessions,omitempty"`
+}
 
 // CaddyModule returns the Caddy module information.
 func (MemoryStore) CaddyModule() caddy.ModuleInfo {
@@ -39,20 +45,35 @@ func (MemoryStore) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// PoolKey implements StoreBackend.
+// PoolKey implements StoreBackend. Configurations that share the memory
+// store share its cap too: the first one's cap holds until none uses it.
 func (MemoryStore) PoolKey() string { return "memory" }
 
 // Open implements StoreBackend.
-func (MemoryStore) Open() (store.Store, error) { return store.NewMemory(), nil }
+func (m MemoryStore) Open() (store.Store, error) {
+	// 0 is store.DefaultMaxSessions.
+	return store.NewMemoryWith(store.MemoryOptions{MaxSessions: m.MaxSessions}), nil
+}
 
-// UnmarshalCaddyfile sets up the store from `store memory`.
-func (*MemoryStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+// UnmarshalCaddyfile sets up the store from
+//
+//	store memory {
+//		max_sessions <n>|off
+//	}
+func (m *MemoryStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // store name
 	if d.NextArg() {
 		return d.ArgErr()
 	}
-	if nesting := d.Nesting(); d.NextBlock(nesting) {
-		return d.Errf("store memory takes no options")
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "max_sessions":
+			if err := oneLimit(d, &m.MaxSessions); err != nil {
+				return err
+			}
+		default:
+			return d.Errf("unknown store memory option %q (known: max_sessions)", d.Val())
+		}
 	}
 	return nil
 }

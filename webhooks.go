@@ -27,14 +27,19 @@ type WebhookConfig struct {
 	// ({"text": …}, also Mattermost and Discord's /slack URLs) or `ntfy`
 	// (plain text with Title and Click headers).
 	Format string `json:"format,omitempty"`
-	// Events to send: session.created, session.expired, session.cancelled.
-	// Empty means all three.
+	// Events to send: session.created, session.answered, session.expired,
+	// session.cancelled. Empty means all four.
 	Events []string `json:"events,omitempty"`
+	// IncludeAnswer adds the answer itself (selected options and free
+	// text) to session.answered; without it the event says only when, how
+	// (`via`) and by whom the question was answered.
+	IncludeAnswer bool `json:"include_answer,omitempty"`
 }
 
 var eventNames = map[string]string{
-	"created": notify.EventCreated, "expired": notify.EventExpired, "cancelled": notify.EventCancelled,
-	notify.EventCreated: notify.EventCreated, notify.EventExpired: notify.EventExpired, notify.EventCancelled: notify.EventCancelled,
+	"created": notify.EventCreated, "answered": notify.EventAnswered, "expired": notify.EventExpired, "cancelled": notify.EventCancelled,
+	notify.EventCreated: notify.EventCreated, notify.EventAnswered: notify.EventAnswered,
+	notify.EventExpired: notify.EventExpired, notify.EventCancelled: notify.EventCancelled,
 }
 
 // webhooks resolves placeholders and checks each receiver.
@@ -42,7 +47,8 @@ func (h *Handler) webhooks() ([]notify.Webhook, error) {
 	repl := caddy.NewReplacer()
 	var out []notify.Webhook
 	for i, c := range h.Notify {
-		w := notify.Webhook{URL: repl.ReplaceKnown(c.URL, ""), Secret: repl.ReplaceKnown(c.Secret, ""), Format: c.Format, Headers: map[string]string{}}
+		w := notify.Webhook{URL: repl.ReplaceKnown(c.URL, ""), Secret: repl.ReplaceKnown(c.Secret, ""), Format: c.Format,
+			Headers: map[string]string{}, IncludeAnswer: c.IncludeAnswer}
 		u, err := url.Parse(w.URL)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return nil, fmt.Errorf("notify webhook #%d: %q is not an http(s) URL", i+1, redact(w.URL))
@@ -56,7 +62,7 @@ func (h *Handler) webhooks() ([]notify.Webhook, error) {
 		for _, e := range c.Events {
 			name, ok := eventNames[e]
 			if !ok {
-				return nil, fmt.Errorf("notify webhook #%d: unknown event %q (created, expired, cancelled)", i+1, e)
+				return nil, fmt.Errorf("notify webhook #%d: unknown event %q (created, answered, expired, cancelled)", i+1, e)
 			}
 			w.Events = append(w.Events, name)
 		}
@@ -71,7 +77,8 @@ func (h *Handler) webhooks() ([]notify.Webhook, error) {
 //		header <name> <value>
 //		secret <secret>
 //		format json|slack|ntfy
-//		events created expired cancelled
+//		events created answered expired cancelled
+//		include_answer
 //	}
 func (h *Handler) unmarshalNotify(d *caddyfile.Dispenser) error {
 	if !d.NextArg() || d.Val() != "webhook" {
@@ -107,10 +114,15 @@ func (h *Handler) unmarshalNotify(d *caddyfile.Dispenser) error {
 		case "events":
 			c.Events = d.RemainingArgs()
 			if len(c.Events) == 0 {
-				return d.Errf("events needs at least one of created, expired, cancelled")
+				return d.Errf("events needs at least one of created, answered, expired, cancelled")
 			}
+		case "include_answer":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			c.IncludeAnswer = true
 		default:
-			return d.Errf("unknown notify webhook option %q (known: header, secret, format, events)", d.Val())
+			return d.Errf("unknown notify webhook option %q (known: header, secret, format, events, include_answer)", d.Val())
 		}
 	}
 	h.Notify = append(h.Notify, c)

@@ -80,6 +80,32 @@ http://127.0.0.1:{HTTP} {
 		t.Fatalf("created event %s", hc.body)
 	}
 
+	// An answer is announced with how it arrived, without its text
+	// (include_answer is off).
+	answered, answeredTok := createSession(t, c.Client, c.HTTP, alice, `{"message":"Ship?","predefinedOptions":["yes","no"]}`)
+	if r := do(t, c.Client, "POST", c.HTTP+"/api/feedback/"+answered.SessionID+"/submit", `{"selectedOptions":["yes"],"freeText":"private words"}`,
+		"X-Feedback-Token", answeredTok); r.Status != 200 {
+		t.Fatalf("submit: %d %s", r.Status, r.Body)
+	}
+	for {
+		hc = next()
+		var ans struct {
+			Event, SessionID string
+			Answer           *struct{ Via string }
+		}
+		if err := json.Unmarshal(hc.body, &ans); err != nil {
+			t.Fatal(err)
+		}
+		if ans.Event != "session.answered" {
+			continue
+		}
+		if ans.SessionID != answered.SessionID || ans.Answer == nil || ans.Answer.Via != "link" ||
+			strings.Contains(string(hc.body), "private words") || strings.Contains(string(hc.body), "#t=") {
+			t.Fatalf("answered event %s (must say via link, and carry neither the answer nor a link)", hc.body)
+		}
+		break
+	}
+
 	short, _ := createSession(t, c.Client, c.HTTP, alice, `{"message":"quick","timeout":1}`)
 	for {
 		hc = next()

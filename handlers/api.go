@@ -258,15 +258,9 @@ func (s *Service) Authenticate(w http.ResponseWriter, r *http.Request, scope str
 }
 
 func (s *Service) authenticate(w http.ResponseWriter, r *http.Request, scope string) (*auth.Claims, bool) {
-	if len(r.Header.Values("Authorization")) > 1 {
-		// Not a list header: a proxy in front might read the other one, and
-		// then it and we would disagree about who asked.
-		s.cfg.Observer.AuthFailed("duplicate_header")
-		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_request", error_description="more than one Authorization header"`)
-		WriteError(w, http.StatusBadRequest, "invalid_request", "send exactly one Authorization header")
-		return nil, false
-	}
-	claims, aerr := s.cfg.Verifier.VerifyHeader(r.Header.Get("Authorization"))
+	// VerifyRequest refuses two Authorization headers (400): it is not a
+	// list header, and a proxy in front might read the other one.
+	claims, aerr := s.cfg.Verifier.VerifyRequest(r.Header)
 	if aerr != nil {
 		s.cfg.Observer.AuthFailed(aerr.Reason)
 		s.log.Info("authentication failed",
@@ -277,7 +271,11 @@ func (s *Service) authenticate(w http.ResponseWriter, r *http.Request, scope str
 			challenge += fmt.Sprintf(", error=%q, error_description=%q", aerr.Code, aerr.Description())
 		}
 		w.Header().Set("WWW-Authenticate", challenge)
-		WriteError(w, http.StatusUnauthorized, "unauthorized", aerr.Description())
+		code := "unauthorized"
+		if aerr.Status() == http.StatusBadRequest {
+			code = "invalid_request"
+		}
+		WriteError(w, aerr.Status(), code, aerr.Description())
 		return nil, false
 	}
 	if scope != "" && !claims.HasScope(scope) {

@@ -704,3 +704,15 @@ func TestDuplicateAuthorization(t *testing.T) {
 		t.Fatalf("two Authorization headers: %d %s", w.Code, w.Body)
 	}
 }
+
+// TestStoreFull: a full memory store answers 503 store_full with a
+// Retry-After, and a clear message.
+func TestStoreFull(t *testing.T) {
+	s := newService(t, store.NewMemoryWith(store.MemoryOptions{MaxSessions: 1}))
+	alice := mint(t, "alice")
+	create(t, s, alice, `{"message":"one"}`)
+	w := s.do(t, s.Create, call{method: "POST", path: "/api/feedback/create", body: `{"message":"two"}`, headers: bearer(alice)})
+	if w.Code != http.StatusServiceUnavailable || errorCode(t, w) != "store_full" || w.Header().Get("Retry-After") == "" {
+		t.Fatalf("create in a full store: %d %s %v", w.Code, w.Body, w.Header())
+	}
+}

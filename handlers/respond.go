@@ -53,7 +53,10 @@ func notFound(w http.ResponseWriter) {
 // the one mapping every endpoint and the MCP tools share.
 func StoreStatus(err error) (int, string, string) {
 	var qe *store.QuotaError
+	var fe *store.FullError
 	switch {
+	case errors.As(err, &fe):
+		return http.StatusServiceUnavailable, "store_full", fe.Error() + "; retry after " + retryAfter(err) + " s"
 	case errors.As(err, &qe):
 		return http.StatusTooManyRequests, "quota_exceeded", qe.Error() + "; retry after " + retryAfter(err) + " s, or answer or cancel pending questions"
 	case errors.Is(err, store.ErrNotFound):
@@ -77,9 +80,19 @@ func writeStoreError(w http.ResponseWriter, err error) {
 
 // retryAfter is the Retry-After value for err, in whole seconds (at least 1).
 func retryAfter(err error) string {
-	var qe *store.QuotaError
-	if errors.As(err, &qe) && qe.RetryAfter > time.Second {
-		return strconv.Itoa(int((qe.RetryAfter + time.Second - 1) / time.Second))
+	var (
+		qe *store.QuotaError
+		fe *store.FullError
+		d  time.Duration
+	)
+	switch {
+	case errors.As(err, &qe):
+		d = qe.RetryAfter
+	case errors.As(err, &fe):
+		d = fe.RetryAfter
+	}
+	if d > time.Second {
+		return strconv.Itoa(int((d + time.Second - 1) / time.Second))
 	}
 	return "1"
 }

@@ -19,8 +19,8 @@ const defaultJanitorInterval = time.Minute
 // DefaultMaxSessions is how many sessions a memory store holds unless
 // MemoryOptions say otherwise. A typical session takes 0.5–1 KB of heap, one
 // with every field at its limit about 52 KB (BenchmarkMemoryFootprint): about
-// 100 MB typical, 5 GB at the very worst.
-const DefaultMaxSessions = 100_000
+// 20 MB typical, 1 GB at the very worst.
+const DefaultMaxSessions = 20_000
 
 // MemoryOptions configure a memory store.
 type MemoryOptions struct {
