@@ -271,11 +271,13 @@ func (s *Service) authenticate(w http.ResponseWriter, r *http.Request, scope str
 			challenge += fmt.Sprintf(", error=%q, error_description=%q", aerr.Code, aerr.Description())
 		}
 		w.Header().Set("WWW-Authenticate", challenge)
-		code := "unauthorized"
-		if aerr.Status() == http.StatusBadRequest {
-			code = "invalid_request"
+		// A malformed header stays 401, so that an MCP client starts its
+		// authorization flow; two headers are a broken request (400).
+		status, code := http.StatusUnauthorized, "unauthorized"
+		if aerr.Reason == "duplicate_header" {
+			status, code = http.StatusBadRequest, "invalid_request"
 		}
-		WriteError(w, aerr.Status(), code, aerr.Description())
+		WriteError(w, status, code, aerr.Description())
 		return nil, false
 	}
 	if scope != "" && !claims.HasScope(scope) {
