@@ -90,7 +90,8 @@ func TestOneSystemAcrossInstances(t *testing.T) {
 // app watching over the WebSocket on B keep waiting through a Redis kill -9
 // and restart, and both see the answer given after recovery.
 func TestWaitersRideOutRedisOutage(t *testing.T) {
-	rs := redistest.Start(t)
+	// fsync on every write: Redis is killed with -9 soon after the create.
+	rs := redistest.Start(t, "--appendfsync", "always")
 	a, b := startCaddy(t, redisSites(rs.URL())), startCaddy(t, redisSites(rs.URL()))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
