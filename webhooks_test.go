@@ -49,7 +49,7 @@ func TestNotifyCaddyfile(t *testing.T) {
 			t.Errorf("%q: %v, want %q", in, err, want)
 		}
 	}
-	for _, c := range []WebhookConfig{{URL: "ftp://x"}, {URL: "https://x", Format: "xml"}, {URL: "https://x", Events: []string{"answered"}}} {
+	for _, c := range []WebhookConfig{{URL: "ftp://x"}, {URL: "https://x", Format: "xml"}, {URL: "https://x", Events: []string{"replied"}}} {
 		h := Handler{Notify: []WebhookConfig{c}}
 		if _, err := h.webhooks(); err == nil {
 			t.Errorf("%+v accepted", c)
