@@ -1,6 +1,8 @@
 package mcpfeedback
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net/url"
@@ -187,4 +189,13 @@ func checkLimits(l validate.Limits) error {
 		return fmt.Errorf("need min_timeout (%s) <= default_timeout (%s) <= max_timeout (%s)", l.MinTimeout, l.DefaultTimeout, l.MaxTimeout)
 	}
 	return nil
+}
+
+// deriveKey derives a key for one purpose from the site's secret, so that
+// every instance sharing the secret shares it, and no two purposes share a
+// key.
+func deriveKey(secret, purpose string) []byte {
+	h := hmac.New(sha256.New, []byte(secret))
+	h.Write([]byte("caddy-mcp-feedback: " + purpose))
+	return h.Sum(nil)
 }

@@ -226,7 +226,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	// configuration closes its own, 1012 on a reload and 1001 on exit.
 	h.stopHooks = append(h.stopHooks, human.Stop)
 	h.mux = h.routes(handlers.MCPConfig{Elicitation: cfg.elicitation, Prefix: strippedPrefix,
-		AllowedOrigins: cfg.origins, MaxSessionsPerSubject: cfg.mcpPerSubj, MaxCallsPerSubject: cfg.mcpCallsPerSubj})
+		AllowedOrigins: cfg.origins, MaxSessionsPerSubject: cfg.mcpPerSubj, MaxCallsPerSubject: cfg.mcpCallsPerSubj,
+		SessionKey: deriveKey(cfg.secret, "MCP session ids")})
 	// On a reload the MCP streams stay: the next configuration serves them.
 	// On exit they must end, or Caddy waits for them.
 	h.stopHooks = append(h.stopHooks, sh.stopMCP)

@@ -69,6 +69,10 @@ type MCPConfig struct {
 	// flood of connections from one token cannot exhaust the server.
 	// 0 means DefaultMaxMCPSessionsPerSubject.
 	MaxSessionsPerSubject int
+	// SessionKey signs Streamable HTTP session ids, so that every instance
+	// sharing the site's secret recognises them (mcp_sessionid.go). Empty:
+	// ids are known only to the instance that minted them.
+	SessionKey []byte
 	// MaxCallsPerSubject caps the tool calls one subject may have in flight
 	// at once (each waiting call holds a connection for up to an hour).
 	// 0 means DefaultMaxMCPCallsPerSubject.
@@ -105,6 +109,8 @@ type MCP struct {
 	http   *server.StreamableHTTPServer
 
 	sessions sync.Map // MCP session id → *mcpSession
+	// terminated are Streamable HTTP session ids ended here.
+	terminated endedIDs
 
 	// owners counts, per subject, the sessions held plus the requests that
 	// may create one and have not yet; see reserve.
@@ -242,6 +248,7 @@ func NewMCP(opts MCPOptions) *MCP {
 		server.WithDisableLocalhostProtection(true),
 		server.WithHeartbeatInterval(opts.KeepAlive),
 		server.WithStreamableHTTPLogger(slogger),
+		server.WithSessionIdManagerResolver(sessionIDs{m}),
 		// No WithSessionIdleTTL: its sweeper neither counts a call in
 		// flight as activity nor lets anyone veto a sweep, so a call
 		// waiting longer than the TTL would lose its session (subject
@@ -339,10 +346,15 @@ func (m *MCP) serve(svc *Service, cfg MCPConfig, next http.Handler, sse bool, se
 				WriteError(w, http.StatusBadRequest, "session_required",
 					"this request needs the Mcp-Session-Id header of an open session; start one with an initialize POST")
 				return
+			case id != "" && s == nil && !sse && !m.terminated.has(id) && signedFor(cfg.SessionKey, id, owner):
+				// Opened by another instance (or before a restart) for this
+				// same identity: served here like mcp-go's other
+				// requests without local state; elicitation replies need
+				// the instance that holds the session's stream.
 			case id != "" && s == nil:
-				// Unknown, terminated or expired (or opened on another
-				// instance): 404 tells the client to initialize again
-				// (Streamable HTTP), and nothing is created for it.
+				// Unknown, terminated or expired: 404 tells the client to
+				// initialize again (Streamable HTTP), and nothing is created
+				// for it.
 				WriteError(w, http.StatusNotFound, "session_not_found",
 					"no open MCP session has this id (it ended, expired or never existed); start a new one with initialize")
 				return
@@ -600,6 +612,7 @@ func (m *MCP) sweep(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		m.terminated.prune()
 		cutoff := time.Now().Add(-m.opts.IdleTTL).UnixNano()
 		m.sessions.Range(func(k, v any) bool {
 			s := v.(*mcpSession)

@@ -213,3 +213,36 @@ func (e *mcpEnv) callsInFlight(owner store.Owner, n int) bool {
 	defer e.m.callsMu.Unlock()
 	return e.m.callsBy[owner] == n
 }
+
+// TestMCPSessionAcrossInstances: a Streamable HTTP session opened on one
+// instance is served by another that shares the site's secret (no sticky
+// sessions), for the same identity only; a forged signed id is unknown.
+func TestMCPSessionAcrossInstances(t *testing.T) {
+	st := store.NewMemory()
+	key := func(_ *MCPOptions, c *MCPConfig, _ *validate.Limits) { c.SessionKey = []byte("0123456789abcdef0123456789abcdef") }
+	a, b := newMCPEnv(t, st, key), newMCPEnv(t, st, key)
+	alice := mint(t, "alice")
+	onA := a.rawSession(alice)
+	if !strings.HasPrefix(onA.session, sessionIDPrefix) {
+		t.Fatalf("session id %q is not signed", onA.session)
+	}
+	id, _ := create(t, a.svc, alice, `{"message":"Q"}`)
+	onB := &rpc{t: t, url: b.srv.URL + "/mcp", tok: alice, session: onA.session}
+	if isErr, msg, rpcErr := onB.callRaw(ToolCheckFeedbackStatus, fmt.Sprintf(`{"sessionId":%q}`, id)); isErr || rpcErr {
+		t.Fatalf("A's session on B: isError %v rpc %v %q", isErr, rpcErr, msg)
+	}
+	post := func(url, tok, session string) int {
+		r := &rpc{t: t, url: url, tok: tok, session: session}
+		return r.post(fmt.Sprintf(`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"check_feedback_status","arguments":{"sessionId":%q}}}`, id), nil).code
+	}
+	if code := post(b.srv.URL+"/mcp", mint(t, "mallory"), onA.session); code != http.StatusNotFound {
+		t.Fatalf("A's session on B with another identity's token: %d, want 404", code)
+	}
+	nonce, _, _ := strings.Cut(strings.TrimPrefix(onA.session, sessionIDPrefix), ".")
+	if code := post(b.srv.URL+"/mcp", alice, sessionIDPrefix+nonce+".AAAAAAAAAAAAAAAAAAAAAA"); code != http.StatusNotFound {
+		t.Fatalf("forged session id: %d, want 404", code)
+	}
+	if code := post(b.srv.URL+"/mcp", mint(t, "alice"), onA.session); code != http.StatusOK {
+		t.Fatalf("A's session on B with another token of the same identity: %d, want 200", code)
+	}
+}
