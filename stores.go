@@ -1,12 +1,14 @@
 package mcpfeedback
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"go.uber.org/zap"
 
 	"github.com/mcpfeedback/caddy-mcp-feedback/store"
 )
@@ -94,6 +96,7 @@ type RedisStore struct {
 	KeyPrefix string `json:"key_prefix,omitempty"`
 
 	resolved string
+	logger   *zap.Logger
 }
 
 // CaddyModule returns the Caddy module information.
@@ -105,7 +108,8 @@ func (RedisStore) CaddyModule() caddy.ModuleInfo {
 }
 
 // Provision resolves placeholders and checks the URL.
-func (r *RedisStore) Provision(caddy.Context) error {
+func (r *RedisStore) Provision(ctx caddy.Context) error {
+	r.logger = ctx.Logger()
 	r.resolved = caddy.NewReplacer().ReplaceKnown(r.URL, "")
 	if r.resolved == "" {
 		return fmt.Errorf("store redis: a URL is required (e.g. redis://127.0.0.1:6379/0)")
@@ -135,13 +139,34 @@ func (r *RedisStore) Provision(caddy.Context) error {
 // PoolKey implements StoreBackend.
 func (r *RedisStore) PoolKey() string { return "redis|" + r.resolved + "|" + r.KeyPrefix }
 
-// Open implements StoreBackend.
+// Open implements StoreBackend. A Redis that does not answer at start-up
+// does not refuse the configuration (Caddy may be the front door of many
+// sites): the store answers 503 until Redis answers, and then works
+// without a reload. A URL that cannot work (bad syntax) still fails.
 func (r *RedisStore) Open() (store.Store, error) {
-	st, err := store.NewRedis(store.RedisOptions{URL: r.resolved, KeyPrefix: r.KeyPrefix})
-	if err != nil {
-		return nil, fmt.Errorf("store redis %s: %w", redact(r.resolved), err)
+	open := func() (store.Store, error) {
+		return store.NewRedis(store.RedisOptions{URL: r.resolved, KeyPrefix: r.KeyPrefix})
 	}
-	return st, nil
+	st, err := open()
+	if err == nil {
+		return st, nil
+	}
+	where := redact(r.resolved)
+	if !errors.Is(err, store.ErrUnavailable) {
+		return nil, fmt.Errorf("store redis %s: %w", where, err)
+	}
+	log := r.logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	log.Warn("redis is not reachable; this module answers 503 until it is, the rest of the server runs", zap.String("redis", where), zap.Error(err))
+	return store.OpenDeferred(open, err, func(err error) {
+		if err == nil {
+			log.Info("redis is reachable: the session store is up", zap.String("redis", where))
+			return
+		}
+		log.Debug("redis still not reachable", zap.String("redis", where), zap.Error(err))
+	}), nil
 }
 
 // UnmarshalCaddyfile sets up the store from
