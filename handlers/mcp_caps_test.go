@@ -219,7 +219,9 @@ func (e *mcpEnv) callsInFlight(owner store.Owner, n int) bool {
 // sessions), for the same identity only; a forged signed id is unknown.
 func TestMCPSessionAcrossInstances(t *testing.T) {
 	st := store.NewMemory()
-	key := func(_ *MCPOptions, c *MCPConfig, _ *validate.Limits) { c.SessionKey = []byte("0123456789abcdef0123456789abcdef") }
+	key := func(_ *MCPOptions, c *MCPConfig, _ *validate.Limits) {
+		c.SessionKey = []byte("0123456789abcdef0123456789abcdef")
+	}
 	a, b := newMCPEnv(t, st, key), newMCPEnv(t, st, key)
 	alice := mint(t, "alice")
 	onA := a.rawSession(alice)
