@@ -6,14 +6,16 @@
 # make bench-harness — cmd/feedback-bench: throughput against Caddy's own ceiling,
 #              answer latency, held-connection cost, Redis memory per session.
 # make fuzz  — every fuzz target for FUZZTIME each.
+# make xcaddy-check — build Caddy with xcaddy from this checkout, as most users
+#              install the module, and serve /health from it once.
 
 GO          ?= go
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: test deps vet build run bench bench-harness clean fuzz
+.PHONY: test deps vet build run bench bench-harness clean fuzz xcaddy-check
 
-test: deps vet
+test: deps vet xcaddy-check
 	$(GO) test -race -count=1 -timeout 40m ./...
 
 # deps installs system packages with apt-get only when they are missing.
@@ -68,3 +70,64 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzCaddyfile$$' -fuzztime $(FUZZTIME) .
 	$(GO) test -run '^$$' -fuzz '^FuzzRenderMarkdown$$' -fuzztime $(FUZZTIME) ./ui/
 	$(GO) test -run '^$$' -fuzz '^FuzzWSFirstMessage$$' -fuzztime $(FUZZTIME) ./handlers/
+
+# xcaddy-check builds Caddy the way most users install this module
+# (xcaddy build --with github.com/mcpfeedback/caddy-mcp-feedback=<checkout>),
+# with the Caddy version go.mod names, checks that list-modules shows the
+# handler and both stores, then runs it on a free loopback port with the
+# memory store and asks /health once. Whatever happens, the process and the
+# temporary directory are gone afterwards (trap).
+# By default it compiles with plain `go build` flags and this machine's cgo
+# setting, so that it shares Go's build cache with the e2e tests' build of
+# ./cmd/caddy (CI compiles Caddy once); xcaddy's own defaults (-trimpath
+# -ldflags "-w -s", no cgo) are `make xcaddy-check XCADDY_BUILD_FLAGS=
+# XCADDY_CGO=0`, which compiles everything a second time.
+XCADDY             ?= github.com/caddyserver/xcaddy/cmd/xcaddy@v0.4.5
+XCADDY_BUILD_FLAGS ?= -buildvcs=false
+XCADDY_CGO         ?= $(shell $(GO) env CGO_ENABLED)
+MODULE             := github.com/mcpfeedback/caddy-mcp-feedback
+xcaddy-check: SHELL := /bin/bash
+xcaddy-check:
+	@set -euo pipefail; \
+	tmp=$$(mktemp -d); pid=""; \
+	cleanup() { \
+		if [ -n "$$pid" ] && kill -0 "$$pid" 2>/dev/null; then \
+			kill "$$pid"; \
+			for _ in $$(seq 100); do kill -0 "$$pid" 2>/dev/null || break; sleep 0.1; done; \
+			kill -9 "$$pid" 2>/dev/null || true; \
+		fi; \
+		rm -rf "$$tmp"; \
+	}; \
+	trap cleanup EXIT; trap 'exit 130' INT TERM; \
+	caddy_version=$$($(GO) list -m -f '{{.Version}}' github.com/caddyserver/caddy/v2); \
+	echo "xcaddy-check: xcaddy build $$caddy_version --with $(MODULE)@v0.0.0=$(CURDIR)"; \
+	start=$$(date +%s); \
+	( cd "$$tmp" && XCADDY_GO_BUILD_FLAGS='$(XCADDY_BUILD_FLAGS)' CGO_ENABLED='$(XCADDY_CGO)' XCADDY_SETCAP=0 \
+		$(GO) run $(XCADDY) build "$$caddy_version" --output "$$tmp/caddy" --with $(MODULE)@v0.0.0=$(CURDIR) ) >"$$tmp/build.log" 2>&1 \
+		|| { tail -n 40 "$$tmp/build.log"; echo "xcaddy-check: xcaddy build failed"; exit 1; }; \
+	echo "xcaddy-check: built in $$(( $$(date +%s) - start )) s"; \
+	"$$tmp/caddy" list-modules >"$$tmp/modules"; \
+	for m in http.handlers.mcp_feedback http.handlers.mcp_feedback.stores.memory http.handlers.mcp_feedback.stores.redis; do \
+		grep -qx "$$m" "$$tmp/modules" || { echo "xcaddy-check: $$m is not in list-modules"; exit 1; }; \
+	done; \
+	for _ in $$(seq 20); do \
+		port=$$(( 20000 + RANDOM % 40000 )); \
+		(exec 3<>"/dev/tcp/127.0.0.1/$$port") 2>/dev/null || break; \
+	done; \
+	printf '{\n\tadmin off\n\tpersist_config off\n}\nhttp://127.0.0.1:%s {\n\tmcp_feedback {\n\t\tjwt_secret {env.JWT_SECRET}\n\t\tstore memory\n\t}\n}\n' "$$port" >"$$tmp/Caddyfile"; \
+	JWT_SECRET=xcaddy-check-0123456789abcdef0123456789 HOME="$$tmp" XDG_CONFIG_HOME="$$tmp" XDG_DATA_HOME="$$tmp" \
+		"$$tmp/caddy" run --config "$$tmp/Caddyfile" --adapter caddyfile >"$$tmp/caddy.log" 2>&1 & pid=$$!; \
+	status=""; \
+	for _ in $$(seq 300); do \
+		kill -0 "$$pid" 2>/dev/null || break; \
+		if { exec 3<>"/dev/tcp/127.0.0.1/$$port"; } 2>/dev/null; then \
+			printf 'GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n' >&3; \
+			status=$$(head -n 1 <&3 | tr -d '\r'); exec 3<&-; \
+			break; \
+		fi; \
+		sleep 0.1; \
+	done; \
+	case "$$status" in \
+		"HTTP/1.1 200 OK") echo "xcaddy-check: list-modules has the handler and both stores; GET /health: $$status";; \
+		*) tail -n 40 "$$tmp/caddy.log"; echo "xcaddy-check: GET /health answered '$$status', want 200"; exit 1;; \
+	esac

@@ -91,6 +91,9 @@ func (p *askProc) link() (id, capTok string) {
 			}
 			id = strings.TrimPrefix(u.Path, "/feedback/")
 			capTok, found = strings.CutPrefix(u.Fragment, "t=")
+			if i := strings.IndexAny(capTok, "&?"); i >= 0 {
+				capTok = capTok[:i] // page options after the token
+			}
 			if !found || id == "" || capTok == "" {
 				p.t.Fatalf("link %q has no id or token", link)
 			}
@@ -211,14 +214,22 @@ func TestAskCommand(t *testing.T) {
 	})
 
 	t.Run("no wait", func(t *testing.T) {
-		p := startAsk(t, c.env, "--url", c.HTTP, "--wait=false", "--token", alice, "Later?")
-		id, _ := p.link()
+		p := startAsk(t, c.env, "--url", c.HTTP, "--wait=false", "--token", alice, "--theme", "dark", "--lang", "zh", "Later?")
+		id, capTok := p.link()
 		if code := p.exit(); code != 0 {
 			t.Fatalf("exit %d", code)
 		}
 		var cr created
 		if err := json.Unmarshal(p.stdout.Bytes(), &cr); err != nil || cr.SessionID != id || cr.Status != "pending" {
 			t.Errorf("stdout %s", p.stdout.String())
+		}
+		// The page options reach the link, whether the server takes them
+		// in the create body or not.
+		if link := p.stderr.String(); !strings.Contains(link, "theme=dark") || !strings.Contains(link, "lang=zh") {
+			t.Errorf("the link lacks theme and lang:\n%s", link)
+		}
+		if r := do(t, c.Client, "POST", c.HTTP+"/feedback/"+id+"/view", `{"token":"`+capTok+`"}`); r.Status != 200 {
+			t.Errorf("the link's token does not open the question: %d %s", r.Status, r.Body)
 		}
 	})
 

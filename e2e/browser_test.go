@@ -12,7 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/emulation"
+	"github.com/chromedp/cdproto/input"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
@@ -614,5 +616,208 @@ func TestAnswerPageXSS(t *testing.T) {
 	}
 	if !found["label"] {
 		t.Errorf("axe did not report a planted unlabelled input: %v", found)
+	}
+}
+
+// TestAnswerPageFragmentOptions: theme and lang written inside the fragment,
+// after the token (as when "?theme=dark&lang=zh" is appended to a whole
+// answer link), work like the query; and once the page has read the token,
+// it is in neither the address bar nor any history entry's URL, while a
+// reload still works.
+func TestAnswerPageFragmentOptions(t *testing.T) {
+	c := startCaddy(t, memorySites)
+	browser := newBrowser(t)
+	alice := token(t, "alice")
+	for _, v := range []struct {
+		name       string
+		link       func(feedbackURL string) string
+		lang, bg   string
+		wantSearch string
+	}{
+		{"query-appended-to-link", func(u string) string { return u + "?theme=dark&lang=zh" }, "zh-CN", "rgb(17, 19, 23)", "?theme=dark&lang=zh"},
+		{"ampersands", func(u string) string { return u + "&lang=zh&theme=dark" }, "zh-CN", "rgb(17, 19, 23)", "?theme=dark&lang=zh"},
+		{"query-wins", func(u string) string {
+			base, frag, _ := strings.Cut(u, "#")
+			return base + "?lang=en#" + frag + "?lang=zh&theme=light"
+		}, "en", "rgb(246, 247, 249)", "?lang=en&theme=light"},
+		{"plain", func(u string) string { return u }, "en", "", ""},
+	} {
+		t.Run(v.name, func(t *testing.T) {
+			cr, capTok := createSession(t, c.Client, c.HTTP, alice, `{"message":"Ship it?","predefinedOptions":["yes","no"]}`)
+			tab := newTab(t, browser, phone)
+			link := v.link(cr.FeedbackURL)
+			if !strings.Contains(link, capTok) {
+				t.Fatalf("link %q lacks the token", link)
+			}
+			step(t, tab, "open", chromedp.Navigate(link))
+			waitState(t, tab, "pending")
+			if got := eval[string](t, tab, `document.documentElement.lang`); got != v.lang {
+				t.Errorf("lang %q, want %q", got, v.lang)
+			}
+			if v.bg != "" {
+				if got := eval[string](t, tab, `getComputedStyle(document.body).backgroundColor`); got != v.bg {
+					t.Errorf("background %q, want %q", got, v.bg)
+				}
+			}
+			if got := eval[string](t, tab, `location.search + '|' + location.hash`); got != v.wantSearch+"|" {
+				t.Errorf("address is …%s, want the query %q and no fragment", got, v.wantSearch)
+			}
+			checkHistory(t, tab, capTok)
+			if v.name == "query-appended-to-link" {
+				screenshot(t, tab, "fragment-options-dark-zh-phone")
+			}
+
+			// A reload (or a phone restoring the tab) still has the token.
+			step(t, tab, "reload", chromedp.Reload())
+			waitState(t, tab, "pending")
+			step(t, tab, "answer", chromedp.Click(chromedp.CSS(`#options label:nth-child(1)`)), chromedp.Click(chromedp.ID("submit")))
+			waitState(t, tab, "submitted")
+			if r := do(t, c.Client, "GET", c.HTTP+"/api/feedback/"+cr.SessionID+"/result", "", "Authorization", "Bearer "+alice); !strings.Contains(r.Body, `"selectedOptions":["yes"]`) {
+				t.Errorf("result %s", r.Body)
+			}
+			checkHistory(t, tab, capTok)
+			noXSS(t, tab, v.name)
+		})
+	}
+}
+
+// checkHistory fails if the capability token is in the address bar or in
+// the URL of any entry of the tab's history.
+func checkHistory(t *testing.T, tab context.Context, capTok string) {
+	t.Helper()
+	if got := eval[string](t, tab, `location.href`); strings.Contains(got, capTok) || strings.Contains(got, "#t=") {
+		t.Errorf("the address bar still holds the token: %s", got)
+	}
+	ctx, cancel := context.WithTimeout(tab, 30*time.Second)
+	defer cancel()
+	h, err := chromedp.Call(ctx, page.GetNavigationHistory, cdp.Empty{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range h.Entries {
+		if strings.Contains(e.URL, capTok) {
+			t.Errorf("history entry %d holds the token: %s", e.ID, e.URL)
+		}
+	}
+}
+
+// TestAnswerPageInvisibleCharacters: invisible format characters in the
+// free text are shown, and nothing is sent until they are removed.
+func TestAnswerPageInvisibleCharacters(t *testing.T) {
+	c := startCaddy(t, memorySites)
+	browser := newBrowser(t)
+	alice := token(t, "alice")
+	for _, lang := range []string{"en", "zh"} {
+		t.Run(lang, func(t *testing.T) {
+			cr, capTok := createSession(t, c.Client, c.HTTP, alice, `{"message":"Anything to add?","predefinedOptions":["ok"]}`)
+			tab := newTab(t, browser, desktop)
+			step(t, tab, "open", chromedp.Navigate(pageURL(c.HTTP, cr.SessionID, "lang="+lang, capTok)))
+			waitState(t, tab, "pending")
+			if eval[bool](t, tab, `!document.getElementById('freetext-warning').hidden`) {
+				t.Fatal("a warning before anything was typed")
+			}
+			// Pasted text with a zero-width space, a word joiner and a tag
+			// character (as hidden-instruction tricks use).
+			step(t, tab, "paste", chromedp.Focus(chromedp.ID("freetext")))
+			if _, err := chromedp.Call(tab, input.InsertText, input.InsertTextParams{Text: "ship\u200bit\u2060 now\U000E0041"}); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, tab, "warning", `!document.getElementById('freetext-warning').hidden`)
+			warning := eval[string](t, tab, `document.getElementById('freetext-warning-text').textContent + '|' + document.getElementById('freetext-shown').textContent`)
+			for _, want := range []string{"3", "U+200B", "U+2060", "U+E0041", "ship⟨U+200B⟩it⟨U+2060⟩ now⟨U+E0041⟩"} {
+				if !strings.Contains(warning, want) {
+					t.Errorf("warning %q lacks %q", warning, want)
+				}
+			}
+			if got := eval[string](t, tab, `document.getElementById('freetext').getAttribute('aria-invalid')`); got != "true" {
+				t.Errorf("aria-invalid %q", got)
+			}
+			screenshot(t, tab, "invisible-"+lang+"-desktop")
+			checkAxe(t, tab, "invisible-"+lang+"-desktop")
+
+			// Sending is refused (by click and by Ctrl+Enter); the focus goes to the fix.
+			step(t, tab, "try to send", chromedp.Click(chromedp.ID("option-0")), chromedp.Click(chromedp.ID("submit")))
+			step(t, tab, "try Ctrl+Enter", chromedp.Focus(chromedp.ID("freetext")), chromedp.KeyEvent(kb.Enter, chromedp.KeyModifiers(chromedp.ModifierCtrl)))
+			if got := eval[string](t, tab, `document.getElementById('main').dataset.state + ' ' + document.activeElement.id`); got != "pending freetext-clean" {
+				t.Errorf("after trying to send: %q, want pending with the focus on the remove button", got)
+			}
+			if r := do(t, c.Client, "GET", c.HTTP+"/api/feedback/"+cr.SessionID+"/status", "", "Authorization", "Bearer "+alice); !strings.Contains(r.Body, `"pending"`) {
+				t.Fatalf("something was sent: %s", r.Body)
+			}
+
+			step(t, tab, "remove them", chromedp.Click(chromedp.ID("freetext-clean")))
+			if got := eval[string](t, tab, `document.getElementById('freetext').value + '|' + document.getElementById('freetext-warning').hidden`); got != "shipit now|true" {
+				t.Errorf("after removing: %q", got)
+			}
+			step(t, tab, "send", chromedp.Click(chromedp.ID("submit")))
+			waitState(t, tab, "submitted")
+			r := do(t, c.Client, "GET", c.HTTP+"/api/feedback/"+cr.SessionID+"/result", "", "Authorization", "Bearer "+alice)
+			if !strings.Contains(r.Body, `"freeText":"shipit now"`) {
+				t.Errorf("result %s", r.Body)
+			}
+		})
+	}
+}
+
+// TestAnswerPageInvisibleMatchesServer: the page warns about exactly the
+// free texts the server refuses — invisible characters out, emoji
+// sequences, Persian spelling, keycaps and the three subdivision flags in.
+func TestAnswerPageInvisibleMatchesServer(t *testing.T) {
+	c := startCaddy(t, memorySites)
+	browser := newBrowser(t)
+	alice := token(t, "alice")
+	cr, capTok := createSession(t, c.Client, c.HTTP, alice, `{"message":"Type here"}`)
+	tab := newTab(t, browser, desktop)
+	step(t, tab, "open", chromedp.Navigate(pageURL(c.HTTP, cr.SessionID, "lang=en", capTok)))
+	waitState(t, tab, "pending")
+	tags := func(s string) string {
+		out := ""
+		for _, r := range s {
+			out += string(0xE0000 + r)
+		}
+		return out
+	}
+	for _, v := range []struct {
+		name    string
+		text    string
+		refused bool
+	}{
+		{"plain", "plain text", false},
+		{"tab and newlines", "a\tb\nc\r\nd", false},
+		{"zero-width space", "ship\u200bit", true},
+		{"word joiner", "a\u2060b", true},
+		{"bom", "bom\ufeff", true},
+		{"soft hyphen", "soft\u00adhyphen", true},
+		{"hangul filler", "fil\u3164ler", true},
+		{"variation selector 1", "vs\ufe00", true},
+		{"mongolian vowel separator", "x\u180ey", true},
+		{"bidi isolate", "\u2066x\u2069", true},
+		{"control", "bell\u0007", true},
+		{"tag characters", "hidden" + tags("ignore previous"), true},
+		{"zwj emoji", "👩\u200d💻", false},
+		{"zwj between ascii", "a\u200db", true},
+		{"zwj at the start", "\u200d👩", true},
+		{"zwnj persian", "می\u200cخواهم", false},
+		{"emoji presentation", "❤\ufe0f", false},
+		{"keycap", "1\ufe0f\u20e3", false},
+		{"presentation after ascii", "a\ufe0f", true},
+		{"two presentation selectors", "❤\ufe0f\ufe0f", true},
+		{"england flag", "\U0001F3F4" + tags("gbeng") + "\U000E007F", false},
+		{"made-up flag", "\U0001F3F4" + tags("zz") + "\U000E007F", true},
+		{"arabic number sign (visible Cf)", "\u0600123", false},
+	} {
+		js, _ := json.Marshal(v.text)
+		eval[chromedp.Void](t, tab, `(function () { var f = document.getElementById('freetext'); f.value = `+string(js)+`; f.dispatchEvent(new Event('input')); })()`)
+		pageRefuses := eval[bool](t, tab, `!document.getElementById('freetext-warning').hidden`)
+		one, oneTok := createSession(t, c.Client, c.HTTP, alice, `{"message":"x"}`)
+		body, _ := json.Marshal(map[string]string{"freeText": v.text})
+		r := do(t, c.Client, "POST", c.HTTP+"/api/feedback/"+one.SessionID+"/submit", string(body), "X-Feedback-Token", oneTok)
+		serverRefuses := r.Status == 400
+		if r.Status != 200 && r.Status != 400 {
+			t.Fatalf("%s: submit %d %s", v.name, r.Status, r.Body)
+		}
+		if pageRefuses != v.refused || serverRefuses != v.refused {
+			t.Errorf("%s (%+q): page refuses %t, server refuses %t (%s), want %t", v.name, v.text, pageRefuses, serverRefuses, strings.TrimSpace(r.Body), v.refused)
+		}
 	}
 }

@@ -1,9 +1,10 @@
 // The answer page's script. It reads the capability token from the link's
 // fragment (#t=…; browsers never send fragments, so it stays out of server
-// logs and Referer), fetches the question as JSON with the token in the
-// request body (bodies, unlike URLs and headers, are not in access logs),
-// submits the same way, and follows the session live over the WebSocket,
-// where the token is the first message (falling back to polling).
+// logs and Referer), takes it out of the address bar and the history list,
+// fetches the question as JSON with the token in the request body (bodies,
+// unlike URLs and headers, are not in access logs), submits the same way,
+// and follows the session live over the WebSocket, where the token is the
+// first message (falling back to polling).
 // Agent-supplied text is only ever set with textContent, except the message,
 // which the server has rendered from Markdown and sanitised.
 (function () {
@@ -14,6 +15,11 @@
   var id = main.getAttribute('data-session');
   var lang = main.getAttribute('data-lang') || 'en';
   var state = main.getAttribute('data-state');
+
+  var token = readLink();
+  if (token === null) {
+    return; // reloading with theme/lang in the query
+  }
   if (state === 'notfound' || !id) {
     return;
   }
@@ -26,7 +32,6 @@
   var submitURL = prefix + '/feedback/' + id + '/submit';
   var wsURL = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + prefix + '/ws/' + id + '?clientType=web';
 
-  var token = readToken();
   // One nonce per page load: a repeated or retried submit of this page's
   // answer gets the same success from the server instead of a conflict.
   var nonce = randomNonce();
@@ -39,6 +44,7 @@
   var formError = el('form-error');
   var countdown = el('countdown');
   var conn = el('conn');
+  var invisible = null; // the warning about invisible characters, built at the end
 
   var view = null;
   var skew = 0; // server clock minus this device's clock, in ms
@@ -53,9 +59,61 @@
   var again = false;
   var connects = 0;
 
-  function readToken() {
-    var m = /(?:^#|&)t=([A-Za-z0-9_-]{1,256})(?:&|$)/.exec(location.hash);
-    return m ? m[1] : '';
+  // readLink returns the capability token of this page's link, or null when
+  // the page is being reloaded. The link is …/feedback/<id>[?theme=…&lang=…]
+  // #t=<token>, but theme and lang are also accepted inside the fragment,
+  // after the token (#t=TOKEN&theme=dark, or #t=TOKEN?theme=dark&lang=zh as
+  // when "?theme=…" is appended to a whole link): the server renders the
+  // page in a theme and language, so those move to the query, with one
+  // reload. The token then leaves the address bar and the history list; it
+  // stays in this history entry's state (not its URL), so a reload, or a
+  // phone restoring a discarded tab, still works.
+  function readLink() {
+    var frag = { t: '', theme: '', lang: '' };
+    var valid = { theme: ['dark', 'light'], lang: ['en', 'zh'] };
+    var parts = location.hash.replace(/^#/, '').split(/[?&]/);
+    for (var i = 0; i < parts.length; i++) {
+      var eq = parts[i].indexOf('=');
+      if (eq < 1) {
+        continue;
+      }
+      var key = parts[i].slice(0, eq);
+      var value;
+      try {
+        value = decodeURIComponent(parts[i].slice(eq + 1));
+      } catch (e) {
+        continue;
+      }
+      if (key === 't' && !frag.t && /^[A-Za-z0-9_-]{1,256}$/.test(value)) {
+        frag.t = value;
+      } else if (valid[key] && !frag[key] && valid[key].indexOf(value) >= 0) {
+        frag[key] = value;
+      }
+    }
+    var st = history.state;
+    var tok = frag.t || (st && st.fbSession === id && typeof st.fbToken === 'string' ? st.fbToken : '');
+
+    var params = new URLSearchParams(location.search);
+    var move = false;
+    ['theme', 'lang'].forEach(function (k) {
+      // A valid value in the query wins; the fragment fills in the rest.
+      if (frag[k] && valid[k].indexOf(params.get(k)) < 0) {
+        params.set(k, frag[k]);
+        move = true;
+      }
+    });
+    if (move) {
+      location.replace(location.pathname + '?' + params.toString() + (frag.t ? '#t=' + frag.t : ''));
+      return null;
+    }
+    if (location.hash) {
+      try {
+        history.replaceState(tok ? { fbSession: id, fbToken: tok } : null, '', location.pathname + location.search);
+      } catch (e) {
+        // Some embedded browsers refuse replaceState; the page still works.
+      }
+    }
+    return tok;
   }
 
   function randomNonce() {
@@ -249,12 +307,220 @@
     return out;
   }
 
+  // Invisible characters, by the server's rule (internal/validate): control
+  // characters other than tab and newlines, and Unicode's default-ignorable
+  // characters (format characters Cf such as zero-width spaces, the word
+  // joiner, U+FEFF, soft hyphen and bidi controls; variation selectors;
+  // Hangul fillers; the tag block U+E0000–U+E0FFF), but not the prepended
+  // concatenation marks, which are visible. Real text keeps what it needs:
+  // ZWJ/ZWNJ between two visible non-ASCII characters (👩‍💻, Persian and
+  // Indic spelling), one presentation selector after a non-ASCII character
+  // or a keycap base (❤️, 1️⃣), and the England, Scotland and Wales flags.
+  // Anything else would be sent without the person seeing it (and refused
+  // by the server), so the page shows where it is and sends nothing until
+  // it is gone.
+  var ignorableRE = /[\p{Default_Ignorable_Code_Point}\p{Cf}]/u;
+  var prependedMarkRE = /[\u0600-\u0605\u06DD\u070F\u0890\u0891\u08E2\u{110BD}\u{110CD}]/u;
+  var flagTags = ['gbeng', 'gbsct', 'gbwls'];
+
+  function isControl(cp) {
+    return (cp < 0x20 && cp !== 0x09 && cp !== 0x0A && cp !== 0x0D) || (cp >= 0x7F && cp <= 0x9F);
+  }
+
+  function isIgnorable(ch) {
+    var cp = ch.codePointAt(0);
+    if (cp < 0xAD) {
+      return false;
+    }
+    if (cp >= 0xE0000 && cp <= 0xE0FFF) {
+      return true;
+    }
+    return ignorableRE.test(ch) && !prependedMarkRE.test(ch);
+  }
+
+  // visibleNonASCII: a character a joiner or presentation selector may attach to.
+  function visibleNonASCII(ch) {
+    if (!ch) {
+      return false;
+    }
+    var cp = ch.codePointAt(0);
+    if (cp < 0x80 || cp === 0xFFFD || /\s/u.test(ch) || isControl(cp)) {
+      return false;
+    }
+    return cp === 0xFE0E || cp === 0xFE0F || !isIgnorable(ch);
+  }
+
+  // inFlagTag: the tag character chars[i] belongs to 🏴 + gbeng/gbsct/gbwls + cancel tag.
+  function inFlagTag(chars, i) {
+    var start = i;
+    while (start > 0) {
+      var c = chars[start - 1].codePointAt(0);
+      if (c < 0xE0020 || c > 0xE007F) {
+        break;
+      }
+      start--;
+    }
+    if (start === 0 || chars[start - 1].codePointAt(0) !== 0x1F3F4) {
+      return false;
+    }
+    for (var f = 0; f < flagTags.length; f++) {
+      var tag = flagTags[f];
+      var ok = i <= start + tag.length;
+      for (var k = 0; ok && k <= tag.length; k++) {
+        var want = k < tag.length ? 0xE0000 + tag.charCodeAt(k) : 0xE007F;
+        ok = start + k < chars.length && chars[start + k].codePointAt(0) === want;
+      }
+      if (ok) {
+        return true;
+      }
+    }
+    return false;
+  }
+
+  function refusedAt(chars, i) {
+    var ch = chars[i];
+    var cp = ch.codePointAt(0);
+    if (isControl(cp)) {
+      return true;
+    }
+    if (!isIgnorable(ch)) {
+      return false;
+    }
+    var prev = chars[i - 1];
+    var next = chars[i + 1];
+    if (cp === 0x200C || cp === 0x200D) {
+      return !visibleNonASCII(prev) || !visibleNonASCII(next);
+    }
+    if (cp === 0xFE0E || cp === 0xFE0F) {
+      if (!prev || prev === '\uFE0E' || prev === '\uFE0F') {
+        return true;
+      }
+      return !visibleNonASCII(prev) && '0123456789#*'.indexOf(prev) < 0;
+    }
+    if (cp >= 0xE0020 && cp <= 0xE007F) {
+      return !inFlagTag(chars, i);
+    }
+    return true;
+  }
+
+  // findInvisible lists the refused characters of text by code point index.
+  function findInvisible(chars) {
+    var found = [];
+    for (var i = 0; i < chars.length; i++) {
+      if (refusedAt(chars, i)) {
+        found.push(i);
+      }
+    }
+    return found;
+  }
+
+  var invisibleText = {
+    en: {
+      warn1: 'Your answer contains an invisible character that would be sent with it: {list}. Remove it to send the answer.',
+      warn: 'Your answer contains {n} invisible characters that would be sent with it: {list}. Remove them to send the answer.',
+      clean: 'Remove invisible characters'
+    },
+    zh: {
+      warn1: '你的回答中有 1 个不可见字符，会随回答一起发送：{list}。删除后才能发送。',
+      warn: '你的回答中有 {n} 个不可见字符，会随回答一起发送：{list}。删除它们后才能发送。',
+      clean: '删除不可见字符'
+    }
+  }[lang === 'zh' ? 'zh' : 'en'];
+
+  function codePoint(ch) {
+    var hex = ch.codePointAt(0).toString(16).toUpperCase();
+    return 'U+' + ('0000' + hex).slice(-Math.max(4, hex.length));
+  }
+
+  // invisibleWarning builds the warning under the text box: what was found,
+  // where (each spot with a little context, the characters shown as
+  // ⟨U+200B⟩), and a button that removes them.
+  function invisibleWarning() {
+    var box = document.createElement('div');
+    box.id = 'freetext-warning';
+    box.className = 'form-error';
+    box.setAttribute('aria-live', 'polite');
+    box.hidden = true;
+    var p = document.createElement('p');
+    p.id = 'freetext-warning-text';
+    var shownP = document.createElement('p');
+    shownP.className = 'pre';
+    var shown = document.createElement('code');
+    shown.id = 'freetext-shown';
+    shownP.appendChild(shown);
+    var btn = document.createElement('button');
+    btn.type = 'button';
+    btn.id = 'freetext-clean';
+    btn.textContent = invisibleText.clean;
+    btn.addEventListener('click', function () {
+      var chars = Array.from(freetext.value);
+      var drop = findInvisible(chars);
+      freetext.value = chars.filter(function (_, i) { return drop.indexOf(i) < 0; }).join('');
+      checkInvisible();
+      freetext.focus();
+    });
+    box.appendChild(p);
+    box.appendChild(shownP);
+    box.appendChild(btn);
+    freetext.parentNode.insertBefore(box, freetext.nextSibling);
+    freetext.addEventListener('input', checkInvisible);
+    return { box: box, text: p, shown: shown, button: btn };
+  }
+
+  // checkInvisible updates the warning; it returns how many were found.
+  function checkInvisible() {
+    var chars = Array.from(freetext.value);
+    var found = findInvisible(chars);
+    invisible.box.hidden = !found.length;
+    if (!found.length) {
+      freetext.removeAttribute('aria-invalid');
+      freetext.removeAttribute('aria-describedby');
+      return 0;
+    }
+    var kinds = [];
+    for (var i = 0; i < found.length; i++) {
+      var cp = codePoint(chars[found[i]]);
+      if (kinds.indexOf(cp) < 0) {
+        kinds.push(cp);
+      }
+    }
+    invisible.text.textContent = fill(found.length === 1 ? invisibleText.warn1 : invisibleText.warn, { n: found.length, list: kinds.join(', ') });
+    // Up to three spots, each with a dozen characters of context (spots
+    // that overlap are one); the refused characters show as ⟨U+200B⟩.
+    var ranges = [];
+    for (var j = 0; j < found.length; j++) {
+      var from = Math.max(0, found[j] - 12);
+      var to = Math.min(chars.length, found[j] + 13);
+      var last = ranges[ranges.length - 1];
+      if (last && from <= last.to) {
+        last.to = to;
+      } else if (ranges.length < 3) {
+        ranges.push({ from: from, to: to });
+      }
+    }
+    invisible.shown.textContent = ranges.map(function (r) {
+      var piece = '';
+      for (var k = r.from; k < r.to; k++) {
+        piece += found.indexOf(k) >= 0 ? '⟨' + codePoint(chars[k]) + '⟩' : chars[k];
+      }
+      return (r.from > 0 ? '…' : '') + piece + (r.to < chars.length ? '…' : '');
+    }).join('\n');
+    freetext.setAttribute('aria-invalid', 'true');
+    freetext.setAttribute('aria-describedby', 'freetext-warning-text');
+    return found.length;
+  }
+
   function submit() {
     if (submitting || state !== 'pending' || !view) {
       return;
     }
     var sel = selected();
     var text = view.allowFreeText ? freetext.value : '';
+    if (text && checkInvisible()) {
+      showError('');
+      invisible.button.focus();
+      return;
+    }
     if (!sel.length && !text.trim()) {
       showError(view.allowFreeText ? S['err.choose'] : S['err.chooseOnly']);
       return;
@@ -459,5 +725,6 @@
     }
   });
 
+  invisible = invisibleWarning();
   load();
 })();
