@@ -1,6 +1,7 @@
 package store_test
 
 import (
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -12,23 +13,26 @@ import (
 	"github.com/mcpfeedback/caddy-mcp-feedback/store/storetest"
 )
 
-// aclRule is the least-privilege Redis ACL user the module needs, for the
-// default key prefix mcpfb: (the README quotes this line; replace both
-// mcpfb: with your key_prefix). Every command is one the store or its Lua
-// scripts run; keys and channels are limited to the prefix.
-const aclRule = "on >CHANGE-ME resetkeys ~mcpfb:* resetchannels &mcpfb:events -@all " +
-	"+hello +auth +ping +client|setname +select " +
-	"+evalsha +eval +script|load +subscribe +unsubscribe " +
-	"+hget +hgetall +hset +exists +pexpire +pttl +publish +time +zadd +zcard +zrange +zrem +zremrangebyscore"
-
 // TestRedisLeastPrivilegeUser: the whole store contract and the quotas
-// run as a Redis user limited to aclRule; outside its key prefix it can do
-// nothing.
+// run as a Redis user made with the README's `ACL SETUSER mcpfb …` line
+// (the least the module needs); outside its key prefix it can do nothing.
 func TestRedisLeastPrivilegeUser(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rule []string
+	for _, line := range strings.Split(string(readme), "\n") {
+		if rest, ok := strings.CutPrefix(line, "ACL SETUSER mcpfb "); ok {
+			rule = strings.Fields(strings.Replace(rest, ">PASSWORD", ">s3cret-pw", 1))
+		}
+	}
+	if rule == nil {
+		t.Fatal("the README has no `ACL SETUSER mcpfb …` line")
+	}
 	srv := redistest.Start(t)
 	admin := adminClient(t, srv)
-	rule := strings.Replace(aclRule, ">CHANGE-ME", ">s3cret-pw", 1)
-	if err := admin.Do(t.Context(), admin.B().Arbitrary("ACL", "SETUSER", "mcpfb").Args(strings.Fields(rule)...).Build()).Error(); err != nil {
+	if err := admin.Do(t.Context(), admin.B().Arbitrary("ACL", "SETUSER", "mcpfb").Args(rule...).Build()).Error(); err != nil {
 		t.Fatalf("ACL SETUSER: %v", err)
 	}
 	url := "redis://mcpfb:s3cret-pw@" + srv.Addr + "/0"
