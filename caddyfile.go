@@ -33,6 +33,10 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		jwt_secret         {env.JWT_SECRET}
 //		jwt_issuer         <iss>
 //		jwt_audience       <aud>
+//		jwt_previous_secrets {env.OLD_JWT_SECRET} [...]
+//		jwt_jwks           <https url of a JWKS>
+//		jwt_oidc_issuer    <https issuer url>   (OIDC discovery; instead of jwt_jwks)
+//		jwt_jwks_insecure_loopback_for_tests    (tests only: http on loopback)
 //		public_url         <https://host[/prefix]>
 //		store              memory | redis <url> { key_prefix <prefix> }
 //		default_timeout    <duration>
@@ -78,6 +82,17 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = oneDuration(d, &h.JWTMaxTTL)
 		case "jwt_denied_jtis":
 			err = manyStrings(d, &h.JWTDeniedJTIs)
+		case "jwt_previous_secrets":
+			err = manyStrings(d, &h.JWTPreviousSecrets)
+		case "jwt_jwks":
+			err = oneString(d, &h.JWTJWKS)
+		case "jwt_oidc_issuer":
+			err = oneString(d, &h.JWTOIDCIssuer)
+		case "jwt_jwks_insecure_loopback_for_tests":
+			if d.NextArg() {
+				return d.Errf("%s takes no value", name)
+			}
+			h.JWTJWKSInsecureLoopbackForTests = true
 		case "public_url":
 			err = oneString(d, &h.PublicURL)
 		case "store":
@@ -128,7 +143,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("elicitation must be off, url or form, not %q", h.Elicitation)
 			}
 		default:
-			return d.Errf("unknown mcp_feedback option %q (known: jwt_secret, jwt_issuer, jwt_audience, jwt_max_ttl, jwt_denied_jtis, public_url, store, "+
+			return d.Errf("unknown mcp_feedback option %q (known: jwt_secret, jwt_issuer, jwt_audience, jwt_max_ttl, jwt_denied_jtis, jwt_previous_secrets, jwt_jwks, jwt_oidc_issuer, jwt_jwks_insecure_loopback_for_tests, public_url, store, "+
 				"default_timeout, min_timeout, max_timeout, max_message_length, max_options, max_option_length, retention, max_pending_per_subject, creates_per_minute, notify, allowed_origins, ws_max_per_session, ws_max_per_subject, elicitation, mcp_max_sessions_per_subject, mcp_max_calls_per_subject, link_to_agent)", name)
 		}
 		if err != nil {

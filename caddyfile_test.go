@@ -1,16 +1,24 @@
 package mcpfeedback
 
 import (
+	"crypto/rand"
+	"crypto/rsa"
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/MicahParks/jwkset"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/golang-jwt/jwt/v5"
 	"go.uber.org/zap"
 
 	"github.com/mcpfeedback/caddy-mcp-feedback/feedback"
+	"github.com/mcpfeedback/caddy-mcp-feedback/internal/auth"
 )
 
 func TestUnmarshalCaddyfile(t *testing.T) {
@@ -80,12 +88,20 @@ func TestProvisionFailsClosed(t *testing.T) {
 		h    Handler
 		want string
 	}{
-		"no secret":        {Handler{}, "jwt_secret is required"},
-		"unset env":        {Handler{JWTSecret: "{env.MCPFB_TEST_UNSET_SECRET}"}, "jwt_secret is required"},
-		"short secret":     {Handler{JWTSecret: "short"}, "at least 32 bytes"},
-		"bad limits":       {Handler{JWTSecret: strings.Repeat("s", 32), MinTimeout: caddy.Duration(time.Hour), MaxTimeout: caddy.Duration(time.Minute)}, "min_timeout"},
-		"bad public_url":   {Handler{JWTSecret: strings.Repeat("s", 32), PublicURL: "ftp://x"}, "public_url"},
-		"public_url+query": {Handler{JWTSecret: strings.Repeat("s", 32), PublicURL: "https://x/?a=b"}, "public_url"},
+		"no secret":               {Handler{}, "jwt_secret is required"},
+		"unset env":               {Handler{JWTSecret: "{env.MCPFB_TEST_UNSET_SECRET}"}, "jwt_secret is required"},
+		"short secret":            {Handler{JWTSecret: "short"}, "at least 32 bytes"},
+		"bad limits":              {Handler{JWTSecret: strings.Repeat("s", 32), MinTimeout: caddy.Duration(time.Hour), MaxTimeout: caddy.Duration(time.Minute)}, "min_timeout"},
+		"bad public_url":          {Handler{JWTSecret: strings.Repeat("s", 32), PublicURL: "ftp://x"}, "public_url"},
+		"public_url+query":        {Handler{JWTSecret: strings.Repeat("s", 32), PublicURL: "https://x/?a=b"}, "public_url"},
+		"short previous secret":   {Handler{JWTSecret: strings.Repeat("s", 32), JWTPreviousSecrets: []string{"short"}}, "jwt_previous_secrets: secret 1"},
+		"unset previous secret":   {Handler{JWTSecret: strings.Repeat("s", 32), JWTPreviousSecrets: []string{"{env.MCPFB_TEST_UNSET_SECRET}"}}, "jwt_previous_secrets"},
+		"previous without secret": {Handler{JWTPreviousSecrets: []string{strings.Repeat("p", 32)}, JWTOIDCIssuer: "https://idp.example", JWTAudience: "a"}, "needs jwt_secret"},
+		"jwks without audience":   {Handler{JWTOIDCIssuer: "https://idp.example"}, "jwt_audience is required"},
+		"jwks url without issuer": {Handler{JWTJWKS: "https://idp.example/jwks", JWTAudience: "a"}, "jwt_issuer is required"},
+		"jwks and oidc issuer":    {Handler{JWTJWKS: "https://idp.example/jwks", JWTOIDCIssuer: "https://idp.example", JWTAudience: "a"}, "not both"},
+		"http jwks":               {Handler{JWTJWKS: "http://127.0.0.1:1/jwks", JWTIssuer: "i", JWTAudience: "a"}, "must be https"},
+		"http jwks, not loopback": {Handler{JWTJWKS: "http://idp.example/jwks", JWTIssuer: "i", JWTAudience: "a", JWTJWKSInsecureLoopbackForTests: true}, "loopback"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			ctx, cancel := caddy.NewContext(caddy.Context{Context: t.Context()})
@@ -279,5 +295,99 @@ func TestSecurityOptions(t *testing.T) {
 		if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(bad)); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
+	}
+}
+
+// TestCaddyfileTokenSources: the subdirectives of secret rotation and of
+// identity-provider tokens.
+func TestCaddyfileTokenSources(t *testing.T) {
+	var h Handler
+	err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(`mcp_feedback {
+		jwt_secret {env.JWT_SECRET}
+		jwt_previous_secrets {env.OLD_JWT_SECRET} {env.OLDER_JWT_SECRET}
+		jwt_oidc_issuer https://login.example/realms/acme
+		jwt_jwks https://login.example/realms/acme/protocol/openid-connect/certs
+		jwt_audience https://fb.example/mcp
+		jwt_jwks_insecure_loopback_for_tests
+	}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(h.JWTPreviousSecrets, ",") != "{env.OLD_JWT_SECRET},{env.OLDER_JWT_SECRET}" ||
+		h.JWTOIDCIssuer != "https://login.example/realms/acme" || h.JWTJWKS != "https://login.example/realms/acme/protocol/openid-connect/certs" ||
+		!h.JWTJWKSInsecureLoopbackForTests {
+		t.Fatalf("parsed %+v", h)
+	}
+	for in, want := range map[string]string{
+		"mcp_feedback {\n jwt_previous_secrets\n}":                    "needs at least one value",
+		"mcp_feedback {\n jwt_jwks\n}":                                "needs a value",
+		"mcp_feedback {\n jwt_oidc_issuer a b\n}":                     "takes one value",
+		"mcp_feedback {\n jwt_jwks_insecure_loopback_for_tests on\n}": "takes no value",
+		"mcp_feedback {\n jwt_jwks https://a\n jwt_jwks https://b\n}": "set twice",
+		"mcp_feedback {\n jwt_jwks_insecure_loopback_for_test\n}":     "unknown mcp_feedback option",
+	} {
+		var h Handler
+		if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(in)); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want %q", in, err, want)
+		}
+	}
+}
+
+// TestProvisionJWKS: Provision builds a JWKS-mode verifier (here from a
+// loopback http JWKS through the test switch), an RS256 token from the
+// provider verifies, an HS256 one does not, and Cleanup stops the fetches.
+func TestProvisionJWKS(t *testing.T) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jwk, err := jwkset.NewJWKFromKey(key.Public(), jwkset.JWKOptions{Metadata: jwkset.JWKMetadataOptions{KID: "k1", USE: jwkset.UseSig}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, _ := json.Marshal(jwkset.JWKSMarshal{Keys: []jwkset.JWKMarshal{jwk.Marshal()}})
+	var fetches atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		fetches.Add(1)
+		_, _ = w.Write(doc)
+	}))
+	defer srv.Close()
+
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: t.Context()})
+	defer cancel()
+	// The store is a module that does not exist, so Provision fails after
+	// building the verifier (a full Provision needs a running Caddy: the
+	// e2e test TestJWKSTokens): Cleanup must close it all the same.
+	h := Handler{JWTJWKS: srv.URL + "/jwks", JWTIssuer: "https://idp.example", JWTAudience: "https://fb.example/mcp",
+		JWTJWKSInsecureLoopbackForTests: true, StoreRaw: json.RawMessage(`{"backend":"mcpfb_test_none"}`)}
+	if err := h.Provision(ctx); err == nil || !strings.Contains(err.Error(), "store") {
+		t.Fatalf("Provision: %v", err)
+	}
+	sign := func(kid string) string {
+		tok := jwt.NewWithClaims(jwt.SigningMethodRS256, jwt.MapClaims{"iss": "https://idp.example", "aud": "https://fb.example/mcp",
+			"sub": "alice", "iat": time.Now().Unix(), "exp": time.Now().Add(time.Hour).Unix()})
+		tok.Header["kid"], tok.Header["typ"] = kid, "at+jwt"
+		s, err := tok.SignedString(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	if c, aerr := h.verifier.Verify(sign("k1")); aerr != nil || c.Subject != "alice" {
+		t.Fatalf("provider token: %v", aerr)
+	}
+	hs, _ := auth.Mint([]byte(strings.Repeat("s", 32)), auth.TokenOptions{Subject: "alice", TTL: time.Hour, Issuer: "https://idp.example", Audience: "https://fb.example/mcp"})
+	if _, aerr := h.verifier.Verify(hs); aerr == nil || aerr.Reason != "algorithm" {
+		t.Fatalf("HS256 token in JWKS-only mode: %v", aerr)
+	}
+	if err := h.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	before := fetches.Load()
+	if _, aerr := h.verifier.Verify(sign("k2")); aerr == nil {
+		t.Fatal("unknown kid accepted")
+	}
+	if n := fetches.Load(); n != before {
+		t.Fatalf("fetched after Cleanup (%d → %d)", before, n)
 	}
 }

@@ -53,6 +53,12 @@ func Defaults() Handler {
 type settings struct {
 	secret, issuer, audience string
 	maxTTL                   time.Duration
+	// previousSecrets verify only (jwt_previous_secrets).
+	previousSecrets [][]byte
+	// jwksURL or oidcIssuer turns on JWKS mode; jwksInsecure is the
+	// loopback-http test switch.
+	jwksURL, oidcIssuer string
+	jwksInsecure        bool
 	// publicURL is the base of answer links without a trailing slash; ""
 	// means each request's own scheme, host and stripped prefix.
 	publicURL string
@@ -138,8 +144,8 @@ func (h *Handler) resolve() (*settings, error) {
 		mcpCallsPerSubj: h.MCPMaxCallsPerSubject,
 		linkToAgent:     *h.LinkToAgent,
 	}
-	if s.secret == "" {
-		return nil, errors.New("jwt_secret is required (e.g. `jwt_secret {env.JWT_SECRET}` with JWT_SECRET set); the module never runs without authentication")
+	if err := h.resolveAuth(repl, s); err != nil {
+		return nil, err
 	}
 	if err := checkLimits(s.limits); err != nil {
 		return nil, err
@@ -181,6 +187,47 @@ func (h *Handler) resolve() (*settings, error) {
 	return s, nil
 }
 
+// resolveAuth checks and fills the token settings: a shared secret (and
+// previous ones), an identity provider's JWKS, or both.
+func (h *Handler) resolveAuth(repl *caddy.Replacer, s *settings) error {
+	s.jwksURL = repl.ReplaceKnown(h.JWTJWKS, "")
+	s.oidcIssuer = repl.ReplaceKnown(h.JWTOIDCIssuer, "")
+	s.jwksInsecure = h.JWTJWKSInsecureLoopbackForTests
+	jwks := s.jwksURL != "" || s.oidcIssuer != ""
+	if s.secret == "" && !jwks {
+		return errors.New("jwt_secret is required (e.g. `jwt_secret {env.JWT_SECRET}` with JWT_SECRET set), or an identity provider's keys (jwt_jwks or jwt_oidc_issuer); the module never runs without authentication")
+	}
+	if s.secret != "" && len(s.secret) < auth.MinSecretLength {
+		return fmt.Errorf("jwt_secret must be at least %d bytes, got %d", auth.MinSecretLength, len(s.secret))
+	}
+	for i, raw := range h.JWTPreviousSecrets {
+		p := repl.ReplaceKnown(raw, "")
+		if len(p) < auth.MinSecretLength {
+			return fmt.Errorf("jwt_previous_secrets: secret %d is %d bytes, at least %d are required (an unset environment variable gives 0)", i+1, len(p), auth.MinSecretLength)
+		}
+		s.previousSecrets = append(s.previousSecrets, []byte(p))
+	}
+	if len(s.previousSecrets) > 0 && s.secret == "" {
+		return errors.New("jwt_previous_secrets needs jwt_secret: previous secrets only verify, the current one signs")
+	}
+	if !jwks {
+		return nil
+	}
+	if s.jwksURL != "" && s.oidcIssuer != "" {
+		return errors.New("set jwt_jwks or jwt_oidc_issuer, not both")
+	}
+	if s.issuer == "" {
+		s.issuer = s.oidcIssuer
+	}
+	if s.issuer == "" {
+		return errors.New("jwt_issuer is required with jwt_jwks: the iss the identity provider puts in its tokens")
+	}
+	if s.audience == "" {
+		return errors.New("jwt_audience is required with jwt_jwks or jwt_oidc_issuer: an identity provider signs tokens for many services, and only those naming this one (aud) may be accepted")
+	}
+	return nil
+}
+
 func checkLimits(l validate.Limits) error {
 	if l.MinTimeout < time.Second || l.MinTimeout%time.Second != 0 || l.MaxTimeout%time.Second != 0 || l.DefaultTimeout%time.Second != 0 {
 		return errors.New("timeouts must be whole seconds, and min_timeout at least 1s")
@@ -195,6 +242,11 @@ func checkLimits(l validate.Limits) error {
 // every instance sharing the secret shares it, and no two purposes share a
 // key.
 func deriveKey(secret, purpose string) []byte {
+	if secret == "" {
+		// JWKS only (jwt_jwks, jwt_oidc_issuer): no shared secret, so no
+		// shared key; an HMAC under an empty key would be public.
+		return nil
+	}
 	h := hmac.New(sha256.New, []byte(secret))
 	h.Write([]byte("caddy-mcp-feedback: " + purpose))
 	return h.Sum(nil)

@@ -55,6 +55,37 @@ type Handler struct {
 	// `caddy mcp-feedback token --print-jti`) without rotating the secret.
 	JWTDeniedJTIs []string `json:"jwt_denied_jtis,omitempty"`
 
+	// JWTPreviousSecrets are secrets that verify tokens but sign none, for
+	// rotating jwt_secret without cutting agents off: make the new secret
+	// jwt_secret, list the old one here until its tokens have expired.
+	// Each at least 32 bytes; placeholders such as `{env.OLD_JWT_SECRET}`.
+	// A token's `kid` (minted tokens carry the first 8 hex characters of
+	// their secret's SHA-256) picks its secret; a token without one is
+	// tried against every secret, current first.
+	JWTPreviousSecrets []string `json:"jwt_previous_secrets,omitempty"`
+
+	// JWTJWKS is the https URL of an identity provider's JWKS. With it,
+	// access tokens signed by the provider (RS256/384/512, PS256/384/512,
+	// ES256/384/512, EdDSA; the algorithm is the key's, never the
+	// token's) are accepted; jwt_issuer and jwt_audience are then required.
+	// The keys are refreshed hourly and refetched when a token names an
+	// unknown `kid`, at most once a minute. With jwt_secret too, HS256
+	// tokens are checked against the secret(s) and all others against the
+	// JWKS (a migration). Use jwt_oidc_issuer instead to find the URL by
+	// OpenID Connect discovery.
+	JWTJWKS string `json:"jwt_jwks,omitempty"`
+
+	// JWTOIDCIssuer is an OpenID Connect issuer URL (exactly as in its
+	// tokens' `iss`): the JWKS is the `jwks_uri` of
+	// `<issuer>/.well-known/openid-configuration`, and jwt_issuer defaults
+	// to it. Otherwise as jwt_jwks, which it excludes.
+	JWTOIDCIssuer string `json:"jwt_oidc_issuer,omitempty"`
+
+	// JWTJWKSInsecureLoopbackForTests lets jwt_jwks and jwt_oidc_issuer be
+	// plain http:// when their host is 127.0.0.1, ::1 or localhost. For
+	// tests only; a warning is logged when it is on.
+	JWTJWKSInsecureLoopbackForTests bool `json:"jwt_jwks_insecure_loopback_for_tests,omitempty"`
+
 	// PublicURL is the base of answer links, e.g. `https://feedback.example.com`
 	// (with a path when the module is mounted under one). When unset it is
 	// derived from each request's scheme, host and stripped path prefix.
@@ -155,6 +186,7 @@ type Handler struct {
 	// end here, because Caddy waits for them before its own context ends.
 	stopHooks []func(exiting bool)
 	notifier  *notify.Notifier
+	verifier  *auth.Verifier
 }
 
 // CaddyModule returns the Caddy module information.
@@ -176,11 +208,19 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if cfg.publicURL == "" {
 		h.logger.Warn("public_url is not set: answer links follow each request's scheme, Host and path prefix; set it when this site answers to more than one host name")
 	}
-	verifier, err := auth.NewVerifierWith([]byte(cfg.secret), auth.VerifierOptions{
-		Issuer: cfg.issuer, Audience: cfg.audience, MaxTTL: cfg.maxTTL, DeniedJTIs: h.JWTDeniedJTIs})
-	if err != nil {
-		return fmt.Errorf("jwt_secret: %w", err)
+	if cfg.jwksInsecure {
+		h.logger.Warn("jwt_jwks_insecure_loopback_for_tests is on: identity-provider keys may be fetched over plain http from loopback; never use this in production")
 	}
+	verifier, err := auth.NewVerifierFrom(ctx, auth.Options{
+		VerifierOptions: auth.VerifierOptions{Issuer: cfg.issuer, Audience: cfg.audience, MaxTTL: cfg.maxTTL, DeniedJTIs: h.JWTDeniedJTIs},
+		Secret:          []byte(cfg.secret), PreviousSecrets: cfg.previousSecrets,
+		JWKS: auth.JWKSOptions{URL: cfg.jwksURL, OIDCIssuer: cfg.oidcIssuer, InsecureLoopbackForTests: cfg.jwksInsecure,
+			Logger: h.logger.Named("jwks")},
+	})
+	if err != nil {
+		return fmt.Errorf("jwt: %w", err)
+	}
+	h.verifier = verifier
 
 	if h.StoreRaw == nil {
 		h.StoreRaw = json.RawMessage(`{"backend":"memory"}`)
@@ -313,6 +353,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 // store (and the MCP sessions on it) close only when the last
 // configuration using it is gone.
 func (h *Handler) Cleanup() error {
+	h.verifier.Close() // stops JWKS refreshes; nil-safe
 	if h.human != nil {
 		// Normally done already by the "stopping" hook; this covers a
 		// configuration unloaded without that event. Idempotent.

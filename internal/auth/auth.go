@@ -5,7 +5,8 @@
 // absent, any `crit` header refused, lifetimes capped (30 days by default),
 // revoked `jti`s refused, and bearer strings over 8 KiB refused before
 // parsing. There is no anonymous mode: a Verifier cannot be built without a
-// secret of at least 32 bytes.
+// secret of at least 32 bytes, or (NewVerifierFrom, modes.go) an identity
+// provider's keys; NewVerifierFrom also takes previous secrets (rotation.go).
 package auth
 
 import (
@@ -146,6 +147,8 @@ type Verifier struct {
 	// cannot change, so a hit only has to check that it has not expired.
 	mu       sync.Mutex
 	verified map[string]*Claims
+	// modes: previous secrets and JWKS (modes.go, NewVerifierFrom).
+	modes verifierModes
 }
 
 // verifiedCacheSize bounds the cache; when full it starts over.
@@ -274,9 +277,8 @@ func (v *Verifier) Verify(token string) (*Claims, *Error) {
 		v.mu.Unlock()
 	}
 	claims := &Claims{}
-	_, err := v.parser.ParseWithClaims(token, claims, v.key)
-	if err != nil {
-		return nil, &Error{Code: "invalid_token", Reason: reason(err), Err: err}
+	if aerr := v.parse(token, claims); aerr != nil {
+		return nil, aerr
 	}
 	if claims.Subject == "" {
 		return nil, &Error{Code: "invalid_token", Reason: "claims", Err: errors.New("token has no sub claim")}
@@ -449,7 +451,9 @@ func Mint(secret []byte, o TokenOptions) (string, error) {
 		s := strings.Join(o.Scope, " ")
 		c.Scope = &s
 	}
-	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(secret)
+	t := jwt.NewWithClaims(jwt.SigningMethodHS256, c)
+	t.Header["kid"] = SecretKeyID(secret) // picks the secret after a rotation (rotation.go)
+	tok, err := t.SignedString(secret)
 	if err != nil {
 		return "", fmt.Errorf("signing token: %w", err)
 	}
