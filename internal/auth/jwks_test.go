@@ -386,7 +386,7 @@ func TestJWKSUnknownKIDRefetch(t *testing.T) {
 func TestJWKSUnknownKIDRate(t *testing.T) {
 	keys(t)
 	idp := newTestIdP(t, true, testRSA)
-	v := idp.verifier(t, func(o *Options) { o.JWKS.UnknownKIDEvery = 300 * time.Millisecond })
+	v := idp.verifier(t, func(o *Options) { o.JWKS.UnknownKIDEvery = time.Second })
 	tok := signWith(t, testKey{"later", jwt.SigningMethodRS256, rsaKey, ""}, idpClaims(idp.srv.URL), nil)
 	for range 5 {
 		_, _ = v.Verify(tok)
@@ -394,7 +394,7 @@ func TestJWKSUnknownKIDRate(t *testing.T) {
 	if n := idp.fetches.Load(); n != 2 {
 		t.Fatalf("%d fetches, want 2", n)
 	}
-	time.Sleep(350 * time.Millisecond)
+	time.Sleep(1100 * time.Millisecond)
 	for range 5 {
 		_, _ = v.Verify(tok)
 	}
