@@ -248,3 +248,18 @@ func TestMCPSessionAcrossInstances(t *testing.T) {
 		t.Fatalf("A's session on B with another token of the same identity: %d, want 200", code)
 	}
 }
+
+// TestMCPWithholdLink: with link_to_agent off, interactive_feedback tells
+// the agent the session id and never the capability link, in its text or
+// its structured result.
+func TestMCPWithholdLink(t *testing.T) {
+	e := newMCPEnv(t, store.NewMemory())
+	e.svc.cfg.WithholdLink = true
+	r := e.rawSession(mint(t, "alice"))
+	r.id++
+	resp := r.post(fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"interactive_feedback","arguments":{"message":"Pay the invoice?"}}}`, r.id), nil)
+	if resp.code != http.StatusOK || !strings.Contains(resp.body, "sessionId") || strings.Contains(resp.body, "#t=") ||
+		strings.Contains(resp.body, "feedbackUrl") || strings.Contains(resp.body, "/feedback/") {
+		t.Fatalf("interactive_feedback with the link withheld: %d %s", resp.code, resp.body)
+	}
+}
