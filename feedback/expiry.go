@@ -65,10 +65,17 @@ func newExpirer(h *Hub) *expirer {
 
 func (e *expirer) add(id string, at time.Time) { e.push(deadline{at: at, id: id}) }
 
+// push adds d and wakes the loop only when d is now the earliest deadline:
+// the loop's timer already covers any later one (it recomputes its wait
+// from the earliest after every wake), so most creates cost no wake-up.
 func (e *expirer) push(d deadline) {
 	e.mu.Lock()
 	heap.Push(&e.due, d)
+	first := e.due[0].id == d.id && e.due[0].at.Equal(d.at)
 	e.mu.Unlock()
+	if !first {
+		return
+	}
 	select {
 	case e.wake <- struct{}{}:
 	default:

@@ -188,11 +188,48 @@ func (s *Service) GetByToken(ctx context.Context, id, token string) (*Session, e
 	return sess, nil
 }
 
+// PeekOwned is Get for the first step of Answer (an owner's answer): who
+// may answer and what the answer must fit are exact, but a pending state
+// may be out of date, which Answer allows for. It saves a round trip to
+// the store when this instance created or read the question before.
+func (s *Service) PeekOwned(ctx context.Context, owner Owner, id string) (*Session, error) {
+	sess, err := s.peek(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if sess.Owner != owner {
+		return nil, store.ErrNotFound
+	}
+	return sess, nil
+}
+
+// PeekByToken is GetByToken for the first step of Answer, as PeekOwned.
+func (s *Service) PeekByToken(ctx context.Context, id, token string) (*Session, error) {
+	if token == "" || len(token) > MaxTokenLength {
+		return nil, store.ErrNotFound
+	}
+	sess, err := s.peek(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if !sess.CheckToken(token) {
+		return nil, store.ErrNotFound
+	}
+	return sess, nil
+}
+
 func (s *Service) get(ctx context.Context, id string) (*Session, error) {
 	if !ValidID(id) {
 		return nil, store.ErrNotFound
 	}
-	return s.hub.store.Get(ctx, id)
+	return s.hub.read(ctx, id)
+}
+
+func (s *Service) peek(ctx context.Context, id string) (*Session, error) {
+	if !ValidID(id) {
+		return nil, store.ErrNotFound
+	}
+	return s.hub.peek(ctx, id)
 }
 
 // How an answer arrived; recorded in the result and the answered event.
@@ -209,24 +246,32 @@ type Via struct {
 }
 
 // Answer checks an answer against the question it answers and stores it
-// exactly once (idempotent per nonce). sess must come from Get or
-// GetByToken: the caller has proven who is answering.
+// exactly once (idempotent per nonce). sess must come from Get, GetByToken
+// or their Peek forms: the caller has proven who is answering.
+//
+// sess's state may be behind the store's (a read from this instance's
+// cache). Only pending can be out of date (the other states are final),
+// and a stale pending is harmless: the store's submit decides from its own
+// state (the accepted answer again for the same nonce, else conflict, or
+// gone). The one place a stale pending would show is an answer that fails
+// validation: it is checked against the store's state before it is
+// reported, so that a late answer still learns that the question closed.
 func (s *Service) Answer(ctx context.Context, sess *Session, req *validate.SubmitRequest, via Via) (*Session, error) {
 	// A retry of the accepted answer gets the same success; any other answer
 	// to a closed question gets the store's verdict, before validation, so a
 	// late answer learns the question is closed rather than what was wrong
 	// with it.
 	if sess.Status != store.StatusPending {
-		switch {
-		case sess.Status == store.StatusSubmitted && req.Nonce != "" && req.Nonce == sess.Nonce:
-			return sess, nil
-		case sess.Status == store.StatusSubmitted:
-			return nil, store.ErrConflict
-		default:
-			return nil, store.ErrGone
-		}
+		return closedVerdict(sess, req)
 	}
 	if verr := validate.CheckAnswer(req, sess.PredefinedOptions, sess.MultiSelect, sess.AllowFreeText); verr != nil {
+		cur, err := s.hub.store.Get(ctx, sess.ID)
+		switch {
+		case err == nil && cur.Status != store.StatusPending:
+			return closedVerdict(cur, req)
+		case errors.Is(err, store.ErrNotFound):
+			return nil, err
+		}
 		return nil, verr
 	}
 	return s.hub.store.Submit(ctx, sess.ID, store.Answer{
@@ -235,11 +280,26 @@ func (s *Service) Answer(ctx context.Context, sess *Session, req *validate.Submi
 	})
 }
 
+// closedVerdict is Answer's outcome for a question that is no longer
+// pending.
+func closedVerdict(sess *Session, req *validate.SubmitRequest) (*Session, error) {
+	switch {
+	case sess.Status == store.StatusSubmitted && req.Nonce != "" && req.Nonce == sess.Nonce:
+		return sess, nil
+	case sess.Status == store.StatusSubmitted:
+		return nil, store.ErrConflict
+	default:
+		return nil, store.ErrGone
+	}
+}
+
 // Withdraw cancels owner's question. Withdrawing again succeeds again; an
 // answered question gives store.ErrConflict, an expired one store.ErrGone,
-// anyone else's store.ErrNotFound.
+// anyone else's store.ErrNotFound. The owner check needs only what never
+// changes, so it may come from this instance's cache; the store's cancel
+// decides the outcome.
 func (s *Service) Withdraw(ctx context.Context, owner Owner, id string) (*Session, error) {
-	if _, err := s.Get(ctx, owner, id); err != nil {
+	if _, err := s.PeekOwned(ctx, owner, id); err != nil {
 		return nil, err
 	}
 	return s.hub.store.Cancel(ctx, id)

@@ -1,6 +1,7 @@
 package feedback
 
 import (
+	"context"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -36,9 +37,12 @@ type Event struct {
 // and the expirer that records expiry when nobody reads a question.
 type Hub struct {
 	store store.Store
-	subs  atomic.Pointer[[]*subscriber]
-	mu    sync.Mutex // serialises Subscribe and its cancel
-	exp   *expirer
+	// cached is store when it can answer reads from memory (the Redis
+	// store), else nil.
+	cached cachedStore
+	subs   atomic.Pointer[[]*subscriber]
+	mu     sync.Mutex // serialises Subscribe and its cancel
+	exp    *expirer
 }
 
 type subscriber struct{ fn func(Event) }
@@ -47,10 +51,36 @@ type subscriber struct{ fn func(Event) }
 // closes it.
 func NewHub(st store.Store) *Hub {
 	h := &Hub{store: st}
+	h.cached, _ = st.(cachedStore)
 	h.subs.Store(&[]*subscriber{})
 	st.OnChange(h.changed)
 	h.exp = newExpirer(h)
 	return h
+}
+
+// cachedStore is a store with cheaper ways to read (store.Redis): Read
+// gives what Get gives for a read that decides nothing; Peek answers from
+// this process's memory and may hold an out-of-date pending state. Await
+// and every outcome read the store with Get.
+type cachedStore interface {
+	Read(ctx context.Context, id string) (*store.Session, error)
+	Peek(ctx context.Context, id string) (*store.Session, error)
+}
+
+// read is a read for showing, not for deciding.
+func (h *Hub) read(ctx context.Context, id string) (*Session, error) {
+	if h.cached != nil {
+		return h.cached.Read(ctx, id)
+	}
+	return h.store.Get(ctx, id)
+}
+
+// peek is the first read of an answer or a withdrawal (see cachedStore).
+func (h *Hub) peek(ctx context.Context, id string) (*Session, error) {
+	if h.cached != nil {
+		return h.cached.Peek(ctx, id)
+	}
+	return h.store.Get(ctx, id)
 }
 
 // Subscribe calls fn with every event of this instance until the returned

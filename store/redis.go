@@ -1,15 +1,18 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/redis/rueidis"
 )
@@ -39,7 +42,7 @@ type RedisOptions struct {
 	// share sessions must use the same one. Empty means DefaultKeyPrefix.
 	KeyPrefix string
 	// Client, when set, is used instead of dialing URL, and Close leaves it
-	// open. It must not have client-side caching enabled for our keys.
+	// open. Its client-side cache is never used (no DoCache).
 	Client rueidis.Client
 }
 
@@ -58,6 +61,8 @@ type Redis struct {
 	prefix  string
 	channel string
 	hub     *hub
+	cache   *sessionCache
+	reads   readCoalescer
 	changeHook
 
 	closed    atomic.Bool
@@ -79,6 +84,7 @@ func NewRedis(opts RedisOptions) (*Redis, error) {
 		client: opts.Client,
 		prefix: opts.KeyPrefix,
 		hub:    newHub(),
+		cache:  newSessionCache(),
 	}
 	if r.prefix == "" {
 		r.prefix = DefaultKeyPrefix
@@ -96,8 +102,9 @@ func NewRedis(opts RedisOptions) (*Redis, error) {
 			}
 			return nil, fmt.Errorf("store: redis: invalid URL: %w", err)
 		}
-		// We never use DoCache, so tracking would only cost a round trip
-		// per connection and invalidation traffic.
+		// No RESP3 client tracking (DoCache): a read served from it could
+		// not tell that Redis is away, and the events channel already
+		// announces every change to what Peek keeps (see sessionCache).
 		co.DisableCache = true
 		if co.ConnWriteTimeout == 0 {
 			co.ConnWriteTimeout = defaultWriteTimeout
@@ -134,6 +141,9 @@ func (r *Redis) subscribe(ctx context.Context) {
 		// Runs on the connection's reader goroutine: hub calls never block.
 		if s.Kind == "subscribe" && s.Channel == r.channel {
 			confirmed.Store(true)
+			// Whatever changed while unsubscribed went unannounced: no
+			// cached state may outlive that, and every watcher re-reads.
+			r.cache.flush()
 			r.hub.notifyAll()
 			r.subscribed.Add(1)
 		}
@@ -142,7 +152,12 @@ func (r *Redis) subscribe(ctx context.Context) {
 	for {
 		confirmed.Store(false)
 		_ = r.client.Receive(hookCtx, r.client.B().Subscribe().Channel(r.channel).Build(),
-			func(m rueidis.PubSubMessage) { r.hub.notify(m.Message) })
+			func(m rueidis.PubSubMessage) {
+				// Forget the cached state before waking watchers, so that no
+				// reader woken by this message can be served the old state.
+				r.cache.invalidate(m.Message)
+				r.hub.notify(m.Message)
+			})
 		if ctx.Err() != nil {
 			return
 		}
@@ -301,6 +316,7 @@ func (r *Redis) Create(ctx context.Context, s *Session, ttl time.Duration) error
 	if r.closed.Load() {
 		return ErrUnavailable
 	}
+	gen := r.cache.gen(s.ID)
 	ctx, cancel := withDefaultTimeout(ctx)
 	defer cancel()
 	ok, err := createScript.Exec(ctx, r.client, []string{r.key(s.ID)}, []string{
@@ -316,12 +332,225 @@ func (r *Redis) Create(ctx context.Context, s *Session, ttl time.Duration) error
 	if ok == 0 {
 		return fmt.Errorf("create %s: %w", s.ID, ErrExists)
 	}
+	// This instance now knows the question exactly as any reader would
+	// decode it, so that reading or answering it here needs no extra
+	// round trip.
+	if d := createdData(s, data); d != nil {
+		r.cache.put(s.ID, gen, d, &qstate{status: StatusPending, updated: time.UnixMilli(updated.UnixMilli()).UTC()}, time.Now())
+	}
 	return nil
 }
 
-// Get implements Store.
+// createdData is the immutable part of a just-created question as a
+// reader would decode it from data (its stored JSON): built directly when
+// the JSON round trip cannot change anything (valid UTF-8, metadata that is
+// already compact and has nothing encoding/json escapes), else decoded.
+func createdData(s *Session, data []byte) *qdata {
+	exact := utf8.ValidString(s.Message) && utf8.ValidString(s.Owner.Issuer) && utf8.ValidString(s.Owner.Subject)
+	for _, o := range s.PredefinedOptions {
+		exact = exact && utf8.ValidString(o)
+	}
+	for _, c := range s.Metadata {
+		switch c {
+		case ' ', '\t', '\n', '\r', '<', '>', '&', 0xe2:
+			exact = false
+		}
+	}
+	created, deadline := time.UnixMilli(s.CreatedAt.UnixMilli()).UTC(), time.UnixMilli(s.ExpiresAt.UnixMilli()).UTC()
+	if !exact {
+		d, err := decodeData(data, created, deadline)
+		if err != nil {
+			return nil
+		}
+		return d
+	}
+	d := &qdata{
+		owner:     s.Owner,
+		message:   s.Message,
+		options:   slices.Clone(s.PredefinedOptions),
+		multi:     s.MultiSelect,
+		free:      s.AllowFreeText,
+		tokenHash: bytes.Clone(s.TokenHash),
+		created:   created,
+		deadline:  deadline,
+	}
+	if len(s.Metadata) > 0 {
+		d.metadata = json.RawMessage(bytes.Clone(s.Metadata))
+	}
+	d.size = d.footprint()
+	return d
+}
+
+// Get implements Store: the script, which records an expiry that is due.
+// The waiting loop and everything that decides an outcome read here; Read
+// is the cheaper form for reads that only show, Peek the first step of an
+// answer or a cancel.
 func (r *Redis) Get(ctx context.Context, id string) (*Session, error) {
 	return r.run(ctx, "get", getScript, id)
+}
+
+// readFields are what Read asks for, in this order.
+var readFields = []string{"status", "updated_ms", "nonce", "result", "submitted_ms", "created_ms", "deadline_ms", "data"}
+
+// Read is Get for the reads that decide nothing (a status or result poll,
+// the answer page, an owner check): the same answer from a cheaper command.
+// Get runs a script because a read past the deadline records the expiry;
+// a question that is not pending, or pending and more than ReadMargin from
+// its deadline by this machine's clock, cannot be due, so one HMGET of its
+// fields says the same. Within ReadMargin of the deadline Read is Get.
+// Like Get it always asks Redis (so while Redis is away it fails with
+// ErrUnavailable), and the immutable part of the question is decoded once.
+//
+// Reads of one question that arrive while one is on its way to Redis ride
+// together on the next one (see readCoalescer), so each answer reflects
+// Redis' state after the request arrived.
+func (r *Redis) Read(ctx context.Context, id string) (*Session, error) {
+	if r.closed.Load() {
+		return nil, ErrUnavailable
+	}
+	d, st, err := r.reads.read(ctx, id, r.readOnce)
+	if err != nil {
+		return nil, err
+	}
+	return d.session(id, st), nil
+}
+
+// readOnce is one Read on the wire. ctx is the flight's own (see
+// readCoalescer), never a caller's.
+func (r *Redis) readOnce(ctx context.Context, id string) (*qdata, *qstate, error) {
+	gen := r.cache.gen(id)
+	ctx, cancel := withDefaultTimeout(ctx)
+	defer cancel()
+	vals, err := r.client.Do(ctx, r.client.B().Hmget().Key(r.key(id)).Field(readFields...).Build()).ToArray()
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: read %s: %w", ErrUnavailable, id, err)
+	}
+	if len(vals) != len(readFields) {
+		return nil, nil, fmt.Errorf("store: read %s: malformed reply of %d elements", id, len(vals))
+	}
+	if vals[0].IsNil() {
+		return nil, nil, fmt.Errorf("read %s: %w", id, ErrNotFound)
+	}
+	fields := make([]string, len(vals))
+	for i := range vals {
+		fields[i], _ = vals[i].ToString() // nil: ""
+	}
+	var f rawFields
+	f.status, f.updated, f.nonce, f.result, f.submitted, f.created, f.deadline, f.data =
+		fields[0], fields[1], fields[2], fields[3], fields[4], fields[5], fields[6], fields[7]
+	data, state, err := r.decodeFields(id, &f)
+	if err != nil {
+		return nil, nil, fmt.Errorf("store: read %s: malformed session: %w", id, err)
+	}
+	if state.status == StatusPending && !time.Now().Before(data.deadline.Add(-ReadMargin)) {
+		// It may be due: the script decides, by Redis' clock.
+		return r.runDecoded(ctx, "get", getScript, id)
+	}
+	r.cache.put(id, gen, data, state, time.Now())
+	return data, state, nil
+}
+
+// readCoalescer lets concurrent reads of one question share round trips
+// without ever answering from before a request arrived: a read that finds
+// one of the same question on its way rides the next one, sent as soon as
+// that one lands and carrying every read that arrived meanwhile. So under
+// a burst of polls of one question Redis sees about one read per round
+// trip, and each poll still gets a state read after it began. A read on
+// the wire has its own context (bounded by defaultOpTimeout), so that
+// callers going away change nothing for the others; and when it fails with
+// ErrUnavailable, the reads waiting behind it get that error at once
+// (Redis failed after they arrived), so nobody waits for two timeouts.
+type readCoalescer struct {
+	mu sync.Mutex
+	m  map[string]*readPair
+	// queued, in tests, is told of each read that queues behind another.
+	queued func()
+}
+
+// readPair is the read of one question on the wire and the one that will
+// follow it.
+type readPair struct{ cur, next *readFlight }
+
+type readFlight struct {
+	done chan struct{}
+	data *qdata
+	st   *qstate
+	err  error
+}
+
+type readFunc func(ctx context.Context, id string) (*qdata, *qstate, error)
+
+func (c *readCoalescer) read(ctx context.Context, id string, fetch readFunc) (*qdata, *qstate, error) {
+	c.mu.Lock()
+	if c.m == nil {
+		c.m = map[string]*readPair{}
+	}
+	p := c.m[id]
+	if p == nil {
+		f := &readFlight{done: make(chan struct{})}
+		c.m[id] = &readPair{cur: f}
+		c.mu.Unlock()
+		c.fly(id, f, fetch)
+		return f.data, f.st, f.err
+	}
+	if p.next == nil {
+		p.next = &readFlight{done: make(chan struct{})}
+	}
+	f := p.next
+	c.mu.Unlock()
+	if c.queued != nil {
+		c.queued()
+	}
+	select {
+	case <-f.done:
+		return f.data, f.st, f.err
+	case <-ctx.Done():
+		return nil, nil, fmt.Errorf("%w: read %s: %w", ErrUnavailable, id, ctx.Err())
+	}
+}
+
+// fly sends f; once it has landed, the read waiting behind it (if any)
+// goes on the wire, on a goroutine of its own.
+func (c *readCoalescer) fly(id string, f *readFlight, fetch readFunc) {
+	ctx, cancel := context.WithTimeout(context.Background(), defaultOpTimeout)
+	f.data, f.st, f.err = fetch(ctx, id)
+	cancel()
+	var failed *readFlight
+	c.mu.Lock()
+	p := c.m[id] // p.cur is f: only fly moves it
+	switch next := p.next; {
+	case next == nil:
+		delete(c.m, id)
+	case errors.Is(f.err, ErrUnavailable):
+		next.err = f.err
+		failed = next
+		delete(c.m, id)
+	default:
+		p.cur, p.next = next, nil
+		go c.fly(id, next, fetch)
+	}
+	c.mu.Unlock()
+	close(f.done)
+	if failed != nil {
+		close(failed.done)
+	}
+}
+
+// Peek is for the first step of an answer or a cancel: the question as this
+// instance last knew it, however long ago, when that was pending. Its
+// immutable part (owner, question, options, token hash, deadline) is
+// exact; its pending state may be out of date, which is harmless there
+// because the script that follows decides the outcome from Redis' state.
+// A terminal state is only taken from memory within CacheMaxAge; anything
+// else is read from Redis.
+func (r *Redis) Peek(ctx context.Context, id string) (*Session, error) {
+	if r.closed.Load() {
+		return nil, ErrUnavailable
+	}
+	if d, st, at := r.cache.lookup(id); st != nil && (st.status == StatusPending || time.Since(at) < CacheMaxAge) {
+		return d.session(id, st), nil
+	}
+	return r.Get(ctx, id)
 }
 
 // Submit implements Store.
@@ -346,37 +575,61 @@ func (r *Redis) Cancel(ctx context.Context, id string) (*Session, error) {
 // run executes a transition script and turns its reply into a session or
 // one of the store errors.
 func (r *Redis) run(ctx context.Context, op string, script *rueidis.Lua, id string, args ...string) (*Session, error) {
-	if r.closed.Load() {
-		return nil, ErrUnavailable
+	d, st, err := r.runDecoded(ctx, op, script, id, args...)
+	if err != nil {
+		return nil, err
 	}
+	return d.session(id, st), nil
+}
+
+// runDecoded is run without the copy for the caller.
+func (r *Redis) runDecoded(ctx context.Context, op string, script *rueidis.Lua, id string, args ...string) (*qdata, *qstate, error) {
+	if r.closed.Load() {
+		return nil, nil, ErrUnavailable
+	}
+	gen := r.cache.gen(id)
 	ctx, cancel := withDefaultTimeout(ctx)
 	defer cancel()
-	reply, err := script.Exec(ctx, r.client, []string{r.key(id)},
-		append([]string{r.channel, id}, args...)).ToArray()
+	keys := [1]string{r.key(id)}
+	argv := make([]string, 0, 2+len(args))
+	argv = append(append(argv, r.channel, id), args...)
+	reply, err := script.Exec(ctx, r.client, keys[:], argv).ToArray()
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s %s: %w", ErrUnavailable, op, id, err)
+		return nil, nil, fmt.Errorf("%w: %s %s: %w", ErrUnavailable, op, id, err)
 	}
 	if len(reply) < 2 {
-		return nil, fmt.Errorf("store: %s %s: malformed script reply of %d elements", op, id, len(reply))
+		return nil, nil, fmt.Errorf("store: %s %s: malformed script reply of %d elements", op, id, len(reply))
 	}
 	code, err1 := reply[0].AsInt64()
 	changed, err2 := reply[1].AsInt64()
 	if err := errors.Join(err1, err2); err != nil {
-		return nil, fmt.Errorf("store: %s %s: malformed script reply: %w", op, id, err)
+		return nil, nil, fmt.Errorf("store: %s %s: malformed script reply: %w", op, id, err)
 	}
-	// Decode the session once: the caller and the change hook share it.
-	var sess *Session
+	var (
+		data  *qdata
+		state *qstate
+	)
 	if len(reply) >= 3 && (code == codeOK || changed == 1) {
-		fields, err := reply[2].AsStrMap()
+		fields, err := reply[2].ToArray()
+		if err == nil {
+			data, state, err = r.decode(id, fields)
+		}
 		if err != nil {
-			return nil, fmt.Errorf("store: %s %s: malformed session: %w", op, id, err)
+			return nil, nil, fmt.Errorf("store: %s %s: malformed session: %w", op, id, err)
 		}
-		if sess, err = decodeRedisSession(id, fields); err != nil {
-			return nil, fmt.Errorf("store: %s %s: %w", op, id, err)
+	}
+	switch {
+	case changed == 1 || code != codeOK:
+		// A change (ours), or an outcome that says our copy may be behind.
+		r.cache.invalidate(id)
+		if data != nil {
+			r.cache.put(id, gen, data, nil, time.Time{})
 		}
+	case data != nil:
+		r.cache.put(id, gen, data, state, time.Now())
 	}
 	if changed == 1 {
-		r.changed(sess)
+		r.changed(data.session(id, state))
 		// The PUBLISH reaches our subscriber too, but local watchers should
 		// not depend on the subscription being up.
 		r.hub.notify(id)
@@ -384,72 +637,316 @@ func (r *Redis) run(ctx context.Context, op string, script *rueidis.Lua, id stri
 	switch code {
 	case codeOK:
 	case codeNotFound:
-		return nil, fmt.Errorf("%s %s: %w", op, id, ErrNotFound)
+		return nil, nil, fmt.Errorf("%s %s: %w", op, id, ErrNotFound)
 	case codeConflict:
-		return nil, fmt.Errorf("%s %s: %w", op, id, ErrConflict)
+		return nil, nil, fmt.Errorf("%s %s: %w", op, id, ErrConflict)
 	case codeGone:
-		return nil, fmt.Errorf("%s %s: %w", op, id, ErrGone)
+		return nil, nil, fmt.Errorf("%s %s: %w", op, id, ErrGone)
 	default:
-		return nil, fmt.Errorf("store: %s %s: unknown script result %d", op, id, code)
+		return nil, nil, fmt.Errorf("store: %s %s: unknown script result %d", op, id, code)
 	}
-	if sess == nil {
-		return nil, fmt.Errorf("store: %s %s: script reply without session", op, id)
+	if data == nil {
+		return nil, nil, fmt.Errorf("store: %s %s: script reply without session", op, id)
 	}
-	return sess, nil
+	return data, state, nil
 }
 
-func decodeRedisSession(id string, f map[string]string) (*Session, error) {
-	var d redisData
-	if err := json.Unmarshal([]byte(f["data"]), &d); err != nil {
-		return nil, fmt.Errorf("decoding data: %w", err)
+// rawFields are a session hash's fields as stored.
+type rawFields struct{ data, status, nonce, result, created, deadline, updated, submitted string }
+
+// decode reads a session hash (field, value, field, value, …).
+func (r *Redis) decode(id string, fields []rueidis.RedisMessage) (*qdata, *qstate, error) {
+	var f rawFields
+	for i := 0; i+1 < len(fields); i += 2 {
+		k, _ := fields[i].ToString()
+		v, _ := fields[i+1].ToString()
+		switch k {
+		case "data":
+			f.data = v
+		case "status":
+			f.status = v
+		case "nonce":
+			f.nonce = v
+		case "result":
+			f.result = v
+		case "created_ms":
+			f.created = v
+		case "deadline_ms":
+			f.deadline = v
+		case "updated_ms":
+			f.updated = v
+		case "submitted_ms":
+			f.submitted = v
+		}
 	}
-	s := &Session{
-		ID:                id,
-		Owner:             d.Owner,
-		Message:           d.Message,
-		PredefinedOptions: d.PredefinedOptions,
-		MultiSelect:       d.MultiSelect,
-		AllowFreeText:     d.AllowFreeText,
-		Metadata:          d.Metadata,
-		TokenHash:         d.TokenHash,
-		Status:            Status(f["status"]),
-		Nonce:             f["nonce"],
-	}
-	switch s.Status {
+	return r.decodeFields(id, &f)
+}
+
+// decodeFields turns stored fields into a question. The immutable part is
+// decoded once per question and shared (see qdata).
+func (r *Redis) decodeFields(id string, f *rawFields) (*qdata, *qstate, error) {
+	st := &qstate{status: Status(f.status), nonce: f.nonce}
+	switch st.status {
 	case StatusPending, StatusSubmitted, StatusExpired, StatusCancelled:
 	default:
-		return nil, fmt.Errorf("unknown status %q", s.Status)
+		return nil, nil, fmt.Errorf("unknown status %q", st.status)
 	}
-	var err error
-	if s.CreatedAt, err = parseMs(f, "created_ms"); err != nil {
-		return nil, err
+	created, err := parseMs("created_ms", f.created)
+	if err != nil {
+		return nil, nil, err
 	}
-	if s.ExpiresAt, err = parseMs(f, "deadline_ms"); err != nil {
-		return nil, err
+	deadline, err := parseMs("deadline_ms", f.deadline)
+	if err != nil {
+		return nil, nil, err
 	}
-	if s.UpdatedAt, err = parseMs(f, "updated_ms"); err != nil {
-		return nil, err
+	if st.updated, err = parseMs("updated_ms", f.updated); err != nil {
+		return nil, nil, err
 	}
-	if s.Status == StatusSubmitted {
+	d := r.cache.data(id, created, deadline)
+	if d == nil {
+		if d, err = decodeData([]byte(f.data), created, deadline); err != nil {
+			return nil, nil, err
+		}
+	}
+	if st.status == StatusSubmitted {
 		var a redisAnswer
-		if err := json.Unmarshal([]byte(f["result"]), &a); err != nil {
-			return nil, fmt.Errorf("decoding result: %w", err)
+		if err := json.Unmarshal([]byte(f.result), &a); err != nil {
+			return nil, nil, fmt.Errorf("decoding result: %w", err)
 		}
-		at, err := parseMs(f, "submitted_ms")
+		at, err := parseMs("submitted_ms", f.submitted)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		s.Result = &Result{SelectedOptions: a.SelectedOptions, FreeText: a.FreeText, SubmittedAt: at, Via: a.Via, AnsweredBy: a.By}
+		st.result = &Result{SelectedOptions: a.SelectedOptions, FreeText: a.FreeText, SubmittedAt: at, Via: a.Via, AnsweredBy: a.By}
 	}
-	return s, nil
+	return d, st, nil
 }
 
-func parseMs(f map[string]string, name string) (time.Time, error) {
-	v, err := strconv.ParseInt(f[name], 10, 64)
+func decodeData(data []byte, created, deadline time.Time) (*qdata, error) {
+	var rd redisData
+	if err := json.Unmarshal(data, &rd); err != nil {
+		return nil, fmt.Errorf("decoding data: %w", err)
+	}
+	d := &qdata{
+		owner:     rd.Owner,
+		message:   rd.Message,
+		options:   rd.PredefinedOptions,
+		multi:     rd.MultiSelect,
+		free:      rd.AllowFreeText,
+		metadata:  rd.Metadata,
+		tokenHash: rd.TokenHash,
+		created:   created,
+		deadline:  deadline,
+	}
+	d.size = d.footprint()
+	return d, nil
+}
+
+func parseMs(name, v string) (time.Time, error) {
+	n, err := strconv.ParseInt(v, 10, 64)
 	if err != nil {
 		return time.Time{}, fmt.Errorf("field %s: %w", name, err)
 	}
-	return time.UnixMilli(v).UTC(), nil
+	return time.UnixMilli(n).UTC(), nil
+}
+
+// CacheMaxAge bounds how old a terminal state Peek answers from memory may
+// be (a finished question is deleted after its retention).
+const CacheMaxAge = time.Second
+
+// ReadMargin is how close to its deadline (by this machine's clock) a
+// pending question is read with the script rather than with Read's HMGET:
+// clocks may disagree by that much before Read could miss an expiry.
+const ReadMargin = time.Second
+
+// cacheBudget bounds the memory the copies of one store take (an
+// estimate: strings, slices and fixed overheads); past it, copies are
+// dropped at random.
+const cacheBudget = 16 << 20
+
+// cacheShards is the number of change counters, each covering the ids that
+// hash to it.
+const cacheShards = 256
+
+// qdata is the part of a question that never changes after Create: decoded
+// once per question and instance, shared by every copy handed out (each
+// gets its own slices).
+type qdata struct {
+	owner     Owner
+	message   string
+	options   []string
+	multi     bool
+	free      bool
+	metadata  json.RawMessage
+	tokenHash []byte
+	created   time.Time
+	deadline  time.Time
+	size      int
+}
+
+func (d *qdata) footprint() int {
+	n := 256 + len(d.owner.Issuer) + len(d.owner.Subject) + len(d.message) + len(d.metadata) + len(d.tokenHash)
+	for _, o := range d.options {
+		n += 16 + len(o)
+	}
+	return n
+}
+
+// qstate is the part that changes: the status and the answer.
+type qstate struct {
+	status  Status
+	updated time.Time
+	nonce   string
+	result  *Result
+}
+
+// session is a new Session of d in state st, sharing nothing mutable.
+func (d *qdata) session(id string, st *qstate) *Session {
+	s := &Session{
+		ID:                id,
+		Owner:             d.owner,
+		Message:           d.message,
+		PredefinedOptions: slices.Clone(d.options),
+		MultiSelect:       d.multi,
+		AllowFreeText:     d.free,
+		Metadata:          bytes.Clone(d.metadata),
+		TokenHash:         bytes.Clone(d.tokenHash),
+		CreatedAt:         d.created,
+		ExpiresAt:         d.deadline,
+		UpdatedAt:         st.updated,
+		Status:            st.status,
+		Nonce:             st.nonce,
+	}
+	if st.result != nil {
+		r := *st.result
+		r.SelectedOptions = slices.Clone(r.SelectedOptions)
+		s.Result = &r
+	}
+	return s
+}
+
+// sessionCache is what one Redis store remembers of the questions this
+// instance created or read: each one's immutable part (exact for as long
+// as the question exists) and its last read state (valid until a change is
+// announced).
+//
+// A state read from Redis is stored only if no change to its id was
+// announced since the read was sent (the shard's counter has not moved), so
+// a slow reader cannot put back a state older than an announced change.
+type sessionCache struct {
+	gens    [cacheShards]atomic.Uint64
+	mu      sync.RWMutex
+	entries map[string]*cacheEntry
+	bytes   int
+}
+
+type cacheEntry struct {
+	data  *qdata
+	state *qstate   // nil: unknown (a change was announced)
+	at    time.Time // when state was read
+}
+
+func newSessionCache() *sessionCache {
+	return &sessionCache{entries: map[string]*cacheEntry{}}
+}
+
+func shardOf(id string) int {
+	h := uint32(2166136261)
+	for i := 0; i < len(id); i++ {
+		h = (h ^ uint32(id[i])) * 16777619
+	}
+	return int(h % cacheShards)
+}
+
+// gen is id's change counter; take it before sending a read.
+func (c *sessionCache) gen(id string) uint64 { return c.gens[shardOf(id)].Load() }
+
+// data is id's immutable part, if known for the question created and due
+// at these times (an id reused after its question was deleted is another
+// question).
+func (c *sessionCache) data(id string, created, deadline time.Time) *qdata {
+	c.mu.RLock()
+	e := c.entries[id]
+	c.mu.RUnlock()
+	if e == nil || !e.data.created.Equal(created) || !e.data.deadline.Equal(deadline) {
+		return nil
+	}
+	return e.data
+}
+
+// lookup returns what is known of id; st is nil when its state is not.
+func (c *sessionCache) lookup(id string) (d *qdata, st *qstate, at time.Time) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if e := c.entries[id]; e != nil {
+		return e.data, e.state, e.at
+	}
+	return nil, nil, time.Time{}
+}
+
+// put remembers d and, if nothing about id was announced since gen was
+// taken, st as read at `at` (st nil: keep no state).
+func (c *sessionCache) put(id string, gen uint64, d *qdata, st *qstate, at time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := c.entries[id]
+	if e == nil || e.data != d {
+		if e != nil {
+			c.bytes -= e.data.size
+		}
+		e = &cacheEntry{data: d}
+		c.entries[id] = e
+		c.bytes += d.size
+		if c.bytes > cacheBudget {
+			c.evict()
+		}
+	}
+	if st != nil && c.gens[shardOf(id)].Load() == gen {
+		e.state, e.at = st, at
+	}
+}
+
+// evict drops entries (in map order, which is random) until a budget's
+// eighth is free. c.mu is held.
+func (c *sessionCache) evict() {
+	for id, e := range c.entries {
+		if c.bytes <= cacheBudget-cacheBudget/8 {
+			return
+		}
+		delete(c.entries, id)
+		c.bytes -= e.data.size
+	}
+}
+
+// invalidate forgets id's state: a change to it was announced or made.
+func (c *sessionCache) invalidate(id string) {
+	c.gens[shardOf(id)].Add(1)
+	c.mu.Lock()
+	if e := c.entries[id]; e != nil {
+		e.state = nil
+	}
+	c.mu.Unlock()
+}
+
+// flush forgets every state: changes may have gone unannounced.
+func (c *sessionCache) flush() {
+	for i := range c.gens {
+		c.gens[i].Add(1)
+	}
+	c.mu.Lock()
+	for _, e := range c.entries {
+		e.state = nil
+	}
+	c.mu.Unlock()
+}
+
+// clear forgets everything.
+func (c *sessionCache) clear() {
+	c.flush()
+	c.mu.Lock()
+	clear(c.entries)
+	c.bytes = 0
+	c.mu.Unlock()
 }
 
 func ms(t time.Time) string { return strconv.FormatInt(t.UnixMilli(), 10) }
@@ -491,6 +988,7 @@ func (r *Redis) Close() error {
 		if r.own {
 			r.client.Close()
 		}
+		r.cache.clear()
 		r.hub.close()
 	})
 	return nil

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -413,5 +414,118 @@ func TestNewRedisErrors(t *testing.T) {
 	srv.Kill()
 	if _, err := store.NewRedis(store.RedisOptions{URL: srv.URL()}); !errors.Is(err, store.ErrUnavailable) {
 		t.Errorf("NewRedis with Redis down: %v, want ErrUnavailable", err)
+	}
+}
+
+// Read answers what Get answers, for every state, from a plain HMGET; a
+// pending question within ReadMargin of its deadline is read with the
+// script, which records the expiry (and announces it).
+func TestRedisReadIsGet(t *testing.T) {
+	srv := redistest.Start(t)
+	prefix := uniquePrefix()
+	r := newRedis(t, srv, prefix)
+	other := newRedis(t, srv, prefix) // reads what r wrote, knowing nothing of it
+	ctx := t.Context()
+	var changes atomic.Int64
+	other.OnChange(func(*store.Session) { changes.Add(1) })
+
+	pending := storetest.NewSession(time.Minute)
+	answered := storetest.NewSession(time.Minute)
+	withdrawn := storetest.NewSession(time.Minute)
+	due := storetest.NewSession(store.ReadMargin / 2) // within the margin
+	for _, s := range []*store.Session{pending, answered, withdrawn, due} {
+		if err := r.Create(ctx, s, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := r.Submit(ctx, answered.ID, store.Answer{SelectedOptions: []string{"yes"}, FreeText: "ok", Nonce: "n"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Cancel(ctx, withdrawn.ID); err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range []*store.Redis{r, other} {
+		for _, id := range []string{pending.ID, answered.ID, withdrawn.ID} {
+			got, err := st.Read(ctx, id)
+			if err != nil {
+				t.Fatalf("Read(%s): %v", id, err)
+			}
+			storetest.SameSession(t, "Read", got, mustGetSession(t, st, id))
+		}
+	}
+	if _, err := other.Read(ctx, storetest.NewID()); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Read of an unknown id: %v, want ErrNotFound", err)
+	}
+
+	// Past the deadline: the script runs and records the expiry.
+	timer := time.NewTimer(time.Until(due.ExpiresAt) + 10*time.Millisecond)
+	<-timer.C
+	got, err := other.Read(ctx, due.ID)
+	if err != nil || got.Status != store.StatusExpired {
+		t.Fatalf("Read past the deadline: %+v %v, want expired", got, err)
+	}
+	if changes.Load() != 1 {
+		t.Fatalf("%d changes announced, want the expiry", changes.Load())
+	}
+
+	// Read asks Redis every time: with Redis gone it fails.
+	srv.Kill()
+	if _, err := r.Read(ctx, pending.ID); !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("Read with Redis down: %v, want ErrUnavailable", err)
+	}
+}
+
+func mustGetSession(t *testing.T, r store.Store, id string) *store.Session {
+	t.Helper()
+	s, err := r.Get(t.Context(), id)
+	if err != nil {
+		t.Fatalf("Get(%s): %v", id, err)
+	}
+	return s
+}
+
+// What Create remembers of a question is exactly what a reader decodes
+// from Redis, whatever the JSON round trip changes (HTML escaping, spacing
+// in metadata, invalid UTF-8, empty and nil lists), and no caller can
+// change it afterwards.
+func TestRedisRememberedEqualsStored(t *testing.T) {
+	srv := redistest.Start(t)
+	prefix := uniquePrefix()
+	r := newRedis(t, srv, prefix)
+	fresh := newRedis(t, srv, prefix)
+	ctx := t.Context()
+	variants := []func(s *store.Session){
+		func(*store.Session) {},
+		func(s *store.Session) { s.Metadata = []byte(`{ "a" : "<b>&</b>", "n": [1, 2] }`) },
+		func(s *store.Session) { s.Metadata = []byte("{\"line\":\"\u2028\"}") },
+		func(s *store.Session) { s.Metadata = []byte{} },
+		func(s *store.Session) { s.Metadata = nil; s.PredefinedOptions = nil },
+		func(s *store.Session) { s.PredefinedOptions = []string{} },
+		func(s *store.Session) { s.Message = "bad \xff utf-8 <&>"; s.PredefinedOptions = []string{"x\xfe"} },
+		func(s *store.Session) { s.Owner.Subject = "sub \xc3" },
+		func(s *store.Session) { s.TokenHash = nil },
+		func(s *store.Session) { s.TokenHash = []byte{} },
+	}
+	for i, change := range variants {
+		s := storetest.NewSession(time.Minute)
+		change(s)
+		if err := r.Create(ctx, s, time.Hour); err != nil {
+			t.Fatalf("variant %d: Create: %v", i, err)
+		}
+		remembered, err := r.Peek(ctx, s.ID) // from memory: nothing was read
+		if err != nil {
+			t.Fatalf("variant %d: Peek: %v", i, err)
+		}
+		storetest.SameSession(t, "remembered after Create", remembered, mustGetSession(t, fresh, s.ID))
+		// Neither the creator's later changes nor a reader's reach it.
+		s.Message = "changed"
+		if len(s.PredefinedOptions) > 0 {
+			s.PredefinedOptions[0] = "changed"
+		}
+		if len(remembered.TokenHash) > 0 {
+			remembered.TokenHash[0] ^= 0xff
+		}
+		again, _ := r.Peek(ctx, s.ID)
+		storetest.SameSession(t, "remembered after changes to copies", again, mustGetSession(t, fresh, s.ID))
 	}
 }
