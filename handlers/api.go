@@ -70,14 +70,55 @@ func (s *Service) Create(w http.ResponseWriter, r *http.Request) {
 	if s.cfg.WithholdLink {
 		link = ""
 	}
-	writeJSON(w, http.StatusCreated, CreateResponse{
+	cr := CreateResponse{
 		SessionID:   sess.ID,
 		FeedbackURL: link,
 		Status:      sess.Status,
 		CreatedAt:   sess.CreatedAt,
 		ExpiresAt:   sess.ExpiresAt,
 		Timeout:     int64(req.Timeout / time.Second),
-	})
+	}
+	writeBody(w, http.StatusCreated, cr.appendJSON)
+}
+
+// appendJSON appends r as encoding/json encodes it, and a newline.
+func (r *CreateResponse) appendJSON(b []byte) []byte {
+	b = append(b, '{')
+	b = appendString(appendField(b, "sessionId"), r.SessionID)
+	if r.FeedbackURL != "" {
+		b = appendString(appendField(b, "feedbackUrl"), r.FeedbackURL)
+	}
+	b = appendString(appendField(b, "status"), string(r.Status))
+	b = appendTime(appendField(b, "createdAt"), r.CreatedAt)
+	b = appendTime(appendField(b, "expiresAt"), r.ExpiresAt)
+	b = strconv.AppendInt(appendField(b, "timeout"), r.Timeout, 10)
+	return append(b, '}', '\n')
+}
+
+// writeState sends a question's state (status, cancel).
+func writeState(w http.ResponseWriter, sess *store.Session) {
+	st := feedback.StateOf(sess)
+	writeBody(w, http.StatusOK, func(b []byte) []byte { return appendState(b, &st) })
+}
+
+// appendState appends st as encoding/json encodes it, and a newline.
+func appendState(b []byte, st *StatusResponse) []byte {
+	b = append(b, '{')
+	b = appendString(appendField(b, "sessionId"), st.SessionID)
+	b = appendString(appendField(b, "status"), string(st.Status))
+	b = appendTime(appendField(b, "createdAt"), st.CreatedAt)
+	b = appendTime(appendField(b, "expiresAt"), st.ExpiresAt)
+	b = appendTime(appendField(b, "updatedAt"), st.UpdatedAt)
+	return append(b, '}', '\n')
+}
+
+// appendJSON appends r as encoding/json encodes it, and a newline.
+func (r *SubmitResponse) appendJSON(b []byte) []byte {
+	b = append(b, '{')
+	b = appendString(appendField(b, "sessionId"), r.SessionID)
+	b = appendString(appendField(b, "status"), string(r.Status))
+	b = appendTime(appendField(b, "submittedAt"), r.SubmittedAt)
+	return append(b, '}', '\n')
 }
 
 // decodeAsk decodes a create (REST body or MCP arguments) with the
@@ -108,7 +149,7 @@ func (s *Service) Status(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	writeJSON(w, http.StatusOK, feedback.StateOf(sess))
+	writeState(w, sess)
 }
 
 // Result handles GET /api/feedback/{id}/result.
@@ -136,7 +177,7 @@ func (s *Service) Cancel(w http.ResponseWriter, r *http.Request) {
 		writeStoreError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, feedback.StateOf(sess))
+	writeState(w, sess)
 }
 
 // Submit handles POST /api/feedback/{id}/submit. The person proves they hold
@@ -173,11 +214,13 @@ func (s *Service) Submit(w http.ResponseWriter, r *http.Request) {
 		err  error
 		via  = feedback.Via{How: feedback.ViaLink}
 	)
+	// The Peek forms: who may answer is checked exactly, the state may be
+	// this instance's last known one; Answer's store write decides.
 	if owner != nil {
-		sess, err = s.core.Get(r.Context(), *owner, id)
+		sess, err = s.core.PeekOwned(r.Context(), *owner, id)
 		via = feedback.Via{How: feedback.ViaOwner, By: owner.Subject}
 	} else {
-		sess, err = s.core.GetByToken(r.Context(), id, r.Header.Get("X-Feedback-Token"))
+		sess, err = s.core.PeekByToken(r.Context(), id, r.Header.Get("X-Feedback-Token"))
 	}
 	if err == nil {
 		sess, err = s.core.Answer(r.Context(), sess, req, via)
@@ -186,7 +229,8 @@ func (s *Service) Submit(w http.ResponseWriter, r *http.Request) {
 		s.answerFailed(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, SubmitResponse{SessionID: sess.ID, Status: sess.Status, SubmittedAt: sess.Result.SubmittedAt})
+	sr := SubmitResponse{SessionID: sess.ID, Status: sess.Status, SubmittedAt: sess.Result.SubmittedAt}
+	writeBody(w, http.StatusOK, sr.appendJSON)
 }
 
 // answerFailed answers for a failed answer: a validation error as 400, a

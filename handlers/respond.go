@@ -7,6 +7,7 @@ import (
 	"mime"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/mcpfeedback/caddy-mcp-feedback/internal/validate"
@@ -26,12 +27,77 @@ type errorDetail struct {
 // writeJSON sends v with status. Responses carry data about one session or
 // one caller, so no intermediary may keep them.
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	h := w.Header()
-	h.Set("Content-Type", "application/json; charset=utf-8")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Content-Type-Options", "nosniff")
+	setJSONHeaders(w.Header())
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+// setJSONHeaders sets the headers of every JSON response: as Header.Set
+// would, with one allocation for the three values. Each value slice has a
+// capacity of one, so that a later Add (or a handler after this one that
+// rewrites a value in place) touches only its own header.
+func setJSONHeaders(h http.Header) {
+	v := make([]string, 3)
+	v[0], v[1], v[2] = "application/json; charset=utf-8", "no-store", "nosniff"
+	h["Content-Type"] = v[0:1:1]
+	h["Cache-Control"] = v[1:2:2]
+	h["X-Content-Type-Options"] = v[2:3:3]
+}
+
+// The hot responses (create, status, submit) are encoded by hand into a
+// pooled buffer, byte for byte as encoding/json would encode their types
+// (a test holds them to it): reflection and its allocations were a fair
+// share of those requests.
+var bodyPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+// writeBody sends a JSON body built by build (appending to its argument)
+// with status and the JSON headers.
+func writeBody(w http.ResponseWriter, status int, build func([]byte) []byte) {
+	bp := bodyPool.Get().(*[]byte)
+	b := build((*bp)[:0])
+	setJSONHeaders(w.Header())
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+	if cap(b) <= 4<<10 {
+		*bp = b
+		bodyPool.Put(bp)
+	}
+}
+
+// appendString appends s as encoding/json encodes a string (HTML-safe).
+// Plain ASCII, which every id, status and URL here is, is copied as is;
+// anything else goes through encoding/json.
+func appendString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s)
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}
+
+// appendTime appends t as time.Time.MarshalJSON does.
+func appendTime(b []byte, t time.Time) []byte {
+	if y := t.Year(); y < 0 || y > 9999 {
+		q, _ := json.Marshal(t)
+		return append(b, q...)
+	}
+	b = append(b, '"')
+	b = t.AppendFormat(b, time.RFC3339Nano)
+	return append(b, '"')
+}
+
+// appendField appends `"name":` after a comma unless it is the first.
+func appendField(b []byte, name string) []byte {
+	if len(b) > 0 && b[len(b)-1] != '{' {
+		b = append(b, ',')
+	}
+	b = append(b, '"')
+	b = append(b, name...)
+	return append(b, '"', ':')
 }
 
 // WriteError sends {"error":{"code","message"}}.
