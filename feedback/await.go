@@ -52,8 +52,9 @@ func (s *Service) Await(ctx context.Context, id string, until time.Time) (*Sessi
 }
 
 // Every is periodic work a waiter does while it waits (MCP progress, a
-// WebSocket's pings): Fn runs on the waiting goroutine every D, so that a
-// held connection needs no goroutine of its own for it. Fn must not block
+// WebSocket's pings): Fn runs on the waiting goroutine every D, on the
+// wait's own timer, so that a held connection needs no goroutine and no
+// second timer for it. Fn must not block
 // for long; it returns false to end the wait (with ctx's error, if any,
 // else context.Canceled).
 type Every struct {
@@ -73,13 +74,12 @@ func (h *Hub) await(ctx context.Context, id string, until time.Time, every Every
 	// earlier read and this one is never missed.
 	changed := h.store.Watch(wctx, id)
 
+	// One timer serves both the next read and the periodic work.
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
-	var tick <-chan time.Time
+	var tick *ticks
 	if every.D > 0 && every.Fn != nil {
-		t := time.NewTicker(every.D)
-		defer t.Stop()
-		tick = t.C
+		tick = &ticks{d: every.D, fn: every.Fn, next: time.Now().Add(every.D)}
 	}
 	var (
 		last      *Session
@@ -134,20 +134,33 @@ func (h *Hub) await(ctx context.Context, id string, until time.Time, every Every
 			return nil, err
 		}
 
-		if err := sleep(ctx, wait, timer, changed, tick, every.Fn); err != nil {
+		if err := sleep(ctx, wait, timer, changed, tick); err != nil {
 			return last, err
 		}
 	}
 }
 
+// ticks is a waiter's periodic work: fn every d, next due at next. Like a
+// time.Ticker it keeps its period and drops the ticks it is late for.
+type ticks struct {
+	d    time.Duration
+	fn   func() bool
+	next time.Time
+}
+
 // sleep waits until it is time to read the question again: a change
-// signal, or wait elapsed. Ticks run the periodic work in between. It
-// returns ctx's error, ErrStoreClosed, or context.Canceled when the
-// periodic work asks to stop.
-func sleep(ctx context.Context, wait time.Duration, timer *time.Timer, changed <-chan struct{}, tick <-chan time.Time, fn func() bool) error {
-	timer.Reset(wait)
+// signal, or wait elapsed. Due ticks run the periodic work in between, on
+// the same timer. It returns ctx's error, ErrStoreClosed, or
+// context.Canceled when the periodic work asks to stop.
+func sleep(ctx context.Context, wait time.Duration, timer *time.Timer, changed <-chan struct{}, tick *ticks) error {
 	defer timer.Stop()
+	wakeAt := time.Now().Add(wait)
 	for {
+		at := wakeAt
+		if tick != nil && tick.next.Before(at) {
+			at = tick.next
+		}
+		timer.Reset(time.Until(at))
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -160,14 +173,21 @@ func sleep(ctx context.Context, wait time.Duration, timer *time.Timer, changed <
 			}
 			return nil
 		case <-timer.C:
-			return nil
-		case <-tick:
-			if !fn() {
+		}
+		now := time.Now()
+		if tick != nil && !now.Before(tick.next) {
+			if tick.next = tick.next.Add(tick.d); !tick.next.After(now) {
+				tick.next = now.Add(tick.d)
+			}
+			if !tick.fn() {
 				if err := ctx.Err(); err != nil {
 					return err
 				}
 				return context.Canceled
 			}
+		}
+		if !now.Before(wakeAt) {
+			return nil
 		}
 	}
 }

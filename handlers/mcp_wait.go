@@ -32,15 +32,16 @@ func (m *MCP) waitResult(ctx context.Context, rq *mcpRequest, req mcp.CallToolRe
 	if until.After(sess.ExpiresAt) {
 		until = sess.ExpiresAt
 	}
-	log := rq.svc.log.With(zap.String("session", sess.ID))
+	// A held call keeps only what it needs: the logger encodes its field
+	// only if a line is logged, the elicitation (when there is one) has its
+	// own context, and progress builds its text when it sends.
+	log := rq.svc.log.WithLazy(zap.String("session", sess.ID))
 	started := time.Now()
 	ended := func(reason string) {
 		log.Debug("mcp: stopped waiting", zap.String("reason", reason), zap.Duration("waited", time.Since(started)))
 	}
 
-	wctx, stop := context.WithCancel(ctx)
-	defer stop()
-	el := m.startElicitation(wctx, rq, sess, link)
+	el := m.startElicitation(ctx, rq, sess, link)
 	defer el.stop()
 
 	// Progress rides on the waiting goroutine: a held call costs no
@@ -105,21 +106,17 @@ type progress struct {
 	started time.Time
 	total   float64
 	last    float64
-	text    string
+	link    string // the answer link, or "" (link_to_agent off)
+	id      string
 	until   time.Time
 }
 
 func newProgress(ctx context.Context, srv *server.MCPServer, req mcp.CallToolRequest, sess *store.Session, link string, until time.Time) *progress {
-	p := &progress{ctx: ctx, srv: srv, started: time.Now(), until: until, last: -1}
+	p := &progress{ctx: ctx, srv: srv, started: time.Now(), until: until, last: -1, link: link, id: sess.ID}
 	if req.Params.Meta != nil {
 		p.token = req.Params.Meta.ProgressToken
 	}
 	p.total = until.Sub(p.started).Seconds()
-	if link != "" {
-		p.text = "Waiting for the user to answer at " + link
-	} else {
-		p.text = "Waiting for the user to answer question " + sess.ID
-	}
 	return p
 }
 
@@ -140,7 +137,12 @@ func (p *progress) send() {
 		v = p.last + 0.001
 	}
 	p.last = v
-	msg := fmt.Sprintf("%s (%d seconds left)", p.text, secondsLeft(p.until))
+	var msg string
+	if p.link != "" {
+		msg = fmt.Sprintf("Waiting for the user to answer at %s (%d seconds left)", p.link, secondsLeft(p.until))
+	} else {
+		msg = fmt.Sprintf("Waiting for the user to answer question %s (%d seconds left)", p.id, secondsLeft(p.until))
+	}
 	_ = p.srv.SendNotificationToClient(p.ctx, "notifications/progress", map[string]any{
 		"progressToken": p.token,
 		"progress":      v,

@@ -1,9 +1,12 @@
 package handlers
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -14,6 +17,7 @@ import (
 
 	"github.com/coder/websocket"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/mcpfeedback/caddy-mcp-feedback/feedback"
 	"github.com/mcpfeedback/caddy-mcp-feedback/internal/auth"
@@ -142,7 +146,12 @@ func (h *Human) WS(w http.ResponseWriter, r *http.Request) {
 		writeAdmitError(w, err)
 		return
 	}
-	defer sl.release()
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			sl.release()
+		}
+	}()
 
 	if !h.originAllowed(r) {
 		h.svc.log.Info("websocket refused: origin not allowed", zap.String("session_id", id), zap.String("remote_addr", r.RemoteAddr),
@@ -152,7 +161,7 @@ func (h *Human) WS(w http.ResponseWriter, r *http.Request) {
 	}
 	// The origin is checked above, scheme included (the library compares
 	// hosts only).
-	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
+	c, err := websocket.Accept(smallBuffers{w}, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
 	if err != nil {
 		// Accept has answered (403 for a foreign Origin).
 		h.svc.log.Info("websocket refused", zap.String("session_id", id), zap.String("remote_addr", r.RemoteAddr),
@@ -165,24 +174,91 @@ func (h *Human) WS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.svc.cfg.Observer.WebSockets(1)
+	// The connection is hijacked, so it no longer needs this request: it is
+	// served on a goroutine of its own and the handler returns. A watcher
+	// then holds no request goroutine (whose stack carries Caddy's whole
+	// handler chain) and none of the request's state.
+	handedOff = true
+	go h.serveSocket(c, sl, id, owner, sess, clientType, r.RemoteAddr)
+}
+
+// serveSocket serves an accepted socket until it closes: the browser's
+// token first when it has no owner, then the watch.
+func (h *Human) serveSocket(c *websocket.Conn, sl *slot, id string, owner *store.Owner, sess *store.Session, clientType, remoteAddr string) {
+	defer sl.release()
 	defer h.svc.cfg.Observer.WebSockets(-1)
 	defer h.sockets.remove(c)
-
-	log := h.svc.log.With(zap.String("session_id", id), zap.String("client_type", clientType), zap.String("remote_addr", r.RemoteAddr))
-	ctx := r.Context()
+	// Its own context: the request's ended with the handler.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	log := &wsLog{base: h.svc.log, id: id, clientType: clientType, remote: remoteAddr}
+	defer func() {
+		// As net/http would for a handler: a panic ends this socket only.
+		if v := recover(); v != nil {
+			log.write(zap.ErrorLevel, "websocket: panic", zap.Any("panic", v), zap.Stack("stack"))
+			c.CloseNow()
+		}
+	}()
 	if owner == nil {
 		if sess = h.authenticateSocket(ctx, c, id, sl, log); sess == nil {
 			return
 		}
 	}
-	log.Debug("websocket watching", zap.Bool("owner", owner != nil))
-	h.watch(ctx, c, sess, clientType, log)
+	log.write(zap.DebugLevel, "websocket watching", zap.Bool("owner", owner != nil))
+	h.watch(ctx, cancel, c, sess, clientType, log)
 }
+
+// wsLog logs for one socket. Its fields are only put together when a line
+// is written, which for most sockets is never.
+type wsLog struct {
+	base                   *zap.Logger
+	id, clientType, remote string
+}
+
+func (l *wsLog) write(lvl zapcore.Level, msg string, fields ...zap.Field) {
+	if ce := l.base.Check(lvl, msg); ce != nil {
+		ce.Write(append([]zap.Field{zap.String("session_id", l.id), zap.String("client_type", l.clientType), zap.String("remote_addr", l.remote)}, fields...)...)
+	}
+}
+
+// wsBufferSize is the read and write buffer of an accepted socket. A
+// watcher reads one token message and control frames and writes a few
+// small messages; net/http's 4 KiB buffers, which a hijack hands over,
+// would be most of what an idle watcher holds.
+const wsBufferSize = 256
+
+// smallBuffers gives websocket.Accept the hijacked connection with
+// wsBufferSize buffers instead of net/http's.
+type smallBuffers struct{ http.ResponseWriter }
+
+// Hijack implements http.Hijacker. Bytes the client sent after the
+// handshake and net/http has already read stay buffered in the new reader,
+// where Accept looks for them.
+func (s smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, brw, err := http.NewResponseController(s.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	n := brw.Reader.Buffered()
+	if n == 0 {
+		return conn, bufio.NewReadWriter(bufio.NewReaderSize(conn, wsBufferSize), bufio.NewWriterSize(conn, wsBufferSize)), nil
+	}
+	early, _ := brw.Reader.Peek(n)
+	br := bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(early)), conn), max(n, wsBufferSize))
+	if _, err := br.Peek(n); err != nil { // from the bytes.Reader only: never blocks
+		_ = conn.Close()
+		return nil, nil, err
+	}
+	return conn, bufio.NewReadWriter(br, bufio.NewWriterSize(conn, wsBufferSize)), nil
+}
+
+// Unwrap lets http.ResponseController reach the writer underneath.
+func (s smallBuffers) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 // authenticateSocket waits for the browser's token message, checks it and
 // returns the question (nil when refused). Unknown id and wrong token get
 // the same 1008.
-func (h *Human) authenticateSocket(ctx context.Context, c *websocket.Conn, id string, sl *slot, log *zap.Logger) *store.Session {
+func (h *Human) authenticateSocket(ctx context.Context, c *websocket.Conn, id string, sl *slot, log *wsLog) *store.Session {
 	// A timer closes with 1008; a Read deadline would drop the TCP
 	// connection without a close frame, and the page could not tell why.
 	timer := time.AfterFunc(h.cfg.AuthTimeout, func() {
@@ -201,11 +277,11 @@ func (h *Human) authenticateSocket(ctx context.Context, c *websocket.Conn, id st
 	sess, err := h.svc.core.GetByToken(ctx, id, tok)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		log.Info("websocket token refused")
+		log.write(zap.InfoLevel, "websocket token refused")
 		_ = c.Close(statusPolicy, "unknown session or wrong token")
 		return nil
 	case err != nil:
-		log.Warn("websocket: session store failed", zap.Error(err))
+		log.write(zap.WarnLevel, "websocket: session store failed", zap.Error(err))
 		_ = c.Close(statusTryAgainLater, "session store unavailable; retry")
 		return nil
 	}
@@ -235,10 +311,10 @@ func parseAuthMessage(typ websocket.MessageType, data []byte) (string, bool) {
 
 // watch sends the current state, then the change to a terminal state,
 // until the client leaves or the server stops. The waiting is the core's
-// Await; pings run beside it.
-func (h *Human) watch(ctx context.Context, c *websocket.Conn, sess *store.Session, clientType string, log *zap.Logger) {
+// Await; pings run beside it. cancel ends ctx; the reader calls it when
+// the client is gone.
+func (h *Human) watch(ctx context.Context, cancel context.CancelFunc, c *websocket.Conn, sess *store.Session, clientType string, log *wsLog) {
 	id := sess.ID
-	ctx, cancel := context.WithCancel(ctx)
 	// The reader answers pings and close frames and notices a client that
 	// left; data messages after the token are ignored (size-limited).
 	readerDone := make(chan struct{})
@@ -268,6 +344,9 @@ func (h *Human) watch(ctx context.Context, c *websocket.Conn, sess *store.Sessio
 		_ = c.Close(statusNormal, "session "+string(sess.Status))
 		return
 	}
+	// Only the status is needed from here on, so the session is not kept
+	// alive for the whole wait.
+	prev := sess.Status
 
 	// Pings ride on the waiting goroutine: a watcher costs two goroutines,
 	// this one and the reader.
@@ -280,7 +359,7 @@ func (h *Human) watch(ctx context.Context, c *websocket.Conn, sess *store.Sessio
 	if !done.Status.Terminal() {
 		return // unreachable: an unbounded Await ends terminal or with an error
 	}
-	if h.send(ctx, c, MsgSessionStatusChanged, map[string]any{"sessionId": id, "status": done.Status, "previousStatus": sess.Status}) != nil {
+	if h.send(ctx, c, MsgSessionStatusChanged, map[string]any{"sessionId": id, "status": done.Status, "previousStatus": prev}) != nil {
 		return
 	}
 	if done.Status == store.StatusSubmitted {
@@ -293,7 +372,7 @@ func (h *Human) watch(ctx context.Context, c *websocket.Conn, sess *store.Sessio
 
 // closeFor closes the socket for a wait that ended in err, with the code
 // that tells the page what to do.
-func (h *Human) closeFor(c *websocket.Conn, err error, log *zap.Logger) {
+func (h *Human) closeFor(c *websocket.Conn, err error, log *wsLog) {
 	switch {
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 	case errors.Is(err, store.ErrNotFound):
@@ -302,17 +381,16 @@ func (h *Human) closeFor(c *websocket.Conn, err error, log *zap.Logger) {
 		// A new configuration has its own store; the client reconnects there.
 		_ = c.Close(statusServiceRestart, "store closed; reconnect")
 	default:
-		log.Warn("websocket: session store failed", zap.Error(err))
+		log.write(zap.WarnLevel, "websocket: session store failed", zap.Error(err))
 		_ = c.Close(statusTryAgainLater, "session store unavailable; retry")
 	}
 }
 
 // ping checks that the peer is still there; false when it is gone.
-func (h *Human) ping(ctx context.Context, c *websocket.Conn, log *zap.Logger) bool {
-	pctx, pcancel := context.WithTimeout(ctx, h.cfg.WriteTimeout)
-	defer pcancel()
-	if err := c.Ping(pctx); err != nil {
-		log.Debug("websocket ping failed", zap.Error(err))
+func (h *Human) ping(ctx context.Context, c *websocket.Conn, log *wsLog) bool {
+	defer h.bound(c).Stop()
+	if err := c.Ping(ctx); err != nil {
+		log.write(zap.DebugLevel, "websocket ping failed", zap.Error(err))
 		return false
 	}
 	return true
@@ -323,9 +401,17 @@ func (h *Human) send(ctx context.Context, c *websocket.Conn, typ string, data an
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, h.cfg.WriteTimeout)
-	defer cancel()
+	defer h.bound(c).Stop()
 	return c.Write(ctx, websocket.MessageText, b)
+}
+
+// bound limits a write or ping on c to WriteTimeout: past it the
+// connection is closed, which is what the library does when a write's
+// context expires. A timer instead of a context with a deadline, because
+// the library keeps the context of a socket's last write until the next
+// one, and a watcher writes rarely: each would keep a dead timer context.
+func (h *Human) bound(c *websocket.Conn) *time.Timer {
+	return time.AfterFunc(h.cfg.WriteTimeout, func() { c.CloseNow() })
 }
 
 // originAllowed: no Origin (not a browser), an allowed origin, or this
