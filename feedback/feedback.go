@@ -191,7 +191,8 @@ func (s *Service) GetByToken(ctx context.Context, id, token string) (*Session, e
 // PeekOwned is Get for the first step of Answer (an owner's answer): who
 // may answer and what the answer must fit are exact, but a pending state
 // may be out of date, which Answer allows for. It saves a round trip to
-// the store when this instance created or read the question before.
+// the store when this instance created or read the question before. The
+// session may share memory with the store's copy: read it, never change it.
 func (s *Service) PeekOwned(ctx context.Context, owner Owner, id string) (*Session, error) {
 	sess, err := s.peek(ctx, id)
 	if err != nil {

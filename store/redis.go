@@ -537,7 +537,8 @@ func (c *readCoalescer) fly(id string, f *readFlight, fetch readFunc) {
 }
 
 // Peek is for the first step of an answer or a cancel: the question as this
-// instance last knew it, however long ago, when that was pending. Its
+// instance last knew it, however long ago, when that was pending. What it
+// returns shares its slices with the store's copy: read it, never change it. Its
 // immutable part (owner, question, options, token hash, deadline) is
 // exact; its pending state may be out of date, which is harmless there
 // because the script that follows decides the outcome from Redis' state.
@@ -548,7 +549,7 @@ func (r *Redis) Peek(ctx context.Context, id string) (*Session, error) {
 		return nil, ErrUnavailable
 	}
 	if d, st, at := r.cache.lookup(id); st != nil && (st.status == StatusPending || time.Since(at) < CacheMaxAge) {
-		return d.session(id, st), nil
+		return d.view(id, st), nil
 	}
 	return r.Get(ctx, id)
 }
@@ -629,7 +630,7 @@ func (r *Redis) runDecoded(ctx context.Context, op string, script *rueidis.Lua, 
 		r.cache.put(id, gen, data, state, time.Now())
 	}
 	if changed == 1 {
-		r.changed(data.session(id, state))
+		r.changed(data.view(id, state)) // the hook takes its own copy
 		// The PUBLISH reaches our subscriber too, but local watchers should
 		// not depend on the subscription being up.
 		r.hub.notify(id)
@@ -798,6 +799,28 @@ type qstate struct {
 	updated time.Time
 	nonce   string
 	result  *Result
+}
+
+// view is a Session of d in state st that shares d's slices and st's
+// result: for readers that change nothing (Peek, the change hook, which
+// copies what it keeps).
+func (d *qdata) view(id string, st *qstate) *Session {
+	return &Session{
+		ID:                id,
+		Owner:             d.owner,
+		Message:           d.message,
+		PredefinedOptions: d.options,
+		MultiSelect:       d.multi,
+		AllowFreeText:     d.free,
+		Metadata:          d.metadata,
+		TokenHash:         d.tokenHash,
+		CreatedAt:         d.created,
+		ExpiresAt:         d.deadline,
+		UpdatedAt:         st.updated,
+		Status:            st.status,
+		Nonce:             st.nonce,
+		Result:            st.result,
+	}
 }
 
 // session is a new Session of d in state st, sharing nothing mutable.

@@ -486,8 +486,9 @@ func mustGetSession(t *testing.T, r store.Store, id string) *store.Session {
 
 // What Create remembers of a question is exactly what a reader decodes
 // from Redis, whatever the JSON round trip changes (HTML escaping, spacing
-// in metadata, invalid UTF-8, empty and nil lists), and no caller can
-// change it afterwards.
+// in metadata, invalid UTF-8, empty and nil lists), and neither the creator
+// nor a reader of a copy (Read) can change it afterwards. (What Peek
+// returns is read-only by contract.)
 func TestRedisRememberedEqualsStored(t *testing.T) {
 	srv := redistest.Start(t)
 	prefix := uniquePrefix()
@@ -522,8 +523,21 @@ func TestRedisRememberedEqualsStored(t *testing.T) {
 		if len(s.PredefinedOptions) > 0 {
 			s.PredefinedOptions[0] = "changed"
 		}
-		if len(remembered.TokenHash) > 0 {
-			remembered.TokenHash[0] ^= 0xff
+		if len(s.TokenHash) > 0 {
+			s.TokenHash[0] ^= 0xff
+		}
+		read, err := r.Read(ctx, s.ID)
+		if err != nil {
+			t.Fatalf("variant %d: Read: %v", i, err)
+		}
+		if len(read.PredefinedOptions) > 0 {
+			read.PredefinedOptions[0] = "changed"
+		}
+		if len(read.TokenHash) > 0 {
+			read.TokenHash[0] ^= 0xff
+		}
+		if len(read.Metadata) > 0 {
+			read.Metadata[0] = 'X'
 		}
 		again, _ := r.Peek(ctx, s.ID)
 		storetest.SameSession(t, "remembered after changes to copies", again, mustGetSession(t, fresh, s.ID))
