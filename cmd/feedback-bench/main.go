@@ -1,18 +1,23 @@
 // Command feedback-bench measures the module on this machine, in one run:
-// REST throughput against the ceiling of a plain Caddy `respond` route,
-// answer → waiting agent and answer → WebSocket watcher latency (same and
-// cross instance), the cost of held connections, and Redis memory per
-// pending session. It starts its own redis-server and two Caddy processes on
-// loopback ports, bounds every loop, and prints a Markdown report.
+// REST throughput against the ceiling of a plain Caddy `respond` route
+// (with its own Go client and, with -wrk, with wrk), answer → waiting agent
+// and answer → WebSocket watcher latency (same and cross instance), the
+// cost of held connections (process RSS, Go heap and stacks, goroutines,
+// and answer latency while they are held), and Redis memory per pending
+// session. It starts its own redis-server and Caddy processes on loopback
+// ports, bounds every loop, and prints a Markdown report.
 //
-//	go run ./cmd/feedback-bench                 # defaults: 5 s per point, 10,000 held connections
+//	go run ./cmd/feedback-bench                 # defaults: 5 s per point, 2,000 and 10,000 held connections
 //	go run ./cmd/feedback-bench -quick          # 2 s per point, 1,000 held connections
+//	go run ./cmd/feedback-bench -only throughput,wrk -wrk 32 -repeat 5
+//	go run ./cmd/feedback-bench -only held -held 2000,10000
 package main
 
 import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -44,12 +49,16 @@ var (
 	caddyPath   = flag.String("caddy", "", "caddy binary with the module (default: build ./cmd/caddy)")
 	duration    = flag.Duration("duration", 5*time.Second, "length of each throughput point")
 	concList    = flag.String("concurrency", "1,16,64", "concurrency levels for throughput")
-	held        = flag.Int("held", 10000, "waiting MCP calls and WebSocket watchers to hold")
+	heldList    = flag.String("held", "2000,10000", "waiting MCP calls and WebSocket watchers to hold, one or more counts (e.g. 2000,10000); each count is measured on a fresh Caddy process")
 	samples     = flag.Int("samples", 200, "latency samples per case")
 	quick       = flag.Bool("quick", false, "short run: 2 s points, 1,000 held connections, 50 samples")
 	out         = flag.String("out", "", "also write the report to this file")
 	profileDir  = flag.String("profile", "", "write CPU profiles of Caddy during the create and submit points here")
 	storeFlavor = flag.String("store", "redis", "redis or memory (memory: cross-instance cases are skipped)")
+	wrkConns    = flag.String("wrk", "", "also measure throughput with wrk (on PATH) at these connection counts, e.g. 32")
+	wrkThreads  = flag.Int("wrk-threads", 2, "wrk threads")
+	repeat      = flag.Int("repeat", 1, "rounds of each throughput point; the report gives medians")
+	only        = flag.String("only", "", "run only these sections, comma-separated: throughput, wrk, latency, held, redis (default: all but wrk unless -wrk is given)")
 )
 
 const secret = "feedback-bench-secret-0123456789abcdef"
@@ -63,7 +72,7 @@ func main() {
 			*duration = 2 * time.Second
 		}
 		if !set["held"] {
-			*held = 1000
+			*heldList = "1000"
 		}
 		if !set["samples"] {
 			*samples = 50
@@ -79,7 +88,50 @@ type report struct{ b strings.Builder }
 
 func (r *report) f(format string, a ...any) { fmt.Fprintf(&r.b, format, a...) }
 
+// sections says which parts of the report run.
+func sections() (map[string]bool, error) {
+	want := map[string]bool{}
+	if *only == "" {
+		for _, s := range []string{"throughput", "latency", "held", "redis"} {
+			want[s] = true
+		}
+		want["wrk"] = *wrkConns != ""
+		return want, nil
+	}
+	for _, s := range strings.Split(*only, ",") {
+		switch s = strings.TrimSpace(s); s {
+		case "throughput", "wrk", "latency", "held", "redis":
+			want[s] = true
+		default:
+			return nil, fmt.Errorf("unknown section %q in -only", s)
+		}
+	}
+	if want["wrk"] && *wrkConns == "" {
+		*wrkConns = "32"
+	}
+	return want, nil
+}
+
+func intList(name, s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("bad -%s %q", name, s)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
 func run() error {
+	want, err := sections()
+	if err != nil {
+		return err
+	}
+	if *repeat < 1 {
+		*repeat = 1
+	}
 	raiseFileLimit()
 	dir, err := os.MkdirTemp("", "feedback-bench-")
 	if err != nil {
@@ -94,24 +146,23 @@ func run() error {
 			return err
 		}
 	}
-	var redis *redistest.Server
-	storeLine := ""
+	env := benchEnv{bin: bin, dir: dir}
 	if *storeFlavor == "redis" {
-		redis, err = redistest.StartIn(filepath.Join(dir, "redis"), "--maxclients", "100000")
+		env.redis, err = redistest.StartIn(filepath.Join(dir, "redis"), "--maxclients", "100000")
 		if err != nil {
 			return err
 		}
-		defer redis.Stop()
-		storeLine = "store redis " + redis.URL()
+		defer env.redis.Stop()
+		env.storeLine = "store redis " + env.redis.URL()
 	}
-	a, err := startCaddy(bin, filepath.Join(dir, "a"), storeLine)
+	a, err := env.caddy("a")
 	if err != nil {
 		return err
 	}
 	defer a.Stop()
 	var b *harness.Caddy
-	if redis != nil {
-		if b, err = startCaddy(bin, filepath.Join(dir, "b"), storeLine); err != nil {
+	if env.redis != nil && want["latency"] {
+		if b, err = env.caddy("b"); err != nil {
 			return err
 		}
 		defer b.Stop()
@@ -120,28 +171,66 @@ func run() error {
 
 	var r report
 	host, _ := os.Hostname()
-	r.f("# feedback-bench\n\n%s, %d CPUs, %s, store %s; Caddy and the load generator share the machine.\n\n",
-		host, runtime.NumCPU(), runtime.Version(), *storeFlavor)
+	r.f("# feedback-bench\n\n%s, %d CPUs (%s), %s, store %s; Caddy, Redis and the load generator share the machine.\n\n",
+		host, runtime.NumCPU(), cpuModel(), runtime.Version(), *storeFlavor)
+	r.f("Load average at start: %s\n\n", loadAvg())
 
-	if err := throughput(&r, a, tok); err != nil {
-		return err
-	}
-	if err := latencies(&r, a, b, tok); err != nil {
-		return err
-	}
-	if err := heldConnections(&r, a, tok); err != nil {
-		return err
-	}
-	if redis != nil {
-		if err := redisMemory(&r, a, redis, tok); err != nil {
+	if want["throughput"] {
+		if err := throughput(&r, a, tok); err != nil {
 			return err
 		}
 	}
+	if want["wrk"] {
+		if err := wrkThroughput(&r, a, tok); err != nil {
+			return err
+		}
+	}
+	if want["latency"] {
+		if err := latencies(&r, a, b, tok); err != nil {
+			return err
+		}
+	}
+	if want["held"] {
+		if err := heldConnections(&r, &env, a, tok); err != nil {
+			return err
+		}
+	}
+	if want["redis"] && env.redis != nil {
+		if err := redisMemory(&r, a, env.redis, tok); err != nil {
+			return err
+		}
+	}
+	r.f("\nLoad average at end: %s\n", loadAvg())
 	fmt.Print(r.b.String())
 	if *out != "" {
 		return os.WriteFile(*out, []byte(r.b.String()), 0o644)
 	}
 	return nil
+}
+
+func cpuModel() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return "unknown CPU"
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown CPU"
+}
+
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
 }
 
 // ---- processes ----
@@ -161,18 +250,27 @@ http://127.0.0.1:{HTTP} {
 		elicitation off
 		ws_max_per_subject 1000000
 		mcp_max_sessions_per_subject 1000
+		mcp_max_calls_per_subject 1000000
 	}
 }
 `
 
-// startCaddy runs an instance in dir (internal/harness: loopback ports,
-// its own XDG directories, caddy.log there) and waits for /health.
-func startCaddy(bin, dir, storeLine string) (*harness.Caddy, error) {
-	c, err := harness.NewCaddy(bin, dir, "JWT_SECRET="+secret)
+// benchEnv starts Caddy instances on the run's store.
+type benchEnv struct {
+	bin, dir, storeLine string
+	redis               *redistest.Server
+	n                   int
+}
+
+// caddy runs an instance in a new directory (internal/harness: loopback
+// ports, its own XDG directories, caddy.log there) and waits for /health.
+func (e *benchEnv) caddy(name string) (*harness.Caddy, error) {
+	e.n++
+	c, err := harness.NewCaddy(e.bin, filepath.Join(e.dir, fmt.Sprintf("%s%d", name, e.n)), "JWT_SECRET="+secret)
 	if err != nil {
 		return nil, err
 	}
-	if err := c.Start(fmt.Sprintf(benchSites, storeLine)); err != nil {
+	if err := c.Start(fmt.Sprintf(benchSites, e.storeLine)); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -209,6 +307,35 @@ func create(base, tok, body string) (session, error) {
 	return session{cr.SessionID, capTok}, nil
 }
 
+// createMany makes n sessions from 64 goroutines.
+func createMany(base, tok, body string, n int) ([]session, error) {
+	out := make([]session, n)
+	var next atomic.Int64
+	var firstErr atomic.Pointer[error]
+	var wg sync.WaitGroup
+	for range 64 {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n || firstErr.Load() != nil {
+					return
+				}
+				s, err := create(base, tok, body)
+				if err != nil {
+					firstErr.CompareAndSwap(nil, &err)
+					return
+				}
+				out[i] = s
+			}
+		})
+	}
+	wg.Wait()
+	if e := firstErr.Load(); e != nil {
+		return nil, *e
+	}
+	return out, nil
+}
+
 func submit(base string, s session, text string) error {
 	resp, err := call("POST", base+"/api/feedback/"+s.id+"/submit", fmt.Sprintf(`{"freeText":%q}`, text), "X-Feedback-Token", s.capTok)
 	if err != nil || resp.Status != 200 {
@@ -218,6 +345,8 @@ func submit(base string, s session, text string) error {
 }
 
 // ---- throughput ----
+
+const createBody = `{"message":"Deploy to production?","predefinedOptions":["yes","no","later"],"timeout":3600,"metadata":{"pr":42}}`
 
 // load runs fn from conc goroutines for the configured duration and returns
 // requests per second; fn returns false on a failed request.
@@ -241,59 +370,283 @@ func load(conc int, fn func(worker, i int) bool) (float64, int64) {
 	return float64(n.Load()) / time.Since(start).Seconds(), failed.Load()
 }
 
+// point is one throughput measurement across rounds.
+type point struct{ rates, ratios []float64 }
+
+func (p *point) add(rate, plain float64) {
+	p.rates = append(p.rates, rate)
+	p.ratios = append(p.ratios, rate/plain)
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// cell is "rate | ratio" with the ratio's range over rounds when there are several.
+func (p *point) cell() string {
+	if len(p.ratios) == 1 {
+		return fmt.Sprintf("%.0f | %.2f", median(p.rates), median(p.ratios))
+	}
+	return fmt.Sprintf("%.0f | %.2f (%.2f–%.2f)", median(p.rates), median(p.ratios), slices.Min(p.ratios), slices.Max(p.ratios))
+}
+
 func throughput(r *report, a *harness.Caddy, tok string) error {
-	var levels []int
-	for _, s := range strings.Split(*concList, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(s))
-		if err != nil || n < 1 {
-			return fmt.Errorf("bad -concurrency %q", *concList)
-		}
-		levels = append(levels, n)
+	levels, err := intList("concurrency", *concList)
+	if err != nil {
+		return err
 	}
-	r.f("## REST throughput (requests/s; ratio = / plain `respond` route at the same concurrency)\n\n")
-	r.f("| concurrency | plain respond | create | ratio | status | ratio | submit | ratio | errors |\n|---|---|---|---|---|---|---|---|---|\n")
-	body := `{"message":"Deploy to production?","predefinedOptions":["yes","no","later"],"timeout":3600,"metadata":{"pr":42}}`
+	r.f("## REST throughput, Go client (requests/s; ratio = / plain `respond` route at the same concurrency; medians of %d rounds)\n\n", *repeat)
+	r.f("| concurrency | plain respond | create | ratio | status | ratio | status, many ids | ratio | submit | ratio | errors |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, conc := range levels {
-		plain, pf := load(conc, func(int, int) bool {
-			resp, err := call("GET", a.HTTP+"/plain", "")
-			return err == nil && resp.Status == 200
-		})
-		var mu sync.Mutex
-		var made []session
-		stopProf := profile(a, fmt.Sprintf("create-c%d", conc))
-		cr, cf := load(conc, func(int, int) bool {
-			s, err := create(a.HTTP, tok, body)
-			if err != nil {
-				return false
+		var plain, cr, st, stMany, sb point
+		var errs int64
+		for round := range *repeat {
+			pr, pf := load(conc, func(int, int) bool {
+				resp, err := call("GET", a.HTTP+"/plain", "")
+				return err == nil && resp.Status == 200
+			})
+			plain.add(pr, pr)
+			var mu sync.Mutex
+			var made []session
+			stopProf := profile(a, fmt.Sprintf("create-c%d-r%d", conc, round))
+			c, cf := load(conc, func(int, int) bool {
+				s, err := create(a.HTTP, tok, createBody)
+				if err != nil {
+					return false
+				}
+				mu.Lock()
+				made = append(made, s)
+				mu.Unlock()
+				return true
+			})
+			stopProf()
+			cr.add(c, pr)
+			if len(made) == 0 {
+				return errors.New("create made no sessions")
 			}
-			mu.Lock()
-			made = append(made, s)
-			mu.Unlock()
-			return true
-		})
-		stopProf()
-		statusID := made[0].id
-		sr, sf := load(conc, func(int, int) bool {
-			resp, err := call("GET", a.HTTP+"/api/feedback/"+statusID+"/status", "", "Authorization", "Bearer "+tok)
-			return err == nil && resp.Status == 200
-		})
-		// Submit answers the sessions the create point made, each once.
-		var next atomic.Int64
-		stopProf = profile(a, fmt.Sprintf("submit-c%d", conc))
-		sb, sbf := load(conc, func(int, int) bool {
-			i := next.Add(1) - 1
-			if int(i) >= len(made) {
-				return false
+			statusID := made[0].id
+			stopProf = profile(a, fmt.Sprintf("status-c%d-r%d", conc, round))
+			s, sf := load(conc, func(int, int) bool {
+				resp, err := call("GET", a.HTTP+"/api/feedback/"+statusID+"/status", "", "Authorization", "Bearer "+tok)
+				return err == nil && resp.Status == 200
+			})
+			stopProf()
+			st.add(s, pr)
+			var nextID atomic.Int64
+			sm, smf := load(conc, func(int, int) bool {
+				id := made[int(nextID.Add(1)-1)%len(made)].id
+				resp, err := call("GET", a.HTTP+"/api/feedback/"+id+"/status", "", "Authorization", "Bearer "+tok)
+				return err == nil && resp.Status == 200
+			})
+			stMany.add(sm, pr)
+			// Submit answers the sessions the create point made, each once.
+			var next atomic.Int64
+			stopProf = profile(a, fmt.Sprintf("submit-c%d-r%d", conc, round))
+			b, sbf := load(conc, func(int, int) bool {
+				i := next.Add(1) - 1
+				if int(i) >= len(made) {
+					return false
+				}
+				return submit(a.HTTP, made[i], "yes") == nil
+			})
+			stopProf()
+			if int(next.Load()) > len(made) { // ran out of sessions: not errors
+				sbf -= next.Load() - int64(len(made))
 			}
-			return submit(a.HTTP, made[i], "yes") == nil
-		})
-		stopProf()
-		if int(next.Load()) > len(made) { // ran out of sessions: not errors
-			sbf -= next.Load() - int64(len(made))
+			sb.add(b, pr)
+			errs += pf + cf + sf + smf + sbf
 		}
-		r.f("| %d | %.0f | %.0f | %.2f | %.0f | %.2f | %.0f | %.2f | %d |\n", conc, plain, cr, cr/plain, sr, sr/plain, sb, sb/plain, pf+cf+sf+sbf)
+		r.f("| %d | %.0f | %s | %s | %s | %s | %d |\n", conc, median(plain.rates), cr.cell(), st.cell(), stMany.cell(), sb.cell(), errs)
 	}
-	r.f("\nsubmit runs until the sessions made by the create point are answered, so it may stop early.\n\n")
+	r.f("\nsubmit runs until the sessions made by the create point are answered, so it may stop early; \"status, many ids\" reads those sessions in turn, so no read repeats an id soon.\n\n")
+	return nil
+}
+
+// ---- wrk ----
+
+const wrkCreateLua = `wrk.method = "POST"
+wrk.body = %q
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer %s"
+`
+
+// wrkListLua walks a file of "id token" lines, each thread its own share;
+// past the end it asks for an unknown path, which wrk counts as non-2xx.
+const wrkListLua = `local lines = {}
+local i = 0
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("tid", threads)
+end
+function init(args)
+  local n, step = 0, tonumber(args[2])
+  for line in io.lines(args[1]) do
+    n = n + 1
+    if (n - 1) %% step == tid - 1 then table.insert(lines, line) end
+  end
+end
+function request()
+  i = i + 1
+  local line = lines[i]
+  if line == nil then return wrk.format("GET", "/api/feedback/ran-out/status") end
+  local id, tok = line:match("(%%S+) (%%S+)")
+  %s
+end
+`
+
+const (
+	wrkSubmitReq = `return wrk.format("POST", "/api/feedback/" .. id .. "/submit", {["Content-Type"] = "application/json", ["X-Feedback-Token"] = tok}, '{"freeText":"yes"}')`
+	wrkStatusReq = `return wrk.format("GET", "/api/feedback/" .. id .. "/status", {["Authorization"] = "Bearer %s"})`
+)
+
+var (
+	wrkRate   = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
+	wrkNon2xx = regexp.MustCompile(`Non-2xx or 3xx responses: (\d+)`)
+	wrkSock   = regexp.MustCompile(`Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)`)
+)
+
+// wrk runs wrk against url and returns requests/s and failures; header,
+// when set, is sent with every request, and args go to the script.
+func wrk(conns int, url, script, header string, args ...string) (float64, int64, error) {
+	cmdArgs := []string{"-t", strconv.Itoa(*wrkThreads), "-c", strconv.Itoa(conns), "-d", fmt.Sprintf("%ds", max(1, int(duration.Seconds())))}
+	if header != "" {
+		cmdArgs = append(cmdArgs, "-H", header)
+	}
+	if script != "" {
+		cmdArgs = append(cmdArgs, "-s", script)
+	}
+	cmdArgs = append(cmdArgs, url)
+	if len(args) > 0 {
+		cmdArgs = append(append(cmdArgs, "--"), args...)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *duration+time.Minute)
+	defer cancel()
+	outb, err := exec.CommandContext(ctx, "wrk", cmdArgs...).CombinedOutput()
+	if err != nil {
+		return 0, 0, fmt.Errorf("wrk: %w\n%s", err, outb)
+	}
+	m := wrkRate.FindSubmatch(outb)
+	if m == nil {
+		return 0, 0, fmt.Errorf("wrk: no Requests/sec in\n%s", outb)
+	}
+	rate, _ := strconv.ParseFloat(string(m[1]), 64)
+	var failed int64
+	if m := wrkNon2xx.FindSubmatch(outb); m != nil {
+		n, _ := strconv.ParseInt(string(m[1]), 10, 64)
+		failed += n
+	}
+	if m := wrkSock.FindSubmatch(outb); m != nil {
+		for _, g := range m[1:] {
+			n, _ := strconv.ParseInt(string(g), 10, 64)
+			failed += n
+		}
+	}
+	return rate, failed, nil
+}
+
+func writeSessions(path string, ss []session) error {
+	var b strings.Builder
+	for _, s := range ss {
+		b.WriteString(s.id + " " + s.capTok + "\n")
+	}
+	return os.WriteFile(path, []byte(b.String()), 0o600)
+}
+
+func wrkThroughput(r *report, a *harness.Caddy, tok string) error {
+	if _, err := exec.LookPath("wrk"); err != nil {
+		return fmt.Errorf("-wrk needs wrk on PATH (apt-get install wrk): %w", err)
+	}
+	levels, err := intList("wrk", *wrkConns)
+	if err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "feedback-bench-wrk-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	write := func(name, text string) (string, error) {
+		p := filepath.Join(dir, name)
+		return p, os.WriteFile(p, []byte(text), 0o600)
+	}
+	createLua, err := write("create.lua", fmt.Sprintf(wrkCreateLua, createBody, tok))
+	if err != nil {
+		return err
+	}
+	submitLua, err := write("submit.lua", fmt.Sprintf(wrkListLua, wrkSubmitReq))
+	if err != nil {
+		return err
+	}
+	statusLua, err := write("status.lua", fmt.Sprintf(wrkListLua, fmt.Sprintf(wrkStatusReq, tok)))
+	if err != nil {
+		return err
+	}
+	statusSess, err := create(a.HTTP, tok, createBody)
+	if err != nil {
+		return err
+	}
+	r.f("## REST throughput, wrk (%d threads; requests/s; ratio = / plain `respond` route; medians of %d rounds)\n\n", *wrkThreads, *repeat)
+	r.f("| connections | plain respond | create | ratio | status | ratio | status, many ids | ratio | submit | ratio | errors |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+	secs := duration.Seconds()
+	for _, conns := range levels {
+		var plain, cr, st, stMany, sb point
+		var errs int64
+		for round := range *repeat {
+			pr, pf, err := wrk(conns, a.HTTP+"/plain", "", "")
+			if err != nil {
+				return err
+			}
+			plain.add(pr, pr)
+			stop := profile(a, fmt.Sprintf("wrk-create-c%d-r%d", conns, round))
+			c, cf, err := wrk(conns, a.HTTP+"/api/feedback/create", createLua, "")
+			stop()
+			if err != nil {
+				return err
+			}
+			cr.add(c, pr)
+			stop = profile(a, fmt.Sprintf("wrk-status-c%d-r%d", conns, round))
+			s, sf, err := wrk(conns, a.HTTP+"/api/feedback/"+statusSess.id+"/status", "", "Authorization: Bearer "+tok)
+			stop()
+			if err != nil {
+				return err
+			}
+			st.add(s, pr)
+			// Enough sessions for submit to run the whole point: never more
+			// than 80 % of the plain rate.
+			ss, err := createMany(a.HTTP, tok, createBody, int(pr*0.8*secs)+1000)
+			if err != nil {
+				return err
+			}
+			list := filepath.Join(dir, "sessions.txt")
+			if err := writeSessions(list, ss); err != nil {
+				return err
+			}
+			sm, smf, err := wrk(conns, a.HTTP, statusLua, "", list, strconv.Itoa(*wrkThreads))
+			if err != nil {
+				return err
+			}
+			stMany.add(sm, pr)
+			stop = profile(a, fmt.Sprintf("wrk-submit-c%d-r%d", conns, round))
+			b, sbf, err := wrk(conns, a.HTTP, submitLua, "", list, strconv.Itoa(*wrkThreads))
+			stop()
+			if err != nil {
+				return err
+			}
+			sb.add(b, pr)
+			errs += pf + cf + sf + smf + sbf
+		}
+		r.f("| %d | %.0f | %s | %s | %s | %s | %d |\n", conns, median(plain.rates), cr.cell(), st.cell(), stMany.cell(), sb.cell(), errs)
+	}
+	r.f("\nwrk -t %d -c N -d %s; status reads one session; \"status, many ids\" and submit walk sessions made for the round (each answered once).\n\n", *wrkThreads, *duration)
 	return nil
 }
 
@@ -306,7 +659,7 @@ func profile(a *harness.Caddy, name string) func() {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		secs := int(duration.Seconds())
+		secs := max(1, int(duration.Seconds()))
 		resp, err := http.Get(fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", a.Admin, secs))
 		if err != nil {
 			return
@@ -321,6 +674,26 @@ func profile(a *harness.Caddy, name string) func() {
 		_, _ = io.Copy(f, resp.Body)
 	}()
 	return func() { <-done }
+}
+
+// saveProfiles writes Caddy's heap (in use, after a GC) and goroutine
+// profiles while connections are held, when -profile is set.
+func saveProfiles(c *harness.Caddy, name string) {
+	if *profileDir == "" {
+		return
+	}
+	_ = os.MkdirAll(*profileDir, 0o755)
+	for _, p := range []struct{ path, file string }{
+		{"/debug/pprof/heap?gc=1", name + "-heap.pprof"},
+		{"/debug/pprof/goroutine", name + "-goroutine.pprof"},
+		{"/debug/pprof/goroutine?debug=2", name + "-goroutines.txt"},
+	} {
+		resp, err := call("GET", c.Admin+p.path, "")
+		if err != nil {
+			continue
+		}
+		_ = os.WriteFile(filepath.Join(*profileDir, p.file), []byte(resp.Body), 0o644)
+	}
 }
 
 // ---- latency ----
@@ -340,11 +713,33 @@ func (d dist) row(name string) string {
 	return fmt.Sprintf("| %s | %v | %v | %v | %d |\n", name, d.pct(0.5).Round(10*time.Microsecond), d.pct(0.99).Round(10*time.Microsecond), d.pct(1).Round(10*time.Microsecond), len(d))
 }
 
-func mcpClient(ctx context.Context, base, tok string) (*client.Client, error) {
+// mcpAgent is one MCP client; its calls' first progress notification
+// tells that the server holds the call in its wait.
+type mcpAgent struct {
+	c    *client.Client
+	mu   sync.Mutex
+	subs map[string]chan struct{}
+}
+
+func mcpClient(ctx context.Context, base, tok string) (*mcpAgent, error) {
 	c, err := client.NewStreamableHttpClient(base+"/mcp", transport.WithHTTPHeaders(map[string]string{"Authorization": "Bearer " + tok}))
 	if err != nil {
 		return nil, err
 	}
+	ag := &mcpAgent{c: c, subs: map[string]chan struct{}{}}
+	c.OnNotification(func(n mcp.JSONRPCNotification) {
+		if n.Method != "notifications/progress" {
+			return
+		}
+		key := fmt.Sprint(n.Params.AdditionalFields["progressToken"])
+		ag.mu.Lock()
+		ch := ag.subs[key]
+		delete(ag.subs, key)
+		ag.mu.Unlock()
+		if ch != nil {
+			close(ch)
+		}
+	})
 	if err := c.Start(ctx); err != nil {
 		return nil, err
 	}
@@ -354,24 +749,47 @@ func mcpClient(ctx context.Context, base, tok string) (*client.Client, error) {
 	if _, err := c.Initialize(ctx, init); err != nil {
 		return nil, fmt.Errorf("MCP initialize: %w", err)
 	}
-	return c, nil
+	return ag, nil
 }
 
-// waitResult calls get_feedback_result with wait and returns once it
-// answers with a submitted status.
-func waitResult(ctx context.Context, c *client.Client, id string) error {
-	req := mcp.CallToolRequest{}
-	req.Params.Name = "get_feedback_result"
-	req.Params.Arguments = map[string]any{"sessionId": id, "wait": 240}
-	res, err := c.CallTool(ctx, req)
-	if err != nil {
-		return err
-	}
-	b, _ := json.Marshal(res)
-	if res.IsError || !bytes.Contains(b, []byte(`"submitted"`)) {
-		return fmt.Errorf("get_feedback_result: %s", b)
-	}
-	return nil
+func (ag *mcpAgent) Close() { _ = ag.c.Close() }
+
+var progressSeq atomic.Int64
+
+// wait calls get_feedback_result with wait. It returns once the server
+// holds the call (its first progress notification arrived) and a function
+// that blocks until the call answers with a submitted status.
+func (ag *mcpAgent) wait(ctx context.Context, id string) (<-chan struct{}, func() error) {
+	key := fmt.Sprint("p", progressSeq.Add(1))
+	waiting := make(chan struct{})
+	ag.mu.Lock()
+	ag.subs[key] = waiting
+	ag.mu.Unlock()
+	done := make(chan error, 1)
+	go func() {
+		req := mcp.CallToolRequest{}
+		req.Params.Name = "get_feedback_result"
+		req.Params.Arguments = map[string]any{"sessionId": id, "wait": 240}
+		req.Params.Meta = &mcp.Meta{ProgressToken: key}
+		res, err := ag.c.CallTool(ctx, req)
+		if err == nil {
+			b, _ := json.Marshal(res)
+			if res.IsError || !bytes.Contains(b, []byte(`"submitted"`)) {
+				err = fmt.Errorf("get_feedback_result: %s", b)
+			}
+		}
+		done <- err
+	}()
+	// A call that fails before it waits must not leave the caller hanging.
+	held := make(chan struct{})
+	go func() {
+		select {
+		case <-waiting:
+		case <-ctx.Done():
+		}
+		close(held)
+	}()
+	return held, func() error { return <-done }
 }
 
 // sampleLatency measures, *samples times, from sending an answer through
@@ -400,20 +818,24 @@ func sampleLatency(a, sub *harness.Caddy, tok string, arm func(s session) (func(
 	return d, nil
 }
 
+// mcpWaiter arms a get_feedback_result wait through ag.
+func mcpWaiter(ctx context.Context, ag *mcpAgent) func(s session) (func() error, error) {
+	return func(s session) (func() error, error) {
+		held, wait := ag.wait(ctx, s.id)
+		<-held
+		return wait, nil
+	}
+}
+
 func latencies(r *report, a, b *harness.Caddy, tok string) error {
-	ctx := context.Background()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	r.f("## Answer → waiter latency (from sending the submit to the waiter having the answer)\n\n| case | p50 | p99 | max | samples |\n|---|---|---|---|---|\n")
-	mc, err := mcpClient(ctx, a.HTTP, tok)
+	ag, err := mcpClient(ctx, a.HTTP, tok)
 	if err != nil {
 		return err
 	}
-	defer mc.Close()
-	mcpWaiter := func(s session) (func() error, error) {
-		done := make(chan error, 1)
-		go func() { done <- waitResult(ctx, mc, s.id) }()
-		time.Sleep(20 * time.Millisecond) // let the call reach its wait; a benchmark, not a test
-		return func() error { return <-done }, nil
-	}
+	defer ag.Close()
 	wsWaiter := func(s session) (func() error, error) {
 		conn, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(a.HTTP, "http")+"/ws/"+s.id,
 			&websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + tok}}})
@@ -439,7 +861,7 @@ func latencies(r *report, a, b *harness.Caddy, tok string) error {
 	for _, w := range []struct {
 		name string
 		arm  func(session) (func() error, error)
-	}{{"MCP get_feedback_result wait", mcpWaiter}, {"WebSocket watcher", wsWaiter}} {
+	}{{"MCP get_feedback_result wait", mcpWaiter(ctx, ag)}, {"WebSocket watcher", wsWaiter}} {
 		for _, tg := range []struct {
 			name string
 			sub  *harness.Caddy
@@ -460,120 +882,210 @@ func latencies(r *report, a, b *harness.Caddy, tok string) error {
 
 // ---- held connections ----
 
-var goroutineTotal = regexp.MustCompile(`goroutine profile: total (\d+)`)
+var (
+	goroutineTotal = regexp.MustCompile(`goroutine profile: total (\d+)`)
+	heapInuse      = regexp.MustCompile(`# HeapInuse = (\d+)`)
+	stackInuse     = regexp.MustCompile(`# Stack = (\d+) /`)
+	vmRSS          = regexp.MustCompile(`VmRSS:\s+(\d+) kB`)
+)
 
-// stats reads the Caddy process's memory in use (Go heap and stacks, after
-// a GC, from its admin pprof endpoint; RSS lags behind frees) and goroutines.
-func stats(c *harness.Caddy) (inUse, goroutines int) {
+// procStats is one reading of the Caddy process.
+type procStats struct{ rss, heap, stack, goroutines int }
+
+// stats reads the Caddy process's RSS (from /proc), Go heap and stacks in
+// use (after a GC, from its admin pprof endpoint) and goroutines.
+func stats(c *harness.Caddy) (st procStats) {
 	if resp, err := call("GET", c.Admin+"/debug/pprof/heap?gc=1&debug=1", ""); err == nil {
-		for _, re := range []*regexp.Regexp{regexp.MustCompile(`# HeapInuse = (\d+)`), regexp.MustCompile(`# Stack = (\d+) /`)} {
-			if m := re.FindStringSubmatch(resp.Body); m != nil {
-				n, _ := strconv.Atoi(m[1])
-				inUse += n
+		for _, x := range []struct {
+			re  *regexp.Regexp
+			dst *int
+		}{{heapInuse, &st.heap}, {stackInuse, &st.stack}} {
+			if m := x.re.FindStringSubmatch(resp.Body); m != nil {
+				*x.dst, _ = strconv.Atoi(m[1])
 			}
 		}
 	}
 	if resp, err := call("GET", c.Admin+"/debug/pprof/goroutine?debug=1", ""); err == nil {
 		if m := goroutineTotal.FindStringSubmatch(resp.Body); m != nil {
-			goroutines, _ = strconv.Atoi(m[1])
+			st.goroutines, _ = strconv.Atoi(m[1])
 		}
 	}
-	return
+	if p := c.Process(); p != nil {
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.Cmd.Process.Pid)); err == nil {
+			if m := vmRSS.FindSubmatch(b); m != nil {
+				kb, _ := strconv.Atoi(string(m[1]))
+				st.rss = kb << 10
+			}
+		}
+	}
+	return st
 }
 
-func heldConnections(r *report, a *harness.Caddy, tok string) error {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	n := *held
-	r.f("## Held connections on one instance (%d each)\n\n| what | memory / connection (Go heap + stacks) | goroutines / connection |\n|---|---|---|\n", n)
-	sess := make([]session, n)
-	for i := range sess {
-		s, err := create(a.HTTP, tok, `{"message":"held","timeout":3600}`)
-		if err != nil {
-			return err
+// openAll runs open for 0..n-1, 256 at a time, and returns the first error.
+func openAll(n int, open func(i int) error) error {
+	sem := make(chan struct{}, 256)
+	var firstErr atomic.Pointer[error]
+	var wg sync.WaitGroup
+	for i := range n {
+		sem <- struct{}{}
+		if firstErr.Load() != nil {
+			<-sem
+			break
 		}
-		sess[i] = s
-	}
-	measure := func(name string, open func(i int) error) error {
-		mem0, g0 := stats(a)
-		sem := make(chan struct{}, 256)
-		errs := make(chan error, 1)
-		var wg sync.WaitGroup
-		var opened atomic.Int64
-		for i := range n {
-			sem <- struct{}{}
-			wg.Go(func() {
-				defer func() { <-sem }()
-				if err := open(i); err != nil {
-					select {
-					case errs <- err:
-					default:
-					}
-					return
-				}
-				opened.Add(1)
-			})
-		}
-		wg.Wait()
-		select {
-		case err := <-errs:
-			return fmt.Errorf("%s: %w (opened %d)", name, err, opened.Load())
-		default:
-		}
-		// Let the server settle into the wait before reading its figures.
-		time.Sleep(2 * time.Second)
-		mem1, g1 := stats(a)
-		r.f("| %s | %.1f KB | %.2f |\n", name, float64(mem1-mem0)/1024/float64(n), float64(g1-g0)/float64(n))
-		return nil
-	}
-	// Waiting MCP calls: each session's get_feedback_result with wait, over
-	// 64 MCP sessions (a client holds many calls at once, as an agent host would).
-	clients := make([]*client.Client, 64)
-	for i := range clients {
-		c, err := mcpClient(ctx, a.HTTP, tok)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		clients[i] = c
-	}
-	var waiting sync.WaitGroup
-	err := measure("waiting MCP calls", func(i int) error {
-		started := make(chan struct{})
-		waiting.Go(func() {
-			close(started)
-			_ = waitResult(ctx, clients[i%len(clients)], sess[i].id)
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if err := open(i); err != nil {
+				firstErr.CompareAndSwap(nil, &err)
+			}
 		})
-		<-started
-		return nil
-	})
+	}
+	wg.Wait()
+	if e := firstErr.Load(); e != nil {
+		return *e
+	}
+	return nil
+}
+
+// settle lets the server's figures settle before they are read.
+const settle = 2 * time.Second
+
+func heldConnections(r *report, env *benchEnv, a *harness.Caddy, tok string) error {
+	counts, err := intList("held", *heldList)
 	if err != nil {
 		return err
 	}
-	cancel()
-	waiting.Wait()
-	ctx, cancel = context.WithCancel(context.Background())
-	defer cancel()
-	conns := make([]*websocket.Conn, n)
-	err = measure("WebSocket watchers", func(i int) error {
-		conn, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(a.HTTP, "http")+"/ws/"+sess[i].id,
-			&websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + tok}}})
+	r.f("## Held connections on one instance\n\nEach row is a fresh Caddy process; growth from before the connections opened to %s after the last one was held, divided by their number.\n\n", settle)
+	r.f("| held | what | RSS / connection | Go heap + stacks / connection (heap, stacks) | goroutines / connection | answer → waiter p50 | p99 | max |\n|---|---|---|---|---|---|---|---|\n")
+	for _, n := range counts {
+		sess, err := createMany(a.HTTP, tok, `{"message":"held","timeout":3600}`, n)
 		if err != nil {
 			return err
 		}
-		if _, _, err := conn.Read(ctx); err != nil {
+		if err := heldMCP(r, env, tok, sess); err != nil {
 			return err
 		}
-		conns[i] = conn
-		return nil
-	})
-	for _, c := range conns {
-		if c != nil {
-			c.Close(websocket.StatusNormalClosure, "")
+		if err := heldWS(r, env, tok, sess); err != nil {
+			return err
 		}
 	}
-	r.f("\nOne watcher per session (the per-subject cap is lifted for the run); the MCP calls share 64 MCP sessions.\n\n")
-	return err
+	r.f("\nMCP: every call is get_feedback_result with wait over Streamable HTTP, each on its own HTTP connection, spread over 64 MCP sessions (as an agent host holds many), and counted as held once its first progress notification arrived; the latency is an answer on the same instance to one more waiting call while they are all held. WebSocket: one owner watcher per session, counted once connection_established arrived.\n\n")
+	return nil
+}
+
+func (st procStats) row(before procStats, n int, name string) string {
+	per := func(x, y int) float64 { return float64(x-y) / 1024 / float64(n) }
+	return fmt.Sprintf("| %d | %s | %.1f KB | %.1f KB (%.1f, %.1f) | %.2f |", n, name,
+		per(st.rss, before.rss), per(st.heap+st.stack, before.heap+before.stack), per(st.heap, before.heap), per(st.stack, before.stack),
+		float64(st.goroutines-before.goroutines)/float64(n))
+}
+
+func heldMCP(r *report, env *benchEnv, tok string, sess []session) error {
+	n := len(sess)
+	h, err := env.caddy("held-mcp")
+	if err != nil {
+		return err
+	}
+	defer h.Stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	agents := make([]*mcpAgent, 64)
+	for i := range agents {
+		if agents[i], err = mcpClient(ctx, h.HTTP, tok); err != nil {
+			return err
+		}
+		defer agents[i].Close()
+	}
+	probe, err := mcpClient(ctx, h.HTTP, tok)
+	if err != nil {
+		return err
+	}
+	defer probe.Close()
+	// One answer before measuring, so that first-use costs are not counted.
+	if _, err := sampleLatencyN(h, tok, mcpWaiter(ctx, probe), 3); err != nil {
+		return err
+	}
+	before := stats(h)
+	waits := make([]func() error, n)
+	err = openAll(n, func(i int) error {
+		held, wait := agents[i%len(agents)].wait(ctx, sess[i].id)
+		select {
+		case <-held:
+		case <-time.After(time.Minute):
+			return fmt.Errorf("call %d not held after a minute", i)
+		}
+		waits[i] = wait
+		return ctx.Err()
+	})
+	if err != nil {
+		return fmt.Errorf("waiting MCP calls: %w", err)
+	}
+	time.Sleep(settle) // a benchmark's settling time, not synchronisation
+	after := stats(h)
+	saveProfiles(h, fmt.Sprintf("held-mcp-%d", n))
+	d, err := sampleLatencyN(h, tok, mcpWaiter(ctx, probe), *samples)
+	if err != nil {
+		return err
+	}
+	r.f("%s %v | %v | %v |\n", after.row(before, n, "waiting MCP call"), d.pct(0.5).Round(10*time.Microsecond), d.pct(0.99).Round(10*time.Microsecond), d.pct(1).Round(10*time.Microsecond))
+	return nil
+}
+
+// sampleLatencyN is sampleLatency on one instance with k samples.
+func sampleLatencyN(h *harness.Caddy, tok string, arm func(session) (func() error, error), k int) (dist, error) {
+	saved := *samples
+	*samples = k
+	defer func() { *samples = saved }()
+	return sampleLatency(h, h, tok, arm)
+}
+
+func heldWS(r *report, env *benchEnv, tok string, sess []session) error {
+	n := len(sess)
+	h, err := env.caddy("held-ws")
+	if err != nil {
+		return err
+	}
+	defer h.Stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dial := func(id string) (*websocket.Conn, error) {
+		conn, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(h.HTTP, "http")+"/ws/"+id,
+			&websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + tok}}})
+		if err != nil {
+			return nil, err
+		}
+		if _, _, err := conn.Read(ctx); err != nil {
+			return nil, err
+		}
+		return conn, nil
+	}
+	// One watcher before measuring, so that first-use costs are not counted.
+	warm, err := dial(sess[0].id)
+	if err != nil {
+		return err
+	}
+	warm.Close(websocket.StatusNormalClosure, "")
+	before := stats(h)
+	conns := make([]*websocket.Conn, n)
+	defer func() {
+		for _, c := range conns {
+			if c != nil {
+				c.CloseNow()
+			}
+		}
+	}()
+	err = openAll(n, func(i int) error {
+		c, err := dial(sess[i].id)
+		conns[i] = c
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("WebSocket watchers: %w", err)
+	}
+	time.Sleep(settle) // a benchmark's settling time, not synchronisation
+	after := stats(h)
+	saveProfiles(h, fmt.Sprintf("held-ws-%d", n))
+	r.f("%s – | – | – |\n", after.row(before, n, "WebSocket watcher"))
+	return nil
 }
 
 // ---- Redis memory ----
