@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
@@ -881,4 +882,30 @@ func TestWSExpiryAfterStoreError(t *testing.T) {
 		t.Fatalf("event %v", d)
 	}
 	expectClose(t, c, websocket.StatusNormalClosure)
+}
+
+// TestSlowBodyIsCut: a client that sends its headers and then trickles (or
+// holds back) the body of an unauthenticated page POST does not hold the
+// handler: the read gives up after bodyReadTimeout and the request ends.
+func TestSlowBodyIsCut(t *testing.T) {
+	s := newHumanServer(t, HumanConfig{})
+	conn, err := net.Dial("tcp", strings.TrimPrefix(s.srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /feedback/%s/view HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"tok", uuidUnknown)
+	// Nothing more is sent. The server must end the request by itself
+	// (bounded here well above bodyReadTimeout, so only a hang fails).
+	if err := conn.SetReadDeadline(time.Now().Add(bodyReadTimeout + 20*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	b, err := io.ReadAll(conn)
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatalf("the server still held the request after %v", time.Since(start))
+	}
+	if len(b) > 0 && !strings.Contains(string(b), "400") {
+		t.Fatalf("answer to a cut body: %.200q", b)
+	}
 }
