@@ -48,6 +48,24 @@ func checkInvariants(t *testing.T, rs *redistest.Server, prefix string, acked ma
 	}
 	defer cl.Close()
 	ctx := t.Context()
+	keys := checkTTLs(t, cl, prefix)
+	for id, text := range acked {
+		f, err := cl.Do(ctx, cl.B().Hgetall().Key(prefix+"s:{"+id+"}").Build()).AsStrMap()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f["status"] != "submitted" || !strings.Contains(f["result"], strconv.Quote(text)[1:len(strconv.Quote(text))-1]) {
+			t.Errorf("acknowledged answer to %s lost or changed: status %q result %q, want %q", id, f["status"], f["result"], text)
+		}
+	}
+	t.Logf("invariants hold over %d keys, %d acknowledged answers", keys, len(acked))
+}
+
+// checkTTLs reads every key of prefix and fails the test for one without
+// a TTL; it returns how many there are.
+func checkTTLs(t *testing.T, cl rueidis.Client, prefix string) int {
+	t.Helper()
+	ctx := t.Context()
 	var cursor uint64
 	keys := 0
 	for {
@@ -63,19 +81,9 @@ func checkInvariants(t *testing.T, rs *redistest.Server, prefix string, acked ma
 			}
 		}
 		if cursor = e.Cursor; cursor == 0 {
-			break
+			return keys
 		}
 	}
-	for id, text := range acked {
-		f, err := cl.Do(ctx, cl.B().Hgetall().Key(prefix+"s:{"+id+"}").Build()).AsStrMap()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if f["status"] != "submitted" || !strings.Contains(f["result"], strconv.Quote(text)[1:len(strconv.Quote(text))-1]) {
-			t.Errorf("acknowledged answer to %s lost or changed: status %q result %q, want %q", id, f["status"], f["result"], text)
-		}
-	}
-	t.Logf("invariants hold over %d keys, %d acknowledged answers", keys, len(acked))
 }
 
 func submitBody(nonce, text string) string {

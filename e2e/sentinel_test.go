@@ -104,23 +104,7 @@ func TestSentinelFailover(t *testing.T) {
 	}
 	defer cl.Close()
 	ctx := t.Context()
-	var cursor uint64
-	keys := 0
-	for {
-		e, err := cl.Do(ctx, cl.B().Scan().Cursor(cursor).Match("e2e:*").Count(500).Build()).AsScanEntry()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, k := range e.Elements {
-			keys++
-			if ttl, err := cl.Do(ctx, cl.B().Pttl().Key(k).Build()).AsInt64(); err != nil || ttl <= 0 {
-				t.Errorf("key %s has no TTL (%d, %v)", k, ttl, err)
-			}
-		}
-		if cursor = e.Cursor; cursor == 0 {
-			break
-		}
-	}
+	keys := checkTTLs(t, cl, "e2e:")
 	lost := 0
 	for id, text := range acked {
 		f, err := cl.Do(ctx, cl.B().Hgetall().Key("e2e:s:{"+id+"}").Build()).AsStrMap()

@@ -157,14 +157,7 @@ func Link(base, id, token string, st Style) string {
 // Get returns the question if owner asked it; anything else, a malformed
 // id included, is store.ErrNotFound, so existence is never revealed.
 func (s *Service) Get(ctx context.Context, owner Owner, id string) (*Session, error) {
-	sess, err := s.get(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	if sess.Owner != owner {
-		return nil, store.ErrNotFound
-	}
-	return sess, nil
+	return owned(ctx, owner, id, s.get)
 }
 
 // MaxTokenLength bounds a capability token before it is hashed: real
@@ -175,17 +168,7 @@ const MaxTokenLength = 256
 // constant-time check). Unknown id, wrong token and no token are all
 // store.ErrNotFound.
 func (s *Service) GetByToken(ctx context.Context, id, token string) (*Session, error) {
-	if token == "" || len(token) > MaxTokenLength {
-		return nil, store.ErrNotFound
-	}
-	sess, err := s.get(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	if !sess.CheckToken(token) {
-		return nil, store.ErrNotFound
-	}
-	return sess, nil
+	return byToken(ctx, id, token, s.get)
 }
 
 // PeekOwned is Get for the first step of Answer (an owner's answer): who
@@ -194,7 +177,17 @@ func (s *Service) GetByToken(ctx context.Context, id, token string) (*Session, e
 // the store when this instance created or read the question before. The
 // session may share memory with the store's copy: read it, never change it.
 func (s *Service) PeekOwned(ctx context.Context, owner Owner, id string) (*Session, error) {
-	sess, err := s.peek(ctx, id)
+	return owned(ctx, owner, id, s.peek)
+}
+
+// PeekByToken is GetByToken for the first step of Answer, as PeekOwned.
+func (s *Service) PeekByToken(ctx context.Context, id, token string) (*Session, error) {
+	return byToken(ctx, id, token, s.peek)
+}
+
+// owned reads id with read and lets only its owner see it.
+func owned(ctx context.Context, owner Owner, id string, read func(context.Context, string) (*Session, error)) (*Session, error) {
+	sess, err := read(ctx, id)
 	if err != nil {
 		return nil, err
 	}
@@ -204,12 +197,12 @@ func (s *Service) PeekOwned(ctx context.Context, owner Owner, id string) (*Sessi
 	return sess, nil
 }
 
-// PeekByToken is GetByToken for the first step of Answer, as PeekOwned.
-func (s *Service) PeekByToken(ctx context.Context, id, token string) (*Session, error) {
+// byToken reads id with read and lets only a holder of its token see it.
+func byToken(ctx context.Context, id, token string, read func(context.Context, string) (*Session, error)) (*Session, error) {
 	if token == "" || len(token) > MaxTokenLength {
 		return nil, store.ErrNotFound
 	}
-	sess, err := s.peek(ctx, id)
+	sess, err := read(ctx, id)
 	if err != nil {
 		return nil, err
 	}
