@@ -129,7 +129,8 @@ const maxHeld = 1000
 func BenchmarkMCPIdleSession(b *testing.B) {
 	for _, kind := range []string{"streamable", "sse"} {
 		b.Run(kind, func(b *testing.B) {
-			e := newMCPEnv(b, store.NewMemory())
+			// The per-subject session cap is lifted: one token holds them all.
+			e := newMCPEnv(b, store.NewMemory(), func(_ *MCPOptions, mc *MCPConfig, _ *validate.Limits) { mc.MaxSessionsPerSubject = 1 << 20 })
 			tok := mint(b, "alice")
 			hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1 << 16}}
 			ctx, cancel := context.WithCancel(context.Background())
