@@ -67,7 +67,9 @@ type HumanConfig struct {
 
 	// The timings below are fixed in production; tests shorten them.
 
-	// AuthTimeout is how long a browser has to send its token. Default 5 s.
+	// AuthTimeout is how long a browser has to send its token. Default 3 s:
+	// the page sends it as soon as the socket opens, and a socket that has
+	// not yet sent it holds a waiting slot.
 	AuthTimeout time.Duration
 	// PingInterval is how often an idle socket is pinged. Default 30 s.
 	PingInterval time.Duration
@@ -93,7 +95,7 @@ func NewHuman(svc *Service, cfg HumanConfig) (*Human, error) {
 		cfg.MaxSocketsPerSubject = DefaultMaxSocketsPerSubject
 	}
 	if cfg.AuthTimeout <= 0 {
-		cfg.AuthTimeout = 5 * time.Second
+		cfg.AuthTimeout = 3 * time.Second
 	}
 	if cfg.PingInterval <= 0 {
 		cfg.PingInterval = 30 * time.Second
