@@ -81,14 +81,7 @@ func token(t *testing.T, a *Asked) string {
 func TestAwaitWakesOnAnswer(t *testing.T) {
 	s := newTestService(t, store.NewMemory())
 	a := ask(t, s, time.Minute)
-	done := make(chan *Session)
-	go func() {
-		got, err := s.Await(t.Context(), a.Session.ID, time.Time{})
-		if err != nil {
-			t.Error(err)
-		}
-		done <- got
-	}()
+	done := awaitAsync(t, s, a.Session.ID)
 	sess, err := s.GetByToken(t.Context(), a.Session.ID, token(t, a))
 	if err != nil {
 		t.Fatal(err)
@@ -135,14 +128,7 @@ func TestAwaitClockSkew(t *testing.T) {
 	}
 
 	// Unbounded: the store's clock catches up while we wait.
-	done := make(chan *Session)
-	go func() {
-		got, err := s.Await(t.Context(), a.Session.ID, time.Time{})
-		if err != nil {
-			t.Error(err)
-		}
-		done <- got
-	}()
+	done := awaitAsync(t, s, a.Session.ID)
 	drain(fs.reads)
 	<-fs.reads // the waiter has read (pending) at least once
 	fs.lagging.Store(false)
@@ -163,14 +149,7 @@ func TestAwaitStoreDown(t *testing.T) {
 		t.Fatalf("got %v, %v; want store.ErrUnavailable", got, err)
 	}
 
-	done := make(chan *Session)
-	go func() {
-		got, err := s.Await(t.Context(), a.Session.ID, time.Time{})
-		if err != nil {
-			t.Error(err)
-		}
-		done <- got
-	}()
+	done := awaitAsync(t, s, a.Session.ID)
 	drain(fs.reads)
 	<-fs.reads // the waiter has met the outage
 	// Answer behind the outage (straight to the store), then bring it back.
@@ -202,6 +181,20 @@ func TestAwaitStoreClosed(t *testing.T) {
 	if err := <-errc; !errors.Is(err, ErrStoreClosed) && !errors.Is(err, store.ErrUnavailable) {
 		t.Fatalf("got %v, want ErrStoreClosed", err)
 	}
+}
+
+// awaitAsync runs an unbounded Await in the background; its session
+// arrives on the channel.
+func awaitAsync(t *testing.T, s *Service, id string) <-chan *Session {
+	done := make(chan *Session, 1)
+	go func() {
+		got, err := s.Await(t.Context(), id, time.Time{})
+		if err != nil {
+			t.Error(err)
+		}
+		done <- got
+	}()
+	return done
 }
 
 func drain(c chan struct{}) {
