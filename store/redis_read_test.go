@@ -51,6 +51,17 @@ type readResult struct {
 	err error
 }
 
+// readAsync reads "q" through c in the background; the result arrives on
+// the channel.
+func readAsync(ctx context.Context, c *readCoalescer, f *flightRecorder) <-chan readResult {
+	ch := make(chan readResult, 1)
+	go func() {
+		_, st, err := c.read(ctx, "q", f.fetch)
+		ch <- readResult{st, err}
+	}()
+	return ch
+}
+
 // Reads that arrive while one is on the wire share the next one, and none
 // is answered by a read sent before it arrived.
 func TestReadCoalescerRidesTheNextFlight(t *testing.T) {
@@ -58,11 +69,7 @@ func TestReadCoalescerRidesTheNextFlight(t *testing.T) {
 	queued := watchQueue(&c)
 	f := newFlightRecorder()
 	ctx := t.Context()
-	first := make(chan readResult, 1)
-	go func() {
-		_, st, err := c.read(ctx, "q", f.fetch)
-		first <- readResult{st, err}
-	}()
+	first := readAsync(ctx, &c, f)
 	f.waitStarted(t, 1)
 
 	const riders = 8
@@ -112,11 +119,7 @@ func TestReadCoalescerRiderLeaves(t *testing.T) {
 	var c readCoalescer
 	queued := watchQueue(&c)
 	f := newFlightRecorder()
-	first := make(chan readResult, 1)
-	go func() {
-		_, st, err := c.read(t.Context(), "q", f.fetch)
-		first <- readResult{st, err}
-	}()
+	first := readAsync(t.Context(), &c, f)
 	f.waitStarted(t, 1)
 	ctx, cancel := context.WithCancel(t.Context())
 	left := make(chan error, 1)
@@ -133,11 +136,7 @@ func TestReadCoalescerRiderLeaves(t *testing.T) {
 	<-first
 	f.waitStarted(t, 2) // flown for nobody, but flown
 	f.release <- nil
-	later := make(chan readResult, 1)
-	go func() {
-		_, st, err := c.read(t.Context(), "q", f.fetch)
-		later <- readResult{st, err}
-	}()
+	later := readAsync(t.Context(), &c, f)
 	f.waitStarted(t, 3)
 	f.release <- nil
 	if r := <-later; r.err != nil || r.st.nonce != "3" {
@@ -151,21 +150,13 @@ func TestReadCoalescerUnavailable(t *testing.T) {
 	var c readCoalescer
 	queued := watchQueue(&c)
 	f := newFlightRecorder()
-	first := make(chan readResult, 1)
-	go func() {
-		_, st, err := c.read(t.Context(), "q", f.fetch)
-		first <- readResult{st, err}
-	}()
+	first := readAsync(t.Context(), &c, f)
 	f.waitStarted(t, 1)
-	rider := make(chan readResult, 1)
-	go func() {
-		_, st, err := c.read(t.Context(), "q", f.fetch)
-		rider <- readResult{st, err}
-	}()
+	rider := readAsync(t.Context(), &c, f)
 	<-queued
 	down := errors.Join(ErrUnavailable, errors.New("connection refused"))
 	f.release <- down
-	for _, ch := range []chan readResult{first, rider} {
+	for _, ch := range []<-chan readResult{first, rider} {
 		if r := <-ch; !errors.Is(r.err, ErrUnavailable) {
 			t.Fatalf("read while Redis is down: %+v", r)
 		}
