@@ -68,7 +68,9 @@ func TestSentinelFailover(t *testing.T) {
 		}
 	}()
 	// Some answers before the kill.
-	eventually(30*time.Second, func() bool { mu.Lock(); defer mu.Unlock(); return len(acked) >= 50 })
+	if !eventually(30*time.Second, func() bool { mu.Lock(); defer mu.Unlock(); return len(acked) >= 50 }) {
+		t.Fatal("no answers acknowledged before the failover")
+	}
 	killed := time.Now()
 	set.Primary.Kill()
 	var recovered time.Duration

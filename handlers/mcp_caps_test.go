@@ -191,8 +191,13 @@ func TestMCPCallsPerSubjectCap(t *testing.T) {
 			}
 		})
 	}
-	// Both waits are in flight once the server counts them.
+	// Both waits are in flight once the server counts them (bounded: a
+	// server that never counts them fails here rather than spinning).
+	deadline := time.Now().Add(10 * time.Second)
 	for !e.callsInFlight(store.Owner{Subject: "alice"}, limit) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the server never counted %d calls in flight", limit)
+		}
 		runtime.Gosched()
 	}
 	isErr, msg, _ := r.callRaw(ToolCheckFeedbackStatus, fmt.Sprintf(`{"sessionId":%q}`, id))
