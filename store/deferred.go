@@ -191,3 +191,75 @@ func (d *deferred) Close() error {
 }
 
 var _ Store = (*deferred)(nil)
+
+// Put implements KV.
+func (d *deferred) Put(ctx context.Context, key string, value []byte, ttl time.Duration) error {
+	st, err := d.backend()
+	if err != nil {
+		return err
+	}
+	return st.Put(ctx, key, value, ttl)
+}
+
+// PutNew implements KV.
+func (d *deferred) PutNew(ctx context.Context, key string, value []byte, ttl time.Duration) (bool, error) {
+	st, err := d.backend()
+	if err != nil {
+		return false, err
+	}
+	return st.PutNew(ctx, key, value, ttl)
+}
+
+// Load implements KV.
+func (d *deferred) Load(ctx context.Context, key string) ([]byte, error) {
+	st, err := d.backend()
+	if err != nil {
+		return nil, err
+	}
+	return st.Load(ctx, key)
+}
+
+// Take implements KV.
+func (d *deferred) Take(ctx context.Context, key string) ([]byte, error) {
+	st, err := d.backend()
+	if err != nil {
+		return nil, err
+	}
+	return st.Take(ctx, key)
+}
+
+// Delete implements KV.
+func (d *deferred) Delete(ctx context.Context, key string) error {
+	st, err := d.backend()
+	if err != nil {
+		return err
+	}
+	return st.Delete(ctx, key)
+}
+
+// AddMember implements KV.
+func (d *deferred) AddMember(ctx context.Context, key, member string, until time.Time) error {
+	st, err := d.backend()
+	if err != nil {
+		return err
+	}
+	return st.AddMember(ctx, key, member, until)
+}
+
+// RemoveMember implements KV.
+func (d *deferred) RemoveMember(ctx context.Context, key, member string) error {
+	st, err := d.backend()
+	if err != nil {
+		return err
+	}
+	return st.RemoveMember(ctx, key, member)
+}
+
+// Members implements KV.
+func (d *deferred) Members(ctx context.Context, key string) ([]string, error) {
+	st, err := d.backend()
+	if err != nil {
+		return nil, err
+	}
+	return st.Members(ctx, key)
+}

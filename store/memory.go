@@ -59,6 +59,8 @@ type Memory struct {
 
 	hub *hub
 	changeHook
+	// memKV holds the records beside sessions (KV), under its own lock.
+	*memKV
 	// drops orders the entries by the time they leave (their ttl), so that
 	// the janitor and a full Create find them without a scan. An item whose
 	// entry is gone or was replaced is skipped when it comes up.
@@ -125,6 +127,7 @@ func newMemoryWith(now func() time.Time, janitorEvery time.Duration, opts Memory
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 	}
+	m.memKV = newMemKV(func() time.Time { return m.now() })
 	switch {
 	case m.max == 0:
 		m.max = DefaultMaxSessions
@@ -159,6 +162,7 @@ func (m *Memory) sweep() {
 	dropped := m.dropDue(now)
 	m.sweepQuotas(now)
 	m.mu.Unlock()
+	m.sweepKV()
 	for _, id := range dropped {
 		m.hub.notify(id)
 	}
@@ -384,6 +388,7 @@ func (m *Memory) Close() error {
 		m.drops = nil
 		m.quotas = nil
 		m.mu.Unlock()
+		m.closeKV()
 		close(m.stop)
 		<-m.done
 		m.hub.close()

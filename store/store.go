@@ -117,11 +117,12 @@ var (
 // shared by every handler instance that uses the same configuration.
 //
 // Every ability is part of the contract, so that a store cannot silently
-// lack one: quotas (Admit), the change feed that wakes waiters (Watch) and
+// lack one: quotas (Admit), the records kept beside sessions (KV), the change feed that wakes waiters (Watch) and
 // the change hook that events, metrics and webhooks hang off (OnChange).
 // storetest.Run checks all of them.
 type Store interface {
 	Limiter
+	KV
 	// Create stores a new pending session. ttl is how long the backend keeps
 	// it at all (timeout + retention); afterwards Get returns ErrNotFound.
 	Create(ctx context.Context, s *Session, ttl time.Duration) error

@@ -1,0 +1,258 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// MaxMemoryKV caps the records (values plus set members) a memory store
+// keeps beside its sessions, so that a flood of registrations or sign-ins
+// cannot grow the heap without bound. Past it, writes fail with a
+// *FullError until records expire.
+const MaxMemoryKV = 200_000
+
+// memKV is the memory store's KV. It has its own lock: records and
+// sessions never change together.
+type memKV struct {
+	mu     sync.Mutex
+	now    func() time.Time
+	closed bool
+	vals   map[string]kvEntry
+	sets   map[string]map[string]time.Time
+	count  int // len(vals) + members over all sets
+}
+
+type kvEntry struct {
+	v     []byte
+	until time.Time
+}
+
+func newMemKV(now func() time.Time) *memKV {
+	return &memKV{now: now, vals: map[string]kvEntry{}, sets: map[string]map[string]time.Time{}}
+}
+
+func (k *memKV) usable() error {
+	if k.closed {
+		return ErrUnavailable
+	}
+	return nil
+}
+
+func (k *memKV) room() error {
+	if k.count >= MaxMemoryKV {
+		return &FullError{Max: MaxMemoryKV, RetryAfter: time.Minute}
+	}
+	return nil
+}
+
+// liveVal returns key's entry if it has not expired, dropping it if it has.
+func (k *memKV) liveVal(key string, now time.Time) (kvEntry, bool) {
+	e, ok := k.vals[key]
+	if !ok {
+		return e, false
+	}
+	if !now.Before(e.until) {
+		delete(k.vals, key)
+		k.count--
+		return e, false
+	}
+	return e, true
+}
+
+func (k *memKV) Put(ctx context.Context, key string, value []byte, ttl time.Duration) error {
+	if err := checkKVPut(key, value, ttl); err != nil {
+		return err
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if err := k.usable(); err != nil {
+		return err
+	}
+	now := k.now()
+	if _, ok := k.liveVal(key, now); !ok {
+		if err := k.room(); err != nil {
+			return err
+		}
+		k.count++
+	}
+	k.vals[key] = kvEntry{v: append([]byte(nil), value...), until: now.Add(ttl)}
+	return nil
+}
+
+func (k *memKV) PutNew(ctx context.Context, key string, value []byte, ttl time.Duration) (bool, error) {
+	if err := checkKVPut(key, value, ttl); err != nil {
+		return false, err
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if err := k.usable(); err != nil {
+		return false, err
+	}
+	now := k.now()
+	if _, ok := k.liveVal(key, now); ok {
+		return false, nil
+	}
+	if err := k.room(); err != nil {
+		return false, err
+	}
+	k.count++
+	k.vals[key] = kvEntry{v: append([]byte(nil), value...), until: now.Add(ttl)}
+	return true, nil
+}
+
+func (k *memKV) Load(ctx context.Context, key string) ([]byte, error) {
+	if err := checkKVKey(key); err != nil {
+		return nil, err
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if err := k.usable(); err != nil {
+		return nil, err
+	}
+	e, ok := k.liveVal(key, k.now())
+	if !ok {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, key)
+	}
+	return append([]byte(nil), e.v...), nil
+}
+
+func (k *memKV) Take(ctx context.Context, key string) ([]byte, error) {
+	if err := checkKVKey(key); err != nil {
+		return nil, err
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if err := k.usable(); err != nil {
+		return nil, err
+	}
+	e, ok := k.liveVal(key, k.now())
+	if !ok {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, key)
+	}
+	delete(k.vals, key)
+	k.count--
+	return e.v, nil
+}
+
+func (k *memKV) Delete(ctx context.Context, key string) error {
+	if err := checkKVKey(key); err != nil {
+		return err
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if err := k.usable(); err != nil {
+		return err
+	}
+	if _, ok := k.vals[key]; ok {
+		delete(k.vals, key)
+		k.count--
+	}
+	return nil
+}
+
+func (k *memKV) AddMember(ctx context.Context, key, member string, until time.Time) error {
+	if err := checkKVMember(key, member); err != nil {
+		return err
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if err := k.usable(); err != nil {
+		return err
+	}
+	set := k.sets[key]
+	if set == nil {
+		set = map[string]time.Time{}
+		k.sets[key] = set
+	}
+	if _, ok := set[member]; !ok {
+		if len(set) >= MaxKVMembers {
+			return fmt.Errorf("%w: set %s holds its maximum of %d members", ErrFull, key, MaxKVMembers)
+		}
+		if err := k.room(); err != nil {
+			return err
+		}
+		k.count++
+	}
+	set[member] = until
+	return nil
+}
+
+func (k *memKV) RemoveMember(ctx context.Context, key, member string) error {
+	if err := checkKVMember(key, member); err != nil {
+		return err
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if err := k.usable(); err != nil {
+		return err
+	}
+	if set := k.sets[key]; set != nil {
+		if _, ok := set[member]; ok {
+			delete(set, member)
+			k.count--
+		}
+		if len(set) == 0 {
+			delete(k.sets, key)
+		}
+	}
+	return nil
+}
+
+func (k *memKV) Members(ctx context.Context, key string) ([]string, error) {
+	if err := checkKVKey(key); err != nil {
+		return nil, err
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if err := k.usable(); err != nil {
+		return nil, err
+	}
+	now := k.now()
+	set := k.sets[key]
+	out := make([]string, 0, len(set))
+	for m, until := range set {
+		if !now.Before(until) {
+			delete(set, m)
+			k.count--
+			continue
+		}
+		out = append(out, m)
+	}
+	if set != nil && len(set) == 0 {
+		delete(k.sets, key)
+	}
+	return out, nil
+}
+
+// sweepKV drops every expired record; the memory store's janitor calls it.
+func (k *memKV) sweepKV() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	now := k.now()
+	for key, e := range k.vals {
+		if !now.Before(e.until) {
+			delete(k.vals, key)
+			k.count--
+		}
+	}
+	for key, set := range k.sets {
+		for m, until := range set {
+			if !now.Before(until) {
+				delete(set, m)
+				k.count--
+			}
+		}
+		if len(set) == 0 {
+			delete(k.sets, key)
+		}
+	}
+}
+
+func (k *memKV) closeKV() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.closed = true
+	k.vals, k.sets, k.count = nil, nil, 0
+}
