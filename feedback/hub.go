@@ -58,6 +58,11 @@ func NewHub(st store.Store) *Hub {
 	return h
 }
 
+// Records is the store's KV: the records kept beside questions (sign-in
+// sessions, OAuth grants, push subscriptions, tasks). Questions themselves
+// are reached only through Service.
+func (h *Hub) Records() store.KV { return h.store }
+
 // cachedStore is a store with cheaper ways to read (store.Redis): Read
 // gives what Get gives for a read that decides nothing; Peek answers from
 // this process's memory and may hold an out-of-date pending state. Await
