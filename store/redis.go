@@ -3,6 +3,9 @@ package store
 import (
 	"bytes"
 	"context"
+	"crypto/sha1"
+	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -44,7 +47,20 @@ type RedisOptions struct {
 	// Client, when set, is used instead of dialing URL, and Close leaves it
 	// open. Its client-side cache is never used (no DoCache).
 	Client rueidis.Client
+	// RootCAs, when set, verify a rediss:// server instead of the system's
+	// roots (a managed Redis with its own CA).
+	RootCAs *x509.CertPool
+	// WaitReplicas, when above zero, makes an answer count as stored only
+	// once that many replicas have it (Redis WAIT, within WaitTimeout):
+	// with asynchronous replication, a failover right after an answer
+	// could otherwise lose an answer the person was told was saved.
+	WaitReplicas int
+	// WaitTimeout bounds that wait; zero means DefaultWaitTimeout.
+	WaitTimeout time.Duration
 }
+
+// DefaultWaitTimeout bounds WAIT when RedisOptions.WaitTimeout is zero.
+const DefaultWaitTimeout = time.Second
 
 // Redis is a Store shared by every instance that points at the same Redis
 // and prefix. Redis is the only clock: every deadline decision and every
@@ -72,6 +88,9 @@ type Redis struct {
 	// subscribed counts subscribe confirmations; tests wait on it to tell
 	// the first subscription from a resubscribe.
 	subscribed atomic.Int64
+	// waitReplicas and waitTimeout: see RedisOptions.
+	waitReplicas int
+	waitTimeout  time.Duration
 }
 
 var _ Store = (*Redis)(nil)
@@ -85,6 +104,12 @@ func NewRedis(opts RedisOptions) (*Redis, error) {
 		prefix: opts.KeyPrefix,
 		hub:    newHub(),
 		cache:  newSessionCache(),
+
+		waitReplicas: opts.WaitReplicas,
+		waitTimeout:  opts.WaitTimeout,
+	}
+	if r.waitTimeout <= 0 {
+		r.waitTimeout = DefaultWaitTimeout
 	}
 	if r.prefix == "" {
 		r.prefix = DefaultKeyPrefix
@@ -106,6 +131,15 @@ func NewRedis(opts RedisOptions) (*Redis, error) {
 		// not tell that Redis is away, and the events channel already
 		// announces every change to what Peek keeps (see sessionCache).
 		co.DisableCache = true
+		if co.TLSConfig != nil && co.TLSConfig.InsecureSkipVerify {
+			return nil, errors.New("store: redis: skip_verify turns off TLS verification; give the server's CA instead (tls_ca_file)")
+		}
+		if opts.RootCAs != nil {
+			if co.TLSConfig == nil {
+				return nil, errors.New("store: redis: a CA is given but the URL is not rediss://")
+			}
+			co.TLSConfig.RootCAs = opts.RootCAs
+		}
 		if co.ConnWriteTimeout == 0 {
 			co.ConnWriteTimeout = defaultWriteTimeout
 		}
@@ -584,20 +618,45 @@ func (r *Redis) run(ctx context.Context, op string, script *rueidis.Lua, id stri
 }
 
 // runDecoded is run without the copy for the caller.
-func (r *Redis) runDecoded(ctx context.Context, op string, script *rueidis.Lua, id string, args ...string) (*qdata, *qstate, error) {
+func (r *Redis) runDecoded(ctx context.Context, op string, script *rueidis.Lua, id string, args ...string) (retData *qdata, retState *qstate, retErr error) {
 	if r.closed.Load() {
 		return nil, nil, ErrUnavailable
 	}
 	gen := r.cache.gen(id)
-	ctx, cancel := withDefaultTimeout(ctx)
+	waiting := r.waitReplicas > 0 && op == "submit"
+	var cancel context.CancelFunc
+	if _, ok := ctx.Deadline(); !ok && waiting {
+		ctx, cancel = context.WithTimeout(ctx, defaultOpTimeout+r.waitTimeout)
+	} else {
+		ctx, cancel = withDefaultTimeout(ctx)
+	}
 	defer cancel()
 	keys := [1]string{r.key(id)}
 	argv := make([]string, 0, 2+len(args))
 	argv = append(append(argv, r.channel, id), args...)
-	reply, err := script.Exec(ctx, r.client, keys[:], argv).ToArray()
+	var (
+		reply []rueidis.RedisMessage
+		err   error
+		acks  = int64(-1) // replicas that confirmed; -1 when not asked
+	)
+	if waiting {
+		reply, acks, err = r.execWaiting(ctx, submitSrc, keys[:], argv)
+	} else {
+		reply, err = script.Exec(ctx, r.client, keys[:], argv).ToArray()
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: %s %s: %w", ErrUnavailable, op, id, err)
 	}
+	defer func() {
+		// Applied on the primary but not on enough replicas: the caller is
+		// told it is not saved yet, and a retry with the same nonce either
+		// finds it (and waits again) or, after a failover lost it, stores it.
+		if retErr == nil && acks >= 0 && acks < int64(r.waitReplicas) {
+			retData, retState = nil, nil
+			retErr = fmt.Errorf("%w: %s %s: stored on the primary but confirmed by %d of %d replica(s) within %v; retry with the same nonce",
+				ErrUnavailable, op, id, acks, r.waitReplicas, r.waitTimeout)
+		}
+	}()
 	if len(reply) < 2 {
 		return nil, nil, fmt.Errorf("store: %s %s: malformed script reply of %d elements", op, id, len(reply))
 	}
@@ -650,6 +709,37 @@ func (r *Redis) runDecoded(ctx context.Context, op string, script *rueidis.Lua, 
 		return nil, nil, fmt.Errorf("store: %s %s: script reply without session", op, id)
 	}
 	return data, state, nil
+}
+
+// execWaiting runs the script src and then WAIT on one dedicated
+// connection: WAIT counts the replicas that have every write made on its
+// own connection, so on rueidis' shared pipeline (or its pool, where
+// blocking commands go) it would wait for the wrong writes. It returns the
+// script's reply and how many replicas confirmed it.
+func (r *Redis) execWaiting(ctx context.Context, src string, keys, argv []string) (reply []rueidis.RedisMessage, acks int64, err error) {
+	sum := sha1.Sum([]byte(src))
+	sha := hex.EncodeToString(sum[:])
+	timeoutMs := max(r.waitTimeout.Milliseconds(), 1)
+	err = r.client.Dedicated(func(c rueidis.DedicatedClient) error {
+		wait := func() rueidis.Completed {
+			return c.B().Wait().Numreplicas(int64(r.waitReplicas)).Timeout(timeoutMs).Build()
+		}
+		res := c.DoMulti(ctx,
+			c.B().Evalsha().Sha1(sha).Numkeys(int64(len(keys))).Key(keys...).Arg(argv...).Build(), wait())
+		if e, ok := rueidis.IsRedisErr(res[0].Error()); ok && e.IsNoScript() {
+			res = c.DoMulti(ctx,
+				c.B().Eval().Script(src).Numkeys(int64(len(keys))).Key(keys...).Arg(argv...).Build(), wait())
+		}
+		var err error
+		if reply, err = res[0].ToArray(); err != nil {
+			return err
+		}
+		if acks, err = res[1].AsInt64(); err != nil {
+			return fmt.Errorf("WAIT: %w", err)
+		}
+		return nil
+	})
+	return reply, acks, err
 }
 
 // rawFields are a session hash's fields as stored.
