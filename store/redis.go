@@ -88,6 +88,9 @@ type Redis struct {
 	// subscribed counts subscribe confirmations; tests wait on it to tell
 	// the first subscription from a resubscribe.
 	subscribed atomic.Int64
+	// received counts change announcements from the events channel
+	// (EventsReceived).
+	received atomic.Int64
 	// waitReplicas and waitTimeout: see RedisOptions.
 	waitReplicas int
 	waitTimeout  time.Duration
@@ -189,6 +192,7 @@ func (r *Redis) subscribe(ctx context.Context) {
 			func(m rueidis.PubSubMessage) {
 				// Forget the cached state before waking watchers, so that no
 				// reader woken by this message can be served the old state.
+				r.received.Add(1)
 				r.cache.invalidate(m.Message)
 				r.hub.notify(m.Message)
 			})
@@ -1080,6 +1084,11 @@ func withDefaultTimeout(ctx context.Context) (context.Context, context.CancelFun
 func (r *Redis) Watch(ctx context.Context, id string) <-chan struct{} {
 	return r.hub.watch(ctx, id)
 }
+
+// EventsReceived is how many change announcements this store has received
+// from Redis since it opened: what one instance pays for the events of
+// every instance (cmd/feedback-capacity reports it).
+func (r *Redis) EventsReceived() int64 { return r.received.Load() }
 
 // Ping implements Store.
 func (r *Redis) Ping(ctx context.Context) error {
