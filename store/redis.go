@@ -69,13 +69,17 @@ const DefaultWaitTimeout = time.Second
 //
 // Layout: one hash per session at <prefix>s:{<id>} (the braces are a Redis
 // Cluster hash tag, so a session stays in one slot), with a TTL of the ttl
-// given to Create; transitions never touch the TTL. Each transition PUBLISHes
-// the id on <prefix>events, which wakes watchers on every instance.
+// given to Create; transitions never touch the TTL. Each transition
+// announces the id with SPUBLISH on the question's own sharded channel
+// <prefix>ev:{<id>} (same hash tag, so same slot and, in a Cluster, same
+// shard), which only the instances holding a watcher of that question have
+// subscribed to: an announcement costs Redis one delivery per interested
+// instance, not one per instance, and a Cluster spreads them over its
+// shards instead of broadcasting each over the cluster bus.
 type Redis struct {
 	client  rueidis.Client
 	own     bool
 	prefix  string
-	channel string
 	hub     *hub
 	cache   *sessionCache
 	reads   readCoalescer
@@ -84,10 +88,16 @@ type Redis struct {
 	closed    atomic.Bool
 	closeOnce sync.Once
 	stopSub   context.CancelFunc
-	subDone   chan struct{}
-	// subscribed counts subscribe confirmations; tests wait on it to tell
-	// the first subscription from a resubscribe.
+	// subscribed counts subscribe confirmations (of any question's
+	// channel); tests wait on it to tell a first subscription from a
+	// resubscribe.
 	subscribed atomic.Int64
+	// follows holds, per question with a local watcher, the stop of the
+	// goroutine that keeps its channel subscribed (see follow).
+	followMu sync.Mutex
+	follows  map[string]func()
+	subCtx   context.Context
+	subWG    sync.WaitGroup
 	// received counts change announcements from the events channel
 	// (EventsReceived).
 	received atomic.Int64
@@ -117,7 +127,6 @@ func NewRedis(opts RedisOptions) (*Redis, error) {
 	if r.prefix == "" {
 		r.prefix = DefaultKeyPrefix
 	}
-	r.channel = r.prefix + "events"
 	if r.client == nil {
 		if opts.URL == "" {
 			return nil, errors.New("store: redis: neither URL nor Client given")
@@ -157,46 +166,81 @@ func NewRedis(opts RedisOptions) (*Redis, error) {
 		r.own = true
 	}
 
-	ctx, cancel := context.WithCancel(context.Background())
-	r.stopSub = cancel
-	r.subDone = make(chan struct{})
-	go r.subscribe(ctx)
+	r.follows = map[string]func(){}
+	r.subCtx, r.stopSub = context.WithCancel(context.Background())
+	r.hub.onFirst, r.hub.onLast = r.startFollowing, r.stopFollowing
 	return r, nil
 }
 
-// subscribe keeps one subscription to the events channel for the life of
-// the store. rueidis resubscribes by itself after a reconnect; the loop only
-// covers Receive giving up (an UNSUBSCRIBE from the server, an ACL error).
+func (r *Redis) key(id string) string { return r.prefix + "s:{" + id + "}" }
+
+// channel is the sharded channel that announces changes of question id.
+func (r *Redis) channel(id string) string { return r.prefix + "ev:{" + id + "}" }
+
+// startFollowing subscribes to id's channel for as long as id has a local
+// watcher; the hub calls it (under its lock) when the first one arrives.
+func (r *Redis) startFollowing(id string) {
+	ctx, cancel := context.WithCancel(r.subCtx)
+	r.followMu.Lock()
+	r.follows[id] = cancel
+	r.followMu.Unlock()
+	r.subWG.Add(1)
+	go func() {
+		defer r.subWG.Done()
+		r.follow(ctx, id)
+	}()
+}
+
+// stopFollowing ends id's subscription; the hub calls it (under its lock)
+// when the last watcher of id leaves.
+func (r *Redis) stopFollowing(id string) {
+	r.followMu.Lock()
+	cancel := r.follows[id]
+	delete(r.follows, id)
+	r.followMu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+}
+
+// follow keeps id's channel subscribed until ctx ends. rueidis resubscribes
+// by itself after a reconnect; the loop covers Receive giving up (a
+// SUNSUBSCRIBE from the server on a slot migration, an ACL error).
 //
-// Pub/sub is a hint: messages published while the subscription was down are
-// lost. So on every subscribe confirmation every local watcher is signalled
-// and re-reads its session, which covers whatever changed in the gap.
-func (r *Redis) subscribe(ctx context.Context) {
-	defer close(r.subDone)
+// Pub/sub is a hint: an announcement made before the subscription is
+// confirmed, or while it was down, is lost. So every confirmation signals
+// id's watchers, who re-read the question, which covers whatever changed
+// in the gap (and between Watch and the first confirmation).
+func (r *Redis) follow(ctx context.Context, id string) {
+	ch := r.channel(id)
 	var confirmed atomic.Bool
 	hookCtx := rueidis.WithOnSubscriptionHook(ctx, func(s rueidis.PubSubSubscription) {
 		// Runs on the connection's reader goroutine: hub calls never block.
-		if s.Kind == "subscribe" && s.Channel == r.channel {
+		if s.Kind == "ssubscribe" && s.Channel == ch {
 			confirmed.Store(true)
-			// Whatever changed while unsubscribed went unannounced: no
-			// cached state may outlive that, and every watcher re-reads.
-			r.cache.flush()
-			r.hub.notifyAll()
+			r.cache.invalidate(id)
+			r.hub.notify(id)
 			r.subscribed.Add(1)
 		}
 	})
 	backoff := subscribeMinBackoff
 	for {
 		confirmed.Store(false)
-		_ = r.client.Receive(hookCtx, r.client.B().Subscribe().Channel(r.channel).Build(),
-			func(m rueidis.PubSubMessage) {
+		_ = r.client.Receive(hookCtx, r.client.B().Ssubscribe().Channel(ch).Build(),
+			func(rueidis.PubSubMessage) {
 				// Forget the cached state before waking watchers, so that no
 				// reader woken by this message can be served the old state.
 				r.received.Add(1)
-				r.cache.invalidate(m.Message)
-				r.hub.notify(m.Message)
+				r.cache.invalidate(id)
+				r.hub.notify(id)
 			})
 		if ctx.Err() != nil {
+			// Receive only stops listening; the server keeps the channel
+			// subscribed on the connection until told otherwise. Sent after
+			// our SSUBSCRIBE on the same connection, so it cannot overtake it.
+			uctx, cancel := context.WithTimeout(context.Background(), defaultOpTimeout)
+			_ = r.client.Do(uctx, r.client.B().Sunsubscribe().Channel(ch).Build()).Error()
+			cancel()
 			return
 		}
 		if confirmed.Load() {
@@ -206,14 +250,11 @@ func (r *Redis) subscribe(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return
 		case <-t.C:
 		}
 		backoff = min(2*backoff, subscribeMaxBackoff)
 	}
 }
-
-func (r *Redis) key(id string) string { return r.prefix + "s:{" + id + "}" }
 
 // Result codes of the scripts: {code, changed, HGETALL...}.
 const (
@@ -224,7 +265,7 @@ const (
 )
 
 // luaPrelude is shared by the transition scripts. KEYS[1] is the session
-// hash, ARGV[1] the events channel and ARGV[2] the session id.
+// hash, ARGV[1] the question's sharded channel and ARGV[2] the session id.
 //
 // now_ms reads Redis' clock; calling TIME before a write is allowed since
 // Redis 5 replicates script effects, not the script.
@@ -241,7 +282,7 @@ local function expire_due(now)
   local dl = redis.call('HGET', key, 'deadline_ms')
   if now > tonumber(dl) then
     redis.call('HSET', key, 'status', 'expired', 'updated_ms', dl)
-    redis.call('PUBLISH', ARGV[1], ARGV[2])
+    redis.call('SPUBLISH', ARGV[1], ARGV[2])
     return true
   end
   return false
@@ -277,7 +318,7 @@ if st == 'pending' then
   local ns = string.format('%d', now)
   redis.call('HSET', key, 'status', 'submitted', 'result', ARGV[3], 'nonce', ARGV[4],
     'submitted_ms', ns, 'updated_ms', ns)
-  redis.call('PUBLISH', ARGV[1], ARGV[2])
+  redis.call('SPUBLISH', ARGV[1], ARGV[2])
   return {1, 1, redis.call('HGETALL', key)}
 end
 if st == 'submitted' then
@@ -302,7 +343,7 @@ if st == 'pending' then
   local now = now_ms()
   if expire_due(now) then return {3, 1, redis.call('HGETALL', key)} end
   redis.call('HSET', key, 'status', 'cancelled', 'updated_ms', string.format('%d', now))
-  redis.call('PUBLISH', ARGV[1], ARGV[2])
+  redis.call('SPUBLISH', ARGV[1], ARGV[2])
   return {1, 1, redis.call('HGETALL', key)}
 end
 if st == 'cancelled' then return {1, 0, redis.call('HGETALL', key)} end
@@ -637,7 +678,7 @@ func (r *Redis) runDecoded(ctx context.Context, op string, script *rueidis.Lua, 
 	defer cancel()
 	keys := [1]string{r.key(id)}
 	argv := make([]string, 0, 2+len(args))
-	argv = append(append(argv, r.channel, id), args...)
+	argv = append(append(argv, r.channel(id), id), args...)
 	var (
 		reply []rueidis.RedisMessage
 		err   error
@@ -694,7 +735,7 @@ func (r *Redis) runDecoded(ctx context.Context, op string, script *rueidis.Lua, 
 	}
 	if changed == 1 {
 		r.changed(data.view(id, state)) // the hook takes its own copy
-		// The PUBLISH reaches our subscriber too, but local watchers should
+		// The SPUBLISH reaches our subscriber too, but local watchers should
 		// not depend on the subscription being up.
 		r.hub.notify(id)
 	}
@@ -1079,8 +1120,8 @@ func withDefaultTimeout(ctx context.Context) (context.Context, context.CancelFun
 }
 
 // Watch implements Store. Signals come from this instance's own writes and
-// from the events channel, and every watcher is signalled after the
-// subscription is re-established.
+// from the question's channel, subscribed while it has a local watcher;
+// its watchers are signalled whenever that subscription is (re)confirmed.
 func (r *Redis) Watch(ctx context.Context, id string) <-chan struct{} {
 	return r.hub.watch(ctx, id)
 }
@@ -1109,7 +1150,7 @@ func (r *Redis) Close() error {
 	r.closeOnce.Do(func() {
 		r.closed.Store(true)
 		r.stopSub()
-		<-r.subDone
+		r.subWG.Wait()
 		if r.own {
 			r.client.Close()
 		}
