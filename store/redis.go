@@ -77,12 +77,12 @@ const DefaultWaitTimeout = time.Second
 // instance, not one per instance, and a Cluster spreads them over its
 // shards instead of broadcasting each over the cluster bus.
 type Redis struct {
-	client  rueidis.Client
-	own     bool
-	prefix  string
-	hub     *hub
-	cache   *sessionCache
-	reads   readCoalescer
+	client rueidis.Client
+	own    bool
+	prefix string
+	hub    *hub
+	cache  *sessionCache
+	reads  readCoalescer
 	changeHook
 
 	closed    atomic.Bool
