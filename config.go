@@ -44,6 +44,9 @@ func Defaults() Handler {
 		MCPMaxSessionsPerSubject: handlers.DefaultMaxMCPSessionsPerSubject,
 		MCPMaxCallsPerSubject:    handlers.DefaultMaxMCPCallsPerSubject,
 		LinkToAgent:              &yes,
+		// The defaults inside a `login` block; login itself is off unless
+		// configured.
+		Login: &LoginConfig{Claim: "sub", SessionTTL: caddy.Duration(12 * time.Hour)},
 	}
 }
 
@@ -77,6 +80,8 @@ type settings struct {
 	mcpCallsPerSubj int
 	// linkToAgent: the answer link goes to the agent (create, tools).
 	linkToAgent bool
+	// login is the resolved `login` block; nil when sign-in is off.
+	login *loginSettings
 }
 
 // resolve fills unset fields from Defaults and checks and derives every
@@ -183,6 +188,9 @@ func (h *Handler) resolve() (*settings, error) {
 			return nil, err
 		}
 		s.origins = append(s.origins, canon)
+	}
+	if err := h.resolveLogin(repl, s); err != nil {
+		return nil, err
 	}
 	return s, nil
 }
