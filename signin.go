@@ -19,6 +19,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"golang.org/x/net/http/httpguts"
 
+	"github.com/mcpfeedback/caddy-mcp-feedback/handlers"
 	"github.com/mcpfeedback/caddy-mcp-feedback/identity"
 	"github.com/mcpfeedback/caddy-mcp-feedback/login"
 )
@@ -139,7 +140,11 @@ func (h *Handler) resolveLogin(repl *caddy.Replacer, s *settings) error {
 	if err != nil {
 		return fmt.Errorf("public_url: %w", err)
 	}
-	ls := &loginSettings{mode: c.Mode, origin: pu.Scheme + "://" + pu.Host, mount: strings.TrimRight(pu.EscapedPath(), "/")}
+	origin, err := handlers.CanonicalOrigin(pu.Scheme + "://" + pu.Host)
+	if err != nil {
+		return fmt.Errorf("public_url: %w", err)
+	}
+	ls := &loginSettings{mode: c.Mode, origin: origin, mount: strings.TrimRight(pu.EscapedPath(), "/")}
 	if pu.Scheme == "http" {
 		if !isLoopbackHost(pu.Hostname()) {
 			return fmt.Errorf("login needs an https public_url (sign-in cookies are Secure); plain http is only for 127.0.0.1, ::1 or localhost, not %q", pu.Host)
@@ -281,7 +286,33 @@ func caddyUser(header string) func(*http.Request) string {
 	}
 }
 
-// newOIDCLogin builds `login oidc`.
+// newOIDCLogin builds `login oidc`, its sessions and flow state in the
+// shared store's records.
 func (h *Handler) newOIDCLogin(cfg *settings, sh *shared) (identity.Login, error) {
-	return nil, errors.New("login oidc: not built yet")
+	ls := cfg.login
+	if ls.insecureLoopback {
+		h.logger.Warn("login oidc insecure_loopback_for_tests is on: the OpenID provider may be plain http on loopback; never use this in production")
+	}
+	allow, err := login.NewAllowList(ls.allow, ls.claim)
+	if err != nil {
+		return nil, fmt.Errorf("login oidc: %w", err)
+	}
+	kv := sh.hub.Records()
+	l, err := login.NewOIDC(login.OIDCOptions{
+		Issuer: ls.issuer, ClientID: ls.clientID, ClientSecret: ls.clientSecret,
+		Scopes: ls.scopes, Claim: ls.claim, Allow: allow,
+		Sessions: login.NewSessions(kv, ls.sessionTTL, ls.plainHTTP, nil),
+		Records:  kv,
+		Origin:   ls.origin, Mount: ls.mount, PlainHTTP: ls.plainHTTP,
+		Client: &http.Client{
+			Timeout: 10 * time.Second,
+			// The provider is the operator's; its endpoints answer in place.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
+		Logger: h.logger.Named("login"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return l, nil
 }
