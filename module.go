@@ -23,6 +23,7 @@ import (
 	"github.com/mcpfeedback/caddy-mcp-feedback/identity"
 	"github.com/mcpfeedback/caddy-mcp-feedback/internal/auth"
 	"github.com/mcpfeedback/caddy-mcp-feedback/notify"
+	"github.com/mcpfeedback/caddy-mcp-feedback/oauth"
 )
 
 func init() {
@@ -186,6 +187,19 @@ type Handler struct {
 	// Off unless set.
 	Login *LoginConfig `json:"login,omitempty"`
 
+	// OAuthRegistrationsPerHour caps Dynamic Client Registrations (RFC
+	// 7591, at /oauth/register) from one client address per hour, across
+	// every instance sharing the store; registrations nobody uses expire
+	// after a day. Only with `login`, which turns on the OAuth
+	// authorization server. Default: 20; -1 turns it off.
+	OAuthRegistrationsPerHour int `json:"oauth_registrations_per_hour,omitempty"`
+
+	// OAuthCIMDInsecureLoopbackForTests lets the authorization server fetch
+	// Client ID Metadata Documents over plain http from loopback addresses
+	// (normally only https to public addresses). For tests only; a warning
+	// is logged when it is on.
+	OAuthCIMDInsecureLoopbackForTests bool `json:"oauth_cimd_insecure_loopback_for_tests,omitempty"`
+
 	svc    *handlers.Service
 	human  *handlers.Human
 	mux    *http.ServeMux
@@ -200,6 +214,8 @@ type Handler struct {
 	// login is the configured sign-in (nil without `login`); the OAuth
 	// authorization server and the inbox ask it who the person is.
 	login identity.Login
+	// oauth is the authorization server for MCP clients, on with login.
+	oauth *oauth.Server
 }
 
 // LoginConfig is the `login` block: `login caddy [header <Name>]` or
@@ -277,7 +293,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	verifier, err := auth.NewVerifierFrom(ctx, auth.Options{
 		VerifierOptions: auth.VerifierOptions{Issuer: cfg.issuer, Audience: cfg.audience, MaxTTL: cfg.maxTTL, DeniedJTIs: h.JWTDeniedJTIs},
-		Secret:          []byte(cfg.secret), PreviousSecrets: cfg.previousSecrets,
+		Secret:          jwtSecret(cfg), PreviousSecrets: cfg.previousSecrets,
 		JWKS: auth.JWKSOptions{URL: cfg.jwksURL, OIDCIssuer: cfg.oidcIssuer, InsecureLoopbackForTests: cfg.jwksInsecure,
 			Logger: h.logger.Named("jwks")},
 	})
@@ -307,8 +323,16 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
 
+	// The login first: the authorization server built on it checks the
+	// tokens the transports accept.
+	if h.login, err = h.newLogin(cfg, sh); err != nil {
+		return err
+	}
+	if h.oauth, err = h.newOAuth(cfg, sh); err != nil {
+		return err
+	}
 	core := feedback.NewService(sh.hub, feedback.Config{Limits: cfg.limits, Retention: cfg.retention, Quota: cfg.quota})
-	h.svc = handlers.New(handlers.Config{
+	hcfg := handlers.Config{
 		Core:         core,
 		Verifier:     verifier,
 		Observer:     sh.life,
@@ -316,7 +340,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		Issuer:       cfg.issuer,
 		Logger:       h.logger,
 		WithholdLink: !cfg.linkToAgent,
-	})
+	}
+	if h.oauth != nil {
+		hcfg.Tokens, hcfg.AuthServers = h.oauth, []string{h.oauth.Issuer()}
+	}
+	h.svc = handlers.New(hcfg)
 	human, err := handlers.NewHuman(h.svc, handlers.HumanConfig{
 		AllowedOrigins:       cfg.origins,
 		MaxSocketsPerSession: cfg.wsPerSess,
@@ -329,12 +357,13 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	// WebSockets are hijacked, so Caddy's shutdown does not see them: this
 	// configuration closes its own, 1012 on a reload and 1001 on exit.
 	h.stopHooks = append(h.stopHooks, human.Stop)
-	if h.login, err = h.newLogin(cfg, sh); err != nil {
+	sessionKey, err := h.sessionKey(ctx, cfg, sh)
+	if err != nil {
 		return err
 	}
 	h.mux = h.routes(handlers.MCPConfig{Elicitation: cfg.elicitation, Prefix: strippedPrefix,
 		AllowedOrigins: cfg.origins, MaxSessionsPerSubject: cfg.mcpPerSubj, MaxCallsPerSubject: cfg.mcpCallsPerSubj,
-		SessionKey: deriveKey(cfg.secret, "MCP session ids")})
+		SessionKey: sessionKey})
 	// On a reload the MCP streams stay: the next configuration serves them.
 	// On exit they must end, or Caddy waits for them.
 	h.stopHooks = append(h.stopHooks, sh.stopMCP)
@@ -407,6 +436,15 @@ func (h *Handler) routes(mcpCfg handlers.MCPConfig) *http.ServeMux {
 	// Sign-in (`login`): /login, /login/callback, /logout, /login/whoami.
 	if h.login != nil {
 		for pattern, handler := range h.login.Routes() {
+			mux.Handle(pattern, handler)
+		}
+	}
+	// The OAuth authorization server (with `login`): RFC 8414 metadata at
+	// /.well-known/oauth-authorization-server[/…], /oauth/authorize (and
+	// the consent page's POST), /oauth/token, /oauth/revoke,
+	// /oauth/register, /oauth/consents (oauth/server.go).
+	if h.oauth != nil {
+		for pattern, handler := range h.oauth.Routes() {
 			mux.Handle(pattern, handler)
 		}
 	}

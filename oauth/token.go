@@ -168,7 +168,7 @@ func (s *Server) exchangeCode(w http.ResponseWriter, ctx context.Context, c *Cli
 		s.writeTokenError(w, invalidGrant("code_verifier does not match the code_challenge"))
 		return
 	}
-	if res := form.Get("resource"); res != "" && res != rec.Resource {
+	if res := form.Get("resource"); res != "" && !sameResource(res, rec.Resource) {
 		s.writeTokenError(w, &tokenError{status: 400, code: "invalid_target", desc: "resource differs from the one in the authorization request"})
 		return
 	}
@@ -234,7 +234,7 @@ func (s *Server) refresh(w http.ResponseWriter, ctx context.Context, c *Client, 
 		s.writeTokenError(w, unavailable(err))
 		return
 	}
-	if res := form.Get("resource"); res != "" && res != g.Resource {
+	if res := form.Get("resource"); res != "" && !sameResource(res, g.Resource) {
 		s.writeTokenError(w, &tokenError{status: 400, code: "invalid_target", desc: "resource differs from the one this grant was made for"})
 		return
 	}
@@ -404,6 +404,13 @@ func (s *Server) Check(ctx context.Context, token string) (*auth.Claims, *auth.E
 
 // Owns reports whether a bearer string is this server's kind of token.
 func Owns(token string) bool { return strings.HasPrefix(token, AccessPrefix) }
+
+// sameResource compares resource indicators as URLs do: an empty path is
+// "/" (RFC 3986 §6.2.3), so https://a.example and https://a.example/ name
+// the same resource.
+func sameResource(a, b string) bool {
+	return strings.TrimSuffix(a, "/") == strings.TrimSuffix(b, "/")
+}
 
 func validVerifier(v string) bool {
 	if len(v) < 43 || len(v) > 128 {
