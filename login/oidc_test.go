@@ -425,3 +425,58 @@ func TestAllowList(t *testing.T) {
 		}
 	}
 }
+
+// TestOIDCBackStaysOnSite: whatever `back` /login is given, the person
+// lands on this origin after signing in.
+func TestOIDCBackStaysOnSite(t *testing.T) {
+	for back, want := range map[string]string{
+		"/m/inbox?x=1":          "https://fb.example/m/inbox?x=1",
+		"//evil.example/":       "https://fb.example/",
+		"/\\evil.example":       "https://fb.example/",
+		"https://evil.example/": "https://fb.example/",
+		"/%2F%2Fevil.example":   "https://fb.example/",
+		"javascript:alert(1)":   "https://fb.example/",
+		"/m/\r\nLocation: x":    "https://fb.example/",
+	} {
+		f := newOIDCFixture(t, ClaimSub, "alice-sub")
+		loc, fc := f.start(t, back)
+		code, state := f.p.signIn(t, loc, nil)
+		w := f.serve("GET", callbackURL(code, state), []*http.Cookie{fc})
+		if w.Code != 303 || w.Header().Get("Location") != want {
+			t.Errorf("back %q: %d, Location %q, want %q", back, w.Code, w.Header().Get("Location"), want)
+		}
+	}
+}
+
+// TestOIDCProviderDown: a provider that cannot be reached does not keep
+// Caddy from starting (discovery waits for the first sign-in); /login
+// then says so, and signed-in people are not affected.
+func TestOIDCProviderDown(t *testing.T) {
+	down := httptest.NewServer(http.NotFoundHandler())
+	down.Close()
+	mem := store.NewMemory()
+	t.Cleanup(func() { _ = mem.Close() })
+	al, _ := NewAllowList([]string{"*"}, ClaimSub)
+	sessions := NewSessions(mem, time.Hour, false, nil)
+	l, err := NewOIDC(OIDCOptions{Issuer: down.URL, ClientID: "c", Claim: ClaimSub, Allow: al, Sessions: sessions, Records: mem, Origin: "https://fb.example"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	routes := l.Routes()
+	w := httptest.NewRecorder()
+	routes[PathLogin].ServeHTTP(w, httptest.NewRequest("GET", "/login?back=/x", nil))
+	if w.Code != http.StatusBadGateway || !strings.Contains(w.Body.String(), "could not be reached") {
+		t.Fatalf("/login with the provider down: %d %s", w.Code, w.Body)
+	}
+	rec := httptest.NewRecorder()
+	if err := sessions.Start(rec, httptest.NewRequest("GET", "/", nil), identity.Person{ID: "alice"}); err != nil {
+		t.Fatal(err)
+	}
+	r := httptest.NewRequest("GET", "/login/whoami", nil)
+	r.AddCookie(rec.Result().Cookies()[0])
+	w = httptest.NewRecorder()
+	routes[PathWhoami].ServeHTTP(w, r)
+	if w.Code != 200 || !strings.Contains(w.Body.String(), `"id":"alice"`) {
+		t.Fatalf("whoami with the provider down: %d %s", w.Code, w.Body)
+	}
+}
