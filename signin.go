@@ -304,6 +304,7 @@ func (h *Handler) newOIDCLogin(cfg *settings, sh *shared) (identity.Login, error
 		Sessions: login.NewSessions(kv, ls.sessionTTL, ls.plainHTTP, nil),
 		Records:  kv,
 		Origin:   ls.origin, Mount: ls.mount, PlainHTTP: ls.plainHTTP,
+		ClientAddr: clientIP,
 		Client: &http.Client{
 			Timeout: 10 * time.Second,
 			// The provider is the operator's; its endpoints answer in place.

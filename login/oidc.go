@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -39,6 +41,9 @@ type OIDCOptions struct {
 	// PlainHTTP: the site is plain-http loopback (tests); the flow cookie
 	// loses Secure and its __Host- prefix, like the session's.
 	PlainHTTP bool
+	// ClientAddr is the address a request comes from (the root passes
+	// Caddy's client IP, which honours trusted_proxies); nil is RemoteAddr.
+	ClientAddr func(*http.Request) string
 	// Client talks to the provider (discovery, keys, the token endpoint).
 	Client *http.Client
 	Logger *zap.Logger
@@ -48,6 +53,12 @@ type OIDCOptions struct {
 
 // flowTTL is how long a started sign-in may take at the provider.
 const flowTTL = 10 * time.Minute
+
+// maxStartsPerAddress caps the sign-ins one address (one IPv6 /64) may
+// start per flowTTL, across every instance: each start keeps a record in
+// the store until it is used or expires, so unbounded starts would let
+// anyone fill the store.
+const maxStartsPerAddress = 60
 
 // discoveryTimeout bounds discovery and the code exchange; discoveryRetry
 // spaces attempts when the provider is down, so that a burst of sign-ins
@@ -194,8 +205,18 @@ func (l *OIDC) SignIn(w http.ResponseWriter, r *http.Request, back string) {
 		return
 	}
 	state, nonce, browser := randomToken(), randomToken(), randomToken()
+	ok, err := l.countStart(r, state)
+	if err == nil && !ok {
+		w.Header().Set("Retry-After", fmt.Sprint(int(flowTTL/time.Second)))
+		showError(w, http.StatusTooManyRequests, "Too many sign-ins",
+			fmt.Sprintf("More than %d sign-ins were started from your address in %d minutes. Finish one, or try again later.", maxStartsPerAddress, int(flowTTL/time.Minute)), "")
+		return
+	}
 	verifier := oauth2.GenerateVerifier()
-	b, err := json.Marshal(flow{Nonce: nonce, Verifier: verifier, Back: back, Browser: digest(browser)})
+	var b []byte
+	if err == nil {
+		b, err = json.Marshal(flow{Nonce: nonce, Verifier: verifier, Back: back, Browser: digest(browser)})
+	}
 	if err == nil {
 		err = l.o.Records.Put(r.Context(), flowKey(state), b, flowTTL)
 	}
@@ -207,6 +228,51 @@ func (l *OIDC) SignIn(w http.ResponseWriter, r *http.Request, back string) {
 	http.SetCookie(w, &http.Cookie{Name: l.flowCookie, Value: browser, Path: "/", MaxAge: int(flowTTL / time.Second),
 		HttpOnly: true, Secure: l.secure, SameSite: http.SameSiteLaxMode})
 	redirect(w, p.cfg.AuthCodeURL(state, oidc.Nonce(nonce), oauth2.S256ChallengeOption(verifier)))
+}
+
+// countStart counts a started sign-in against its address's cap, in an
+// expiring set every instance shares; it reports whether the start is
+// allowed.
+func (l *OIDC) countStart(r *http.Request, state string) (bool, error) {
+	key := "login:starts:" + digest(addressBucket(l.clientAddr(r)))
+	members, err := l.o.Records.Members(r.Context(), key)
+	if err != nil {
+		return false, fmt.Errorf("reading sign-in starts: %w", err)
+	}
+	if len(members) >= maxStartsPerAddress {
+		return false, nil
+	}
+	if err := l.o.Records.AddMember(r.Context(), key, digest(state), time.Now().Add(flowTTL)); err != nil {
+		return false, fmt.Errorf("counting a sign-in start: %w", err)
+	}
+	return true, nil
+}
+
+func (l *OIDC) clientAddr(r *http.Request) string {
+	if l.o.ClientAddr != nil {
+		if a := l.o.ClientAddr(r); a != "" {
+			return a
+		}
+	}
+	return r.RemoteAddr
+}
+
+// addressBucket is the unit the start cap counts: an IPv4 address, or an
+// IPv6 /64 (one host usually holds a whole /64).
+func addressBucket(addr string) string {
+	if host, _, err := net.SplitHostPort(addr); err == nil {
+		addr = host
+	}
+	ip, err := netip.ParseAddr(addr)
+	if err != nil {
+		return addr
+	}
+	ip = ip.Unmap()
+	if ip.Is6() {
+		p, _ := ip.Prefix(64)
+		return p.String()
+	}
+	return ip.String()
 }
 
 // callbackError is a refused callback: its status and what to tell the

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
@@ -478,5 +479,34 @@ func TestOIDCProviderDown(t *testing.T) {
 	routes[PathWhoami].ServeHTTP(w, r)
 	if w.Code != 200 || !strings.Contains(w.Body.String(), `"id":"alice"`) {
 		t.Fatalf("whoami with the provider down: %d %s", w.Code, w.Body)
+	}
+}
+
+// TestOIDCStartCap: one address cannot start sign-ins without end (each
+// keeps a record in the store); another address still can.
+func TestOIDCStartCap(t *testing.T) {
+	f := newOIDCFixture(t, ClaimSub, "*")
+	from := func(addr string) *httptest.ResponseRecorder {
+		r := httptest.NewRequest("GET", "https://fb.example/login?back=/x", nil)
+		r.RemoteAddr = addr
+		w := httptest.NewRecorder()
+		f.routes[PathLogin].ServeHTTP(w, r)
+		return w
+	}
+	for i := range maxStartsPerAddress {
+		// Addresses of one IPv6 /64 count together.
+		if w := from(fmt.Sprintf("[2001:db8::%x]:1234", i)); w.Code != 303 {
+			t.Fatalf("start %d: %d %s", i, w.Code, w.Body)
+		}
+	}
+	w := from("[2001:db8::ffff]:1")
+	if w.Code != http.StatusTooManyRequests || w.Header().Get("Retry-After") == "" || !strings.Contains(w.Body.String(), "sign-ins were started from your address") {
+		t.Fatalf("start past the cap: %d %s", w.Code, w.Body)
+	}
+	if w := from("[2001:db8:0:1::1]:1"); w.Code != 303 {
+		t.Fatalf("another /64: %d %s", w.Code, w.Body)
+	}
+	if w := from("192.0.2.1:1"); w.Code != 303 {
+		t.Fatalf("an IPv4 address: %d %s", w.Code, w.Body)
 	}
 }
