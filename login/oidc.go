@@ -205,6 +205,11 @@ func (l *OIDC) SignIn(w http.ResponseWriter, r *http.Request, back string) {
 		return
 	}
 	state, nonce, browser := randomToken(), randomToken(), randomToken()
+	// One binding per browser, so that sign-ins started in two tabs both
+	// finish; the value is random and HttpOnly either way.
+	if c, err := r.Cookie(l.flowCookie); err == nil && wellFormed(c.Value) {
+		browser = c.Value
+	}
 	ok, err := l.countStart(r, state)
 	if err == nil && !ok {
 		w.Header().Set("Retry-After", fmt.Sprint(int(flowTTL/time.Second)))
@@ -291,9 +296,8 @@ func refuse(status int, format string, args ...any) *callbackError {
 // callback answers GET /login/callback: the provider's redirect after the
 // person signed in there.
 func (l *OIDC) callback(w http.ResponseWriter, r *http.Request) {
-	// The flow cookie has done its work whatever happens.
-	http.SetCookie(w, &http.Cookie{Name: l.flowCookie, Value: "", Path: "/", MaxAge: -1,
-		HttpOnly: true, Secure: l.secure, SameSite: http.SameSiteLaxMode})
+	// The flow cookie stays until it expires: another tab's sign-in may
+	// still need it.
 	p, back, err := l.finish(r)
 	if err != nil {
 		var ce *callbackError
