@@ -526,3 +526,39 @@ func TestOIDCStartCap(t *testing.T) {
 		t.Fatalf("an IPv4 address: %d %s", w.Code, w.Body)
 	}
 }
+
+// TestOIDCRoutesHostile: wrong methods and oversized or malformed input on
+// every route get a 4xx that names the problem.
+func TestOIDCRoutesHostile(t *testing.T) {
+	f := newOIDCFixture(t, ClaimSub, "*")
+	huge := strings.Repeat("A", 100_000)
+	for _, tc := range []struct {
+		method, target string
+		headers        []string
+		status         int
+		want           string
+	}{
+		{"POST", "/login", nil, 405, "use GET or HEAD"},
+		{"PUT", "/login/callback", nil, 405, "use GET"},
+		{"POST", "/login/whoami", nil, 405, "use GET or HEAD"},
+		{"DELETE", "/logout", nil, 405, "use POST"},
+		{"GET", "/login/callback?state=" + huge + "&code=x", nil, 400, "unknown, expired or already used"},
+		{"GET", "/login/callback?state=%ZZ", nil, 400, "has no state"},
+		{"GET", "/login/callback?error=access_denied", nil, 400, "has no state"},
+		{"GET", "/login/whoami", []string{"Cookie", "__Host-mcpfb_session=" + huge}, 401, "not signed in"},
+		{"GET", "/login/whoami", []string{"Cookie", "__Host-mcpfb_session=%00%01"}, 401, "not signed in"},
+		{"POST", "/logout", []string{"Origin", "https://fb.example", "Cookie", "__Host-mcpfb_session=" + randomToken()}, 204, ""},
+		{"GET", "/login?back=" + huge, nil, 303, ""},
+	} {
+		r := httptest.NewRequest(tc.method, "https://fb.example"+tc.target, nil)
+		for i := 0; i+1 < len(tc.headers); i += 2 {
+			r.Header.Set(tc.headers[i], tc.headers[i+1])
+		}
+		path, _, _ := strings.Cut(tc.target, "?")
+		w := httptest.NewRecorder()
+		f.routes[path].ServeHTTP(w, r)
+		if w.Code != tc.status || !strings.Contains(w.Body.String(), tc.want) {
+			t.Errorf("%s %.60s: %d %.300s; want %d saying %q", tc.method, tc.target, w.Code, w.Body, tc.status, tc.want)
+		}
+	}
+}
