@@ -2,6 +2,7 @@ package oauth
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -37,7 +38,11 @@ const (
 
 type fetcher struct {
 	client *http.Client
-	// insecure allows http and loopback (CIMDInsecureLoopbackForTests).
+	// loopback fetches loopback documents when insecure is on
+	// (CIMDInsecureLoopbackForTests): it dials nothing but loopback
+	// addresses, and skips certificate checks, since a test's local CA
+	// (Caddy's `tls internal`) is not among the system's roots.
+	loopback *http.Client
 	insecure bool
 	// lookup resolves a host name; tests replace it to make a name
 	// resolve to a private address without a DNS server.
@@ -49,7 +54,27 @@ func newFetcher(insecure bool) *fetcher {
 	f.lookup = func(ctx context.Context, host string) ([]netip.Addr, error) {
 		return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
 	}
-	dialer := &net.Dialer{Timeout: cimdTimeout, Control: f.control}
+	f.client = f.newClient(publicOnly, nil)
+	if insecure {
+		f.loopback = f.newClient(loopbackOnly, &tls.Config{InsecureSkipVerify: true}) // tests only, loopback only
+	}
+	return f
+}
+
+// newClient builds an HTTP client whose every connection goes to an
+// address allow accepts, checked as the socket connects.
+func (f *fetcher) newClient(allow func(netip.Addr) bool, tlsConfig *tls.Config) *http.Client {
+	control := func(_, address string, _ syscall.RawConn) error {
+		ap, err := netip.ParseAddrPort(address)
+		if err != nil {
+			return fmt.Errorf("dialling %q: %w", address, err)
+		}
+		if ip := ap.Addr().Unmap(); !allow(ip) {
+			return fmt.Errorf("dialling %s: %w", ip, errNonPublic)
+		}
+		return nil
+	}
+	dialer := &net.Dialer{Timeout: cimdTimeout, Control: control}
 	tr := &http.Transport{
 		Proxy: nil, // a proxy would dial for us, past the address check
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -63,7 +88,7 @@ func newFetcher(insecure bool) *fetcher {
 			}
 			var last error = fmt.Errorf("%s has no address", host)
 			for _, ip := range ips {
-				// Control checks ip again as the socket connects.
+				// control checks ip again as the socket connects.
 				c, err := dialer.DialContext(ctx, network, net.JoinHostPort(ip.Unmap().String(), port))
 				if err == nil {
 					return c, nil
@@ -72,39 +97,25 @@ func newFetcher(insecure bool) *fetcher {
 			}
 			return nil, last
 		},
+		TLSClientConfig:       tlsConfig,
 		TLSHandshakeTimeout:   cimdTimeout,
 		ResponseHeaderTimeout: cimdTimeout,
 		MaxIdleConns:          4,
 		IdleConnTimeout:       30 * time.Second,
 		DisableCompression:    true, // the size cap is on what crosses the wire
 	}
-	f.client = &http.Client{
+	return &http.Client{
 		Transport: tr,
 		Timeout:   cimdTimeout,
 		CheckRedirect: func(*http.Request, []*http.Request) error {
 			return http.ErrUseLastResponse
 		},
 	}
-	return f
 }
 
 var errNonPublic = errors.New("the address is not a public one")
 
-// control runs as each socket connects, with the address really dialled.
-func (f *fetcher) control(_, address string, _ syscall.RawConn) error {
-	ap, err := netip.ParseAddrPort(address)
-	if err != nil {
-		return fmt.Errorf("dialling %q: %w", address, err)
-	}
-	ip := ap.Addr().Unmap()
-	if f.insecure && ip.IsLoopback() {
-		return nil
-	}
-	if !publicAddr(ip) {
-		return fmt.Errorf("dialling %s: %w", ip, errNonPublic)
-	}
-	return nil
-}
+func loopbackOnly(ip netip.Addr) bool { return ip.IsLoopback() }
 
 // specialUse are the RFC 6890 (and later) special-purpose blocks that
 // netip's predicates do not cover.
@@ -124,6 +135,8 @@ var specialUse = []netip.Prefix{
 	netip.MustParsePrefix("2001:db8::/32"),
 	netip.MustParsePrefix("2002::/16"), // 6to4 embeds any IPv4
 }
+
+func publicOnly(ip netip.Addr) bool { return publicAddr(ip) }
 
 func publicAddr(ip netip.Addr) bool {
 	if !ip.IsValid() || ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() ||
@@ -146,7 +159,7 @@ func (f *fetcher) checkCIMDURL(raw string) (*url.URL, error) {
 	if err != nil {
 		return nil, clientErr("client_id is not a valid URL")
 	}
-	loopback := f.insecure && u.Scheme == "http" && isLoopbackHost(u.Hostname())
+	loopback := f.insecure && (u.Scheme == "http" || u.Scheme == "https") && isLoopbackHost(u.Hostname())
 	if u.Scheme != "https" && !loopback {
 		return nil, clientErr("a client_id URL must be https")
 	}
@@ -224,7 +237,11 @@ func (f *fetcher) fetch(ctx context.Context, u *url.URL, id string) (*Client, ti
 		return nil, 0, fmt.Errorf("building the request: %w", err)
 	}
 	req.Header.Set("Accept", "application/json")
-	resp, err := f.client.Do(req)
+	client := f.client
+	if f.insecure && isLoopbackHost(u.Hostname()) {
+		client = f.loopback
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		if errors.Is(err, errNonPublic) {
 			return nil, 0, clientErr("the client_id URL resolves to an address that is not public; it is not fetched")
