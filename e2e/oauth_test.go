@@ -72,8 +72,14 @@ func callbackReceiver(t *testing.T) (string, <-chan url.Values) {
 // runOAuthClient starts oauthjs/oauth-client.mjs (see its header).
 func runOAuthClient(t *testing.T, serverURL string, env ...string) *nodeProc {
 	t.Helper()
+	return runOAuthScript(t, []string{"oauth-client.mjs", serverURL}, env...)
+}
+
+// runOAuthScript starts a script of oauthjs with args.
+func runOAuthScript(t *testing.T, args []string, env ...string) *nodeProc {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	cmd := exec.CommandContext(ctx, node22(t), "oauth-client.mjs", serverURL)
+	cmd := exec.CommandContext(ctx, node22(t), args...)
 	cmd.Dir = oauthjsDir
 	cmd.Env = append(append(os.Environ(), "MCPJS_DIR="+mcpjsDir, "HOME="+t.TempDir(),
 		"NO_PROXY=*", "HTTP_PROXY=", "HTTPS_PROXY=", "http_proxy=", "https_proxy="), env...)
@@ -107,7 +113,7 @@ func runOAuthClient(t *testing.T, serverURL string, env ...string) *nodeProc {
 		cancel()
 		<-p.exited
 		if t.Failed() {
-			t.Logf("oauth-client.mjs stderr:\n%s", tail(p.stderr.String(), 3000))
+			t.Logf("%s stderr:\n%s", args[0], tail(p.stderr.String(), 3000))
 		}
 	})
 	return p
@@ -263,6 +269,27 @@ func oauthClientFlow(t *testing.T, c *Caddy, p *nodeProc, issuer string, got <-c
 	rv := p.expect("revoked")
 	if rv["revokeStatus"].(float64) != 200 || rv["status"].(float64) != 401 || !strings.Contains(fmt.Sprint(rv["challenge"]), "resource_metadata=") {
 		t.Fatalf("after revoke: %v", rv)
+	}
+	p.finish()
+}
+
+// TestOAuthMCPRemote: mcp-remote in its OAuth mode (DCR, its own loopback
+// callback) connects with no token configured and lists the tools, the
+// sign-in and consent done in Chromium.
+func TestOAuthMCPRemote(t *testing.T) {
+	c := startMCPCaddy(t, oauthSites(t, "http", ""))
+	port := freePort(t)
+	p := runOAuthScript(t, []string{"remote-client.mjs", c.HTTP + "/mcp", fmt.Sprint(port)},
+		"MCP_REMOTE_CONFIG_DIR="+t.TempDir(), "BROWSER=true", "DISPLAY=")
+	authURL := p.expect("authorize")["url"].(string)
+	tab := newTab(t, newBrowser(t), desktop)
+	if _, err := chromedp.Call(tab, network.SetExtraHTTPHeaders, network.SetExtraHTTPHeadersParams{
+		Headers: network.Headers{"Authorization": "Basic " + b64("alice:alice-password")}}); err != nil {
+		t.Fatal(err)
+	}
+	step(t, tab, "consent", chromedp.Navigate(authURL), chromedp.WaitVisible(chromedp.ID("approve")), chromedp.Click(chromedp.ID("approve")))
+	if tools := fmt.Sprint(p.expect("tools")["tools"]); !strings.Contains(tools, "interactive_feedback") {
+		t.Fatalf("tools through mcp-remote: %s", tools)
 	}
 	p.finish()
 }
