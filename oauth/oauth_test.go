@@ -689,3 +689,25 @@ func TestOpaqueTokenChecks(t *testing.T) {
 		t.Error("Owns must tell opaque tokens from JWTs")
 	}
 }
+
+// TestCORS: a client in a web page may read the metadata and use the
+// token endpoint from another origin; the pages that rely on the
+// person's sign-in allow no other origin.
+func TestCORS(t *testing.T) {
+	e := newEnv(t)
+	for path, want := range map[string]string{
+		"/.well-known/oauth-authorization-server": "*", "/oauth/token": "*", "/oauth/register": "*", "/oauth/revoke": "*",
+		"/oauth/authorize": "", "/oauth/consents": "",
+	} {
+		req, _ := http.NewRequest(http.MethodOptions, e.ts.URL+path, nil)
+		req.Header.Set("Origin", "https://app.example")
+		req.Header.Set("Access-Control-Request-Method", "POST")
+		r := e.do(req)
+		if got := r.header.Get("Access-Control-Allow-Origin"); got != want {
+			t.Errorf("%s: Access-Control-Allow-Origin %q, want %q", path, got, want)
+		}
+		if want == "*" && (r.status != 204 || !strings.Contains(r.header.Get("Access-Control-Allow-Headers"), "Authorization")) {
+			t.Errorf("%s: preflight %d %v", path, r.status, r.header)
+		}
+	}
+}

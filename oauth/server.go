@@ -152,14 +152,14 @@ func (s *Server) Issuer() string { return s.cfg.Issuer }
 // (`/.well-known/oauth-authorization-server/<mount path>`, RFC 8414 §3.1),
 // which a site mounted under a prefix must route to the handler.
 func (s *Server) Routes() map[string]http.Handler {
-	md := methods(s.metadata, http.MethodGet, http.MethodHead)
+	md := cors(methods(s.metadata, http.MethodGet, http.MethodHead))
 	return map[string]http.Handler{
 		"/.well-known/oauth-authorization-server":           md,
 		"/.well-known/oauth-authorization-server/{rest...}": md,
 		"/oauth/authorize": methods(s.authorize, http.MethodGet, http.MethodPost),
-		"/oauth/token":     methods(s.token, http.MethodPost),
-		"/oauth/revoke":    methods(s.revoke, http.MethodPost),
-		"/oauth/register":  methods(s.register, http.MethodPost),
+		"/oauth/token":     cors(methods(s.token, http.MethodPost)),
+		"/oauth/revoke":    cors(methods(s.revoke, http.MethodPost)),
+		"/oauth/register":  cors(methods(s.register, http.MethodPost)),
 		"/oauth/consents":  methods(s.consents, http.MethodGet, http.MethodPost),
 	}
 }
@@ -175,6 +175,28 @@ func (s *Server) sitePath(path string) string {
 
 // Scopes are the scopes this server grants.
 func Scopes() []string { return auth.Scopes }
+
+// cors lets MCP clients that run in a web page (the Inspector, web
+// apps) read the metadata and call the token, revocation and registration
+// endpoints from another origin. These endpoints use no cookie or other
+// ambient credential: what a page sends is what it holds (a code is
+// useless without its PKCE verifier), so any origin may call them. The
+// authorization and consents pages, which do rely on the person's
+// sign-in, get no CORS.
+func cors(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Access-Control-Allow-Origin", "*")
+		if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
+			h.Set("Access-Control-Allow-Methods", "GET, POST")
+			h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, MCP-Protocol-Version")
+			h.Set("Access-Control-Max-Age", "86400")
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
 
 // methods answers 405 with Allow for any other method.
 func methods(h http.HandlerFunc, allowed ...string) http.Handler {
