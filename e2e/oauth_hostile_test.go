@@ -149,6 +149,16 @@ func TestOAuthHostileTokens(t *testing.T) {
 	if st := do(t, c.Client, "GET", base+"/api/feedback/"+cr.SessionID+"/status", "", "Authorization", "Bearer "+readOnly["access_token"].(string)); st.Status != 200 {
 		t.Fatalf("status with alice's other token: %d %s", st.Status, st.Body)
 	}
+	// The owner's WebSocket takes the access token on the handshake.
+	ws := wsBase(base) + "/ws/" + cr.SessionID + "?clientType=app"
+	if conn, resp, err := wsDial(t, c, ws, http.Header{"Authorization": {"Bearer " + access}}); err != nil || resp.StatusCode != 101 {
+		t.Fatalf("WebSocket with the access token: %v %v", err, resp)
+	} else {
+		conn.CloseNow()
+	}
+	if _, resp, err := wsDial(t, c, ws, http.Header{"Authorization": {"Bearer " + foreign["access_token"].(string)}}); err == nil || resp == nil || resp.StatusCode != 401 {
+		t.Fatalf("WebSocket with another site's token: %v %v", err, resp)
+	}
 	// Revoked (RFC 7009) by its client: the next call is a 401.
 	rv, err := c.Client.PostForm(base+"/oauth/revoke", url.Values{"token": {access}, "client_id": {fullClient}})
 	if err != nil {
