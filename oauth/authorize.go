@@ -431,10 +431,7 @@ func (s *Server) renderConsent(w http.ResponseWriter, r *http.Request, c *Client
 	d.Mode = "consent"
 	d.CSRF = csrf
 	d.Action = s.sitePath("/oauth/authorize")
-	d.Person = person.Name
-	if d.Person == "" {
-		d.Person = person.ID
-	}
+	d.Person = displayName(person)
 	d.ClientName = c.Name
 	if d.ClientName == "" {
 		d.ClientName = c.ID
@@ -461,4 +458,13 @@ func (s *Server) storeFailed(w http.ResponseWriter, op string, err error) {
 	s.log.Error("oauth: store failed", zap.String("op", op), zap.Error(err))
 	w.Header().Set("Retry-After", "1")
 	writeOAuthError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "the server cannot reach its store; try again in a moment")
+}
+
+// displayName shows who is signed in: the name and, since names need not
+// be unique, the id that owns the questions.
+func displayName(p identity.Person) string {
+	if p.Name == "" || p.Name == p.ID {
+		return p.ID
+	}
+	return p.Name + " (" + p.ID + ")"
 }

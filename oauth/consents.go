@@ -43,10 +43,7 @@ func (s *Server) consents(w http.ResponseWriter, r *http.Request) {
 	slices.Sort(ids)
 	d := s.pageData(r)
 	d.Mode = "consents"
-	d.Person = person.Name
-	if d.Person == "" {
-		d.Person = person.ID
-	}
+	d.Person = displayName(person)
 	for _, id := range ids {
 		var c consent
 		if err := s.loadJSON(ctx, keyConsent(person.ID, id), &c); err != nil {
