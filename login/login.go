@@ -19,6 +19,7 @@ package login
 
 import (
 	"encoding/json"
+	"errors"
 	"html/template"
 	"net/http"
 	"net/url"
@@ -77,7 +78,7 @@ func whoami(l identity.Login) http.Handler {
 		switch {
 		case err == nil:
 			writeJSON(w, http.StatusOK, p)
-		case err == identity.ErrNotSignedIn:
+		case errors.Is(err, identity.ErrNotSignedIn):
 			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "not signed in"})
 		default:
 			// The store could not be read: not the caller's fault.

@@ -562,3 +562,20 @@ func TestOIDCRoutesHostile(t *testing.T) {
 		}
 	}
 }
+
+// TestWhoamiStoreDown: when the store cannot be read, whoami says so (503)
+// instead of calling the person signed out.
+func TestWhoamiStoreDown(t *testing.T) {
+	f := newOIDCFixture(t, ClaimSub, "*")
+	rec := httptest.NewRecorder()
+	if err := f.l.o.Sessions.Start(rec, httptest.NewRequest("GET", "/", nil), identity.Person{ID: "alice"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.kv.(*store.Memory).Close(); err != nil {
+		t.Fatal(err)
+	}
+	w := f.serve("GET", "/login/whoami", rec.Result().Cookies())
+	if w.Code != http.StatusServiceUnavailable || !strings.Contains(w.Body.String(), "session store is unavailable") {
+		t.Fatalf("%d %s", w.Code, w.Body)
+	}
+}
