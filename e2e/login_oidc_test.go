@@ -18,8 +18,19 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/rueidis"
+
 	"github.com/mcpfeedback/caddy-mcp-feedback/internal/redistest"
 )
+
+func mustURL(t *testing.T, s string) *url.URL {
+	t.Helper()
+	u, err := url.Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
 
 var oidcjsDir, _ = filepath.Abs("oidcjs")
 
@@ -175,8 +186,9 @@ func (b *cookieBrowser) callbackVisited(t *testing.T) string {
 // TestLoginOIDC: `login oidc` on the real binary against a real OpenID
 // provider, with sessions in a real Redis shared by two instances: sign in
 // on one, the other knows the person, sign-out on that one ends the
-// session on both. Then a replayed callback, an unverified email and a
-// person not on the allow list are refused.
+// session on both, and so does the store expiring it. A replayed
+// callback, an unverified email and a person not on the allow list are
+// refused.
 func TestLoginOIDC(t *testing.T) {
 	rs := redistest.Start(t)
 	a := newCaddy(t, "OIDC_CLIENT_SECRET=mcpfb-e2e-secret")
@@ -236,6 +248,40 @@ http://127.0.0.1:{HTTP} {
 	for _, site := range []string{a.HTTP, b.HTTP} {
 		if status, _, body := person.get(t, site+"/login/whoami"); status != 401 || !strings.Contains(body, "not signed in") {
 			t.Fatalf("whoami on %s after logout: %d %s", site, status, body)
+		}
+	}
+
+	// The session lives in Redis under its id's digest with the session's
+	// TTL; when the store expires it, the person is signed out on every
+	// instance, their cookie notwithstanding.
+	again := newCookieBrowser(t)
+	if status, _, body := again.signInAt(t, a.HTTP, "/", "alice"); status != 200 {
+		t.Fatalf("signing in again: %d %s", status, tail(body, 500))
+	}
+	cl, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{rs.Addr}, DisableCache: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx := t.Context()
+	keys, err := cl.Do(ctx, cl.B().Keys().Pattern("e2elogin:kv:{login:session:*").Build()).AsStrSlice()
+	if err != nil || len(keys) != 1 {
+		t.Fatalf("session records in Redis: %v %v", keys, err)
+	}
+	for _, c := range again.c.Jar.Cookies(mustURL(t, a.HTTP)) {
+		if c.Name == "mcpfb_session" && strings.Contains(keys[0], c.Value) {
+			t.Fatal("Redis holds the raw session id")
+		}
+	}
+	if ttl, err := cl.Do(ctx, cl.B().Pttl().Key(keys[0]).Build()).AsInt64(); err != nil || ttl <= 0 || ttl > time.Hour.Milliseconds() {
+		t.Fatalf("the session record's TTL is %d ms (%v), want at most session_ttl 1h", ttl, err)
+	}
+	if err := cl.Do(ctx, cl.B().Pexpire().Key(keys[0]).Milliseconds(1).Build()).Error(); err != nil {
+		t.Fatal(err)
+	}
+	for _, site := range []string{a.HTTP, b.HTTP} {
+		if !eventually(5*time.Second, func() bool { status, _, _ := again.get(t, site+"/login/whoami"); return status == 401 }) {
+			t.Fatalf("whoami on %s still answers after the session expired in the store", site)
 		}
 	}
 
