@@ -224,10 +224,11 @@ type LoginConfig struct {
 	// Mode is `caddy` or `oidc`.
 	Mode string `json:"mode"`
 
-	// Header (caddy mode) names the request header that forward_auth
-	// copies the user into (`copy_headers Remote-User`); it is believed
-	// only on a request forward_auth answered with 2xx, because Caddy
-	// then replaces any copy the client sent. Without it the person is
+	// Header (caddy mode) names the header that forward_auth copies the
+	// user into from its authenticator's answer (`copy_headers
+	// Remote-User`, not renamed). It is believed only on a request whose
+	// authenticator answered 2xx with that same value: a copy the client
+	// sent counts for nothing. Without it the person is
 	// `{http.auth.user.id}`, which basic_auth (or any Caddy
 	// authentication provider) sets.
 	Header string `json:"header,omitempty"`

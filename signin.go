@@ -33,7 +33,7 @@ const (
 // loginSettings is the resolved `login` block.
 type loginSettings struct {
 	mode string
-	// header: caddy mode with forward_auth's copied header.
+	// header: caddy mode with forward_auth's copied header (canonical).
 	header string
 	// oidc mode
 	issuer, clientID, clientSecret, claim string
@@ -258,13 +258,16 @@ func (h *Handler) newLogin(cfg *settings, sh *shared) (identity.Login, error) {
 // says the user is. Without a header that is {http.auth.user.id}: only an
 // authentication provider (basic_auth, …) sets it, never the client.
 //
-// With a header it is forward_auth's copy_headers, and the header alone
-// proves nothing: a client can send it. It is believed only when
-// forward_auth ran on this request and its authenticator answered 2xx
-// ({http.reverse_proxy.status_code}): Caddy (2.11.9 and later) then
-// deletes the client's copy before setting the authenticator's, and any
-// other answer ends the request before it reaches this handler. A route
-// without forward_auth has no status code, so a forged header is refused.
+// With a header it is what forward_auth's copy_headers put there, and the
+// header alone proves nothing: a client can send it. It is believed only
+// when forward_auth ran on this request, its authenticator answered 2xx
+// ({http.reverse_proxy.status_code}), and the authenticator's own response
+// carried the same value under the same name
+// ({http.reverse_proxy.header.<Name>}). Caddy 2.11.9 also deletes the
+// client's copy before setting the authenticator's; the last check keeps a
+// forged header out even on a Caddy that did not, or when the
+// authenticator answered without the header. A route without forward_auth
+// has neither placeholder, so a forged header is refused there.
 func caddyUser(header string) func(*http.Request) string {
 	return func(r *http.Request) string {
 		repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
@@ -279,8 +282,9 @@ func caddyUser(header string) func(*http.Request) string {
 		if c, ok := code.(int); !ok || c < 200 || c > 299 {
 			return ""
 		}
-		if vals := r.Header.Values(header); len(vals) == 1 {
-			return vals[0]
+		fromAuthenticator, _ := repl.GetString("http.reverse_proxy.header." + header)
+		if vals := r.Header.Values(header); fromAuthenticator != "" && len(vals) == 1 && vals[0] == fromAuthenticator {
+			return fromAuthenticator
 		}
 		return ""
 	}

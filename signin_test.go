@@ -126,10 +126,13 @@ func TestLoginRefused(t *testing.T) {
 }
 
 // TestCaddyUser: the header forward_auth copies is believed only on a
-// request whose authenticator answered 2xx; {http.auth.user.id} only
-// comes from Caddy's authentication.
+// request whose authenticator answered 2xx with that very value;
+// {http.auth.user.id} only comes from Caddy's authentication.
 func TestCaddyUser(t *testing.T) {
-	req := func(status any, users ...string) *http.Request {
+	// req is a request on which an authenticator answered status naming
+	// authUser (nil, "": it did not run, or named nobody) and that arrives
+	// with users in the header.
+	req := func(status any, authUser string, users ...string) *http.Request {
 		r := httptest.NewRequest("GET", "/", nil)
 		for _, u := range users {
 			r.Header.Add("Remote-User", u)
@@ -137,6 +140,9 @@ func TestCaddyUser(t *testing.T) {
 		repl := caddy.NewReplacer()
 		if status != nil {
 			repl.Set("http.reverse_proxy.status_code", status)
+		}
+		if authUser != "" {
+			repl.Set("http.reverse_proxy.header.Remote-User", authUser)
 		}
 		return r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, repl))
 	}
@@ -147,18 +153,21 @@ func TestCaddyUser(t *testing.T) {
 		want string
 	}{
 		{"outside Caddy", httptest.NewRequest("GET", "/", nil), ""},
-		{"forward_auth did not run", req(nil, "mallory"), ""},
-		{"forward_auth said 2xx", req(200, "alice"), "alice"},
-		{"forward_auth said 204", req(204, "alice"), "alice"},
-		{"some proxy said 401", req(401, "mallory"), ""},
-		{"not an int", req("200", "mallory"), ""},
-		{"two values", req(200, "alice", "mallory"), ""},
+		{"forward_auth did not run", req(nil, "", "mallory"), ""},
+		{"forward_auth said 2xx", req(200, "alice", "alice"), "alice"},
+		{"forward_auth said 204", req(204, "alice", "alice"), "alice"},
+		{"some proxy said 401", req(401, "mallory", "mallory"), ""},
+		{"not an int", req("200", "mallory", "mallory"), ""},
+		{"two values", req(200, "alice", "alice", "mallory"), ""},
+		{"authenticator named nobody, client's copy kept (Caddy before 2.11.9)", req(200, "", "mallory"), ""},
+		{"header differs from the authenticator's", req(200, "alice", "mallory"), ""},
+		{"authenticator named someone, header missing", req(200, "alice"), ""},
 	} {
 		if got := header(tc.r); got != tc.want {
 			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
 		}
 	}
-	r := req(200, "alice")
+	r := req(200, "alice", "alice")
 	if got := caddyUser("")(r); got != "" {
 		t.Errorf("basic-auth mode read a header: %q", got)
 	}
