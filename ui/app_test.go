@@ -2,6 +2,7 @@ package ui
 
 import (
 	"encoding/json"
+	"html"
 	"regexp"
 	"strings"
 	"testing"
@@ -10,17 +11,17 @@ import (
 // The view is one self-contained document whose own CSP admits exactly its
 // inline script and style (by hash) and nothing from any other place.
 func TestAppHTML(t *testing.T) {
-	h := AppHTML()
-	script := regexp.MustCompile(`(?s)<script>(.*?)</script>`).FindAllStringSubmatch(h, -1)
-	style := regexp.MustCompile(`(?s)<style>(.*?)</style>`).FindAllStringSubmatch(h, -1)
+	doc := AppHTML()
+	script := regexp.MustCompile(`(?s)<script>(.*?)</script>`).FindAllStringSubmatch(doc, -1)
+	style := regexp.MustCompile(`(?s)<style>(.*?)</style>`).FindAllStringSubmatch(doc, -1)
 	if len(script) != 1 || len(style) != 1 {
 		t.Fatalf("%d executable scripts and %d styles, want one each", len(script), len(style))
 	}
-	csp := regexp.MustCompile(`http-equiv="Content-Security-Policy" content="([^"]+)"`).FindStringSubmatch(h)
+	csp := regexp.MustCompile(`http-equiv="Content-Security-Policy" content="([^"]+)"`).FindStringSubmatch(doc)
 	if csp == nil {
 		t.Fatal("no CSP meta tag")
 	}
-	policy := strings.ReplaceAll(csp[1], "&#39;", "'")
+	policy := html.UnescapeString(csp[1])
 	for _, want := range []string{
 		"default-src 'none'",
 		"script-src '" + hashSource(script[0][1]) + "'",
@@ -35,11 +36,11 @@ func TestAppHTML(t *testing.T) {
 		t.Errorf("CSP %q allows inline code", policy)
 	}
 	// Nothing is loaded from anywhere: no src/href attributes, no @import.
-	if m := regexp.MustCompile(`(?i)(\ssrc=|\shref=|@import|https?://)`).FindString(h); m != "" {
+	if m := regexp.MustCompile(`(?i)(\ssrc=|\shref=|@import|https?://)`).FindString(doc); m != "" {
 		t.Errorf("the view references something outside itself: %q", m)
 	}
 	// Both languages' strings are in it, under the names the script uses.
-	raw := regexp.MustCompile(`(?s)<script type="application/json" id="fb-strings">(.*?)</script>`).FindStringSubmatch(h)
+	raw := regexp.MustCompile(`(?s)<script type="application/json" id="fb-strings">(.*?)</script>`).FindStringSubmatch(doc)
 	if raw == nil {
 		t.Fatal("no strings")
 	}
@@ -55,7 +56,7 @@ func TestAppHTML(t *testing.T) {
 		}
 	}
 	// Every data-t key the markup names exists.
-	for _, m := range regexp.MustCompile(`data-t="([^"]+)"`).FindAllStringSubmatch(h, -1) {
+	for _, m := range regexp.MustCompile(`data-t="([^"]+)"`).FindAllStringSubmatch(doc, -1) {
 		if strs["en"][m[1]] == "" || strs["zh"][m[1]] == "" {
 			t.Errorf("data-t=%q has no string", m[1])
 		}

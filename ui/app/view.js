@@ -218,8 +218,12 @@
   }
 
   // --- answering -------------------------------------------------------------
-  $("answer").addEventListener("submit", function (e) {
-    e.preventDefault();
+  // The send button is a plain button, not a form submission: hosts
+  // sandbox the view without allow-forms, and there a submission (and its
+  // submit event) never happens.
+  $("submit").addEventListener("click", send);
+  $("answer").addEventListener("submit", function (e) { e.preventDefault(); send(); });
+  function send() {
     if (sending || !q || !q.token) return;
     var v = q.view;
     var picked = [];
@@ -254,9 +258,9 @@
         btn.disabled = false;
         btn.textContent = S.submit;
       });
-  });
+  }
   $("freetext").addEventListener("keydown", function (e) {
-    if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) $("answer").requestSubmit();
+    if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); send(); }
   });
 
   // Links in the question open through the host (the sandbox has no
