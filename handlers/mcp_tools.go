@@ -95,6 +95,7 @@ func (m *MCP) addTools() {
 	ask := mcp.NewTool(ToolInteractiveFeedback,
 		mcp.WithDescription(`Ask the user (a person) a question and get their answer. Use it when you need a decision, a confirmation or information that only the user has; not for questions you can answer yourself.
 The user answers on a web page, possibly on another device. Without wait, this returns at once with a feedbackUrl: show that link to the user, then call get_feedback_result with the sessionId and wait to receive the answer. With wait: true, this call itself blocks until the user answers or the question expires (send a progressToken and allow a long timeout; progress is reported at least every 15 seconds).
+In a host that shows MCP Apps, the question also appears in the conversation for the user to answer there, and this returns at once even with wait: then call get_feedback_result with wait.
 If the result says expired, the user is away: continue with your best judgement and do not ask again.`),
 		mcp.WithString("message", mcp.Required(),
 			mcp.Description("The question, in Markdown. Make it self-contained: the user may read it away from your context. At most 1000 characters by default.")),
