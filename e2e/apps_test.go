@@ -211,6 +211,8 @@ func testAppsAnswer(t *testing.T, browser context.Context, c *Caddy) {
 		t.Fatalf("countdown %s", countdown)
 	}
 
+	screenshot(t, tab, "apps-view-dark")
+
 	// The app-only tool authorises itself: through the very session the
 	// view uses, a forged or missing capability is refused.
 	forged := []struct{ args, want string }{
@@ -240,6 +242,7 @@ func testAppsAnswer(t *testing.T, browser context.Context, c *Caddy) {
 	if given := frameHTML(t, frame, "#given-options"); !strings.Contains(given, ">Ship it<") {
 		t.Fatalf("the view shows the answer as %s", given)
 	}
+	screenshot(t, tab, "apps-view-answered")
 
 	// The agent's waiting call has the answer.
 	waitHost(t, tab, "the agent's answer", `appsHostState.agent !== null`)

@@ -130,6 +130,11 @@ func TestMCPAppsHost(t *testing.T) {
 	if !ok || html.MIMEType != "text/html;profile=mcp-app" || html.Text != ui.AppHTML() {
 		t.Fatalf("resource: %T %q", read.Contents[0], html.MIMEType)
 	}
+	bad := mcp.ReadResourceRequest{}
+	bad.Params.URI = "ui://feedback/../../etc/passwd"
+	if _, err := c.ReadResource(ctx, bad); err == nil {
+		t.Fatal("reading an unknown ui:// resource succeeded")
+	}
 	csp, _ := json.Marshal(html.Meta["ui"])
 	if !strings.Contains(string(csp), `"connectDomains":[]`) || !strings.Contains(string(csp), `"resourceDomains":[]`) {
 		t.Fatalf("resource _meta.ui = %s, want a CSP with no domains", csp)

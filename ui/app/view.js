@@ -101,7 +101,7 @@
   // --- the question ----------------------------------------------------------
   var q = null;        // {sessionId, token?, view}
   var skew = 0;        // server clock minus ours, ms
-  var pollTimer = 0, tickTimer = 0;
+  var pollTimer = 0, tickTimer = 0, stopped = false;
   var nonce = (crypto.randomUUID && crypto.randomUUID()) || String(Math.random()).slice(2);
   var sending = false;
 
@@ -199,15 +199,22 @@
   function schedulePoll() {
     clearTimeout(pollTimer);
     pollTimer = 0;
-    if (q.token && q.view.status === "pending") pollTimer = setTimeout(poll, q.pollMs);
+    if (!stopped && q.token && q.view.status === "pending") pollTimer = setTimeout(poll, q.pollMs);
   }
-  function stopPolling() { clearTimeout(pollTimer); pollTimer = -1; stopTicking(); }
+  // stopPolling is for good: the host tears the view down, or it has
+  // nothing left to show.
+  function stopPolling() { stopped = true; clearTimeout(pollTimer); stopTicking(); }
+  var inFlight = false;
   function poll() {
-    if (!q || !q.token || pollTimer === -1) return;
+    // One read at a time: the countdown asks for one every second once it
+    // reaches zero, until the server reports the expiry.
+    if (!q || !q.token || stopped || inFlight) return;
+    inFlight = true;
     callTool(TOOL_VIEW, { sessionId: q.sessionId, token: q.token }).then(function (res) {
+      inFlight = false;
       if (res.isError) { showUnavailable(textOf(res)); return; }
       update(res.structuredContent, false);
-    }, function () { schedulePoll(); }); // the host or the server is away: keep trying
+    }, function () { inFlight = false; schedulePoll(); }); // the host or the server is away: keep trying
   }
 
   function callTool(name, args) { return request("tools/call", { name: name, arguments: args }); }
