@@ -164,7 +164,8 @@ func testAppsAnswer(t *testing.T, browser context.Context, c *Caddy) {
 	}
 	message := "Deploy **v2** to production?\n\n" + strings.Join(xss, "\n\n")
 	options := []string{"Ship it", `<img src=x onerror="parent.postMessage('xss-opt','*')">`, "Wait"}
-	tab, run := openHost(t, browser, c, true, map[string]any{"message": message, "predefinedOptions": options, "wait": true})
+	tab, run := openHost(t, browser, c, true, map[string]any{"message": message, "predefinedOptions": options, "wait": true,
+		"metadata": map[string]any{"task": `<b onmouseover="parent.postMessage('xss-meta','*')">deploy</b>`}})
 
 	if !run.Advertised || run.URI != "ui://feedback/question" || run.MIMEType != "text/html;profile=mcp-app" {
 		t.Fatalf("host saw advertised=%v uri=%q mime=%q", run.Advertised, run.URI, run.MIMEType)
@@ -187,6 +188,10 @@ func testAppsAnswer(t *testing.T, browser context.Context, c *Caddy) {
 	if !strings.Contains(msgHTML, "<strong>v2</strong>") || strings.Contains(msgHTML, "onerror") || strings.Contains(msgHTML, "<script") ||
 		strings.Contains(msgHTML, "javascript:") || strings.Contains(msgHTML, "<iframe") || strings.Contains(msgHTML, "onload") {
 		t.Fatalf("the view's message HTML is not the sanitised Markdown: %s", msgHTML)
+	}
+	// The agent's metadata is text too.
+	if meta := frameHTML(t, frame, "#metadata"); !strings.Contains(meta, "<dt>task</dt>") || !strings.Contains(meta, "&lt;b onmouseover=") {
+		t.Fatalf("metadata in the view: %s", meta)
 	}
 	// An option with markup is its text: escaped inside a span, no element.
 	optHTML := frameHTML(t, frame, "#options .option:nth-child(2) span")

@@ -126,7 +126,13 @@
     schedulePoll();
   }
 
+  var announced = "";
   function setState(state) {
+    if (main.getAttribute("data-state") !== state) {
+      // One short announcement per change of state, not per re-render.
+      var say = { submitted: "submitted.heading", expired: "expired.heading", cancelled: "cancelled.heading", unavailable: "app.unavailable" }[state];
+      if (say && say !== announced) { announced = say; $("announce").textContent = S[say]; }
+    }
     main.setAttribute("data-state", state);
     Array.prototype.forEach.call(document.querySelectorAll("[data-panel]"), function (el) {
       el.hidden = el.getAttribute("data-panel").split(" ").indexOf(state) < 0;
@@ -160,6 +166,18 @@
       label.appendChild(span);
       list.appendChild(label);
     });
+    // The agent's metadata, as display text the server prepared.
+    var dl = $("metadata");
+    dl.textContent = "";
+    (v.metadata || []).forEach(function (m) {
+      var dt = document.createElement("dt");
+      dt.textContent = m.key;
+      var dd = document.createElement("dd");
+      dd.textContent = m.value;
+      dl.appendChild(dt);
+      dl.appendChild(dd);
+    });
+    $("metadata-box").hidden = !(v.metadata && v.metadata.length);
     $("options-set").hidden = !(v.options && v.options.length);
     $("freetext-wrap").hidden = !v.allowFreeText;
     $("freetext").maxLength = v.maxFreeText || 10000;
