@@ -258,6 +258,13 @@ func testAppsAnswer(t *testing.T, browser context.Context, c *Caddy) {
 		t.Fatalf("the waiting agent got %v", agent)
 	}
 
+	// The view left the host a note for the model's next turn.
+	waitHost(t, tab, "the view's note to the model", `appsHostState.modelContext.length > 0`)
+	note := eval[string](t, tab, `JSON.stringify(appsHostState.modelContext)`)
+	if !strings.Contains(note, id) || !strings.Contains(note, "get_feedback_result") || strings.Contains(note, "Ship it") {
+		t.Fatalf("model context note %s: want the question's id and how to read the answer, not the answer", note)
+	}
+
 	// Nothing injected ran, in the view or anywhere.
 	strays := eval[[]string](t, tab, `appsHostState.strays`)
 	if xssFlag := eval[int](t, tab, `window.__xss`); len(strays) > 0 || xssFlag != 0 {

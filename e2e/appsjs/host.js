@@ -15,6 +15,7 @@ const state = {
   strays: [],     // anything else posted to this window: must stay empty
   agent: null,    // the waiting get_feedback_result call's result
   openLinks: [],
+  modelContext: [], // ui/update-model-context requests from the view
 };
 window.appsHostState = state;
 
@@ -73,7 +74,7 @@ window.appsHost = {
     document.body.appendChild(iframe);
 
     const bridge = new AppBridge(null, { name: "apps-e2e-host", version: "1.0.0" },
-      { serverTools: {}, openLinks: {} }, { hostContext });
+      { serverTools: {}, openLinks: {}, updateModelContext: { text: {} } }, { hostContext });
     // The host enforces visibility: the view may call only tools that
     // include "app". The server must still check everything itself.
     bridge.oncalltool = async (params) => {
@@ -84,6 +85,7 @@ window.appsHost = {
       return res;
     };
     bridge.onopenlink = async ({ url }) => { state.openLinks.push(url); return {}; };
+    bridge.onupdatemodelcontext = async (params) => { state.modelContext.push(params); return {}; };
     const initialized = new Promise((resolve) => { bridge.oninitialized = resolve; });
     // Connect before srcdoc: the view's ui/initialize comes as soon as its
     // script runs.

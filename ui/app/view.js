@@ -104,6 +104,7 @@
   var pollTimer = 0, tickTimer = 0, stopped = false;
   var nonce = (crypto.randomUUID && crypto.randomUUID()) || String(Math.random()).slice(2);
   var sending = false;
+  var hostCaps = {};
 
   function onToolResult(res) {
     var meta = res && res._meta && res._meta[META_KEY];
@@ -274,6 +275,7 @@
           return;
         }
         update(res.structuredContent, false);
+        tellModel();
       }, function () {
         err.textContent = S["err.network"];
         err.hidden = false;
@@ -283,6 +285,17 @@
         btn.disabled = false;
         btn.textContent = S.submit;
       });
+  }
+  // tellModel leaves a note in the host's model context (for hosts that
+  // take one), so that an agent whose turn had ended learns at its next
+  // turn that the answer is in. The answer itself reaches it the one usual
+  // way, get_feedback_result.
+  function tellModel() {
+    var m = hostCaps.updateModelContext;
+    if (!m || !m.text) return;
+    request("ui/update-model-context", { content: [{ type: "text", text:
+      "The user answered the question " + q.sessionId + " in its view. Call get_feedback_result with {\"sessionId\":\"" + q.sessionId + "\"} to read the answer." }] })
+      .catch(function () {});
   }
   $("freetext").addEventListener("keydown", function (e) {
     if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); send(); }
@@ -312,6 +325,7 @@
     appCapabilities: { availableDisplayModes: ["inline"] },
     protocolVersion: "2026-01-26"
   }).then(function (res) {
+    hostCaps = (res && res.hostCapabilities) || {};
     applyContext(res && res.hostContext);
     notify("ui/notifications/initialized", {});
   }, function (e) { showUnavailable(e.message); });
