@@ -107,10 +107,11 @@
   var hostCaps = {};
 
   function onToolResult(res) {
-    var meta = res && res._meta && res._meta[META_KEY];
+    res = res || {};
+    var meta = res._meta && res._meta[META_KEY];
     if (res.isError || !meta || !meta.view || typeof meta.sessionId !== "string") {
       var text = "";
-      (res && res.content || []).forEach(function (c) { if (c && c.type === "text") text += c.text; });
+      (res.content || []).forEach(function (c) { if (c && c.type === "text") text += c.text; });
       showUnavailable(text);
       return;
     }
@@ -119,6 +120,7 @@
   }
 
   function update(view, first) {
+    if (!view || typeof view.status !== "string") { schedulePoll(); return; } // a reply without the view: keep what we show
     var built = q.view;
     q.view = view;
     if (view.now) skew = Date.parse(view.now) - Date.now();
@@ -218,7 +220,7 @@
   function schedulePoll() {
     clearTimeout(pollTimer);
     pollTimer = 0;
-    if (!stopped && q.token && q.view.status === "pending") pollTimer = setTimeout(poll, q.pollMs);
+    if (!stopped && q.token && q.view && q.view.status === "pending") pollTimer = setTimeout(poll, q.pollMs);
   }
   // stopPolling is for good: the host tears the view down, or it has
   // nothing left to show.
