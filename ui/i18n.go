@@ -56,6 +56,12 @@ var texts = map[Lang]map[string]string{
 		"error.text":        "Check your connection. The page keeps trying.",
 		"question":          "The question",
 
+		// The MCP Apps view (app/), shown inside the agent's conversation.
+		"app.waiting":        "Waiting for the question…",
+		"app.submitted.text": "Your agent has your answer.",
+		"app.unavailable":    "This question cannot be shown here",
+		"app.readonly":       "Answer this question through the link this server sent you: this server does not hand the question's key to the agent's app.",
+
 		"js.countdown":       "{t} left",
 		"js.countdown.label": "Time left to answer: {t}",
 		"js.expiring":        "Time is up",
@@ -122,6 +128,11 @@ var texts = map[Lang]map[string]string{
 		"error.heading":     "无法连接服务器",
 		"error.text":        "请检查网络连接。页面会自动重试。",
 		"question":          "问题",
+
+		"app.waiting":        "正在等待问题…",
+		"app.submitted.text": "智能体已收到你的回答。",
+		"app.unavailable":    "此问题无法在这里显示",
+		"app.readonly":       "请通过服务器发给你的链接回答此问题：此服务器不会把问题的密钥交给智能体的应用。",
 
 		"js.countdown":       "剩余 {t}",
 		"js.countdown.label": "剩余回答时间：{t}",
