@@ -50,8 +50,8 @@ const provider = new Provider(issuer, {
     clientCredentials: { enabled: true },
     resourceIndicators: {
       enabled: true,
-      // A client_credentials request must name its resource: tokens are
-      // meant for one resource server.
+      // No default: a request that names no resource gets an opaque
+      // token, which no resource server can check; the test names one.
       defaultResource: () => undefined,
       getResourceServerInfo: (ctx, resourceIndicator, client) => {
         if (!resourceIndicator.startsWith('https://')) {
