@@ -147,15 +147,33 @@ type Verifier struct {
 	// verified remembers tokens whose signature and claims checked out, so
 	// an agent's repeated calls skip the HMAC and JSON work (the largest
 	// cost of a status request in profiles). Claims of a signed token
-	// cannot change, so a hit only has to check that it has not expired.
+	// cannot change, so a hit only has to check that it has not expired
+	// and, in JWKS mode, that the keys have not been fetched anew since
+	// (a dropped key must stop verifying its tokens).
 	mu       sync.Mutex
-	verified map[string]*Claims
+	verified map[string]verifiedToken
 	// modes: previous secrets and JWKS (modes.go, NewVerifierFrom).
 	modes verifierModes
 }
 
 // verifiedCacheSize bounds the cache; when full it starts over.
 const verifiedCacheSize = 4096
+
+// verifiedToken is an entry of Verifier.verified: the claims, and the
+// generation of the JWKS they were checked against (keysGeneration).
+type verifiedToken struct {
+	claims *Claims
+	keys   uint64
+}
+
+// keysGeneration is the generation of the identity provider's key set, 0
+// without JWKS mode.
+func (v *Verifier) keysGeneration() uint64 {
+	if v.modes.remote == nil {
+		return 0
+	}
+	return v.modes.remote.generation()
+}
 
 // VerifierOptions configure a Verifier beyond its secret.
 type VerifierOptions struct {
@@ -205,7 +223,7 @@ func NewVerifierWith(secret []byte, o VerifierOptions) (*Verifier, error) {
 		}
 	}
 	return &Verifier{secret: slices.Clone(secret), parser: jwt.NewParser(opts...), audience: o.Audience,
-		maxTTL: o.MaxTTL, denied: denied, verified: map[string]*Claims{}}, nil
+		maxTTL: o.MaxTTL, denied: denied, verified: map[string]verifiedToken{}}, nil
 }
 
 // BearerToken extracts the token from an Authorization header value. The
@@ -268,12 +286,15 @@ func (v *Verifier) Verify(token string) (*Claims, *Error) {
 	if len(token) > MaxBearerLength {
 		return nil, &Error{Code: "invalid_token", Reason: "too_long"}
 	}
+	// Read before parsing: a fetch during the parse leaves the entry
+	// marked with the older key set, so the next hit checks it again.
+	gen := v.keysGeneration()
 	v.mu.Lock()
-	cached := v.verified[token]
+	cached, hit := v.verified[token]
 	v.mu.Unlock()
-	if cached != nil {
-		if time.Now().Before(cached.ExpiresAt.Add(Leeway)) {
-			return cached.clone(), nil
+	if hit {
+		if cached.keys == gen && time.Now().Before(cached.claims.ExpiresAt.Add(Leeway)) {
+			return cached.claims.clone(), nil
 		}
 		v.mu.Lock()
 		delete(v.verified, token)
@@ -293,7 +314,7 @@ func (v *Verifier) Verify(token string) (*Claims, *Error) {
 	if len(v.verified) >= verifiedCacheSize {
 		clear(v.verified)
 	}
-	v.verified[token] = claims.clone()
+	v.verified[token] = verifiedToken{claims: claims.clone(), keys: gen}
 	v.mu.Unlock()
 	return claims, nil
 }

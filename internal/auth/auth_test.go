@@ -128,7 +128,7 @@ func TestVerifiedCache(t *testing.T) {
 	}
 	// A cached entry past its expiry is dropped, not served.
 	v.mu.Lock()
-	v.verified[tok].ExpiresAt.Time = now.Add(-time.Hour)
+	v.verified[tok].claims.ExpiresAt.Time = now.Add(-time.Hour)
 	v.mu.Unlock()
 	if _, aerr := v.Verify(tok); aerr != nil {
 		// the token itself is still valid: it is verified again from scratch

@@ -115,6 +115,32 @@ type remoteKeys struct {
 // through lookup, which rate-limits it with unknownKID.
 type keyCache struct {
 	keys, refetch jwkset.Storage
+	gen           *genStorage
+}
+
+// genStorage is jwkset's memory storage counting key-set replacements
+// (each fetch replaces the whole set): the Verifier's cache of verified
+// tokens keeps a JWKS token only while the key set it was checked
+// against is the current one, so a key the provider dropped stops
+// verifying its tokens at the next fetch, not at their exp.
+type genStorage struct {
+	jwkset.Storage
+	n atomic.Uint64
+}
+
+func (g *genStorage) KeyReplaceAll(ctx context.Context, given []jwkset.JWK) error {
+	err := g.Storage.KeyReplaceAll(ctx, given)
+	g.n.Add(1)
+	return err
+}
+
+// generation identifies the key set in use: it changes with every fetch;
+// 0 before the first.
+func (r *remoteKeys) generation() uint64 {
+	if c := r.cache.Load(); c != nil {
+		return c.gen.n.Load()
+	}
+	return 0
 }
 
 func (o *JWKSOptions) defaults() {
@@ -187,7 +213,9 @@ func (r *remoteKeys) start(u string) error {
 	if err := checkRemoteURL(u, r.o.InsecureLoopbackForTests); err != nil {
 		return err
 	}
+	gen := &genStorage{Storage: jwkset.NewMemoryStorage()}
 	st, err := jwkset.NewStorageFromHTTP(u, jwkset.HTTPClientStorageOptions{
+		Storage:                   gen,
 		Client:                    r.client,
 		Ctx:                       r.ctx,
 		HTTPTimeout:               r.o.Timeout,
@@ -212,7 +240,7 @@ func (r *remoteKeys) start(u string) error {
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrRemoteConfig, err)
 	}
-	r.cache.Store(&keyCache{keys: st, refetch: refetch})
+	r.cache.Store(&keyCache{keys: st, refetch: refetch, gen: gen})
 	return nil
 }
 

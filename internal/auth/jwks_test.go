@@ -405,14 +405,18 @@ func TestJWKSUnknownKIDRate(t *testing.T) {
 
 // TestJWKSKeyRotation: the provider swaps its key while the verifier runs;
 // a token with the new kid verifies after one refetch, and a new token with
-// the retired kid is refused.
+// the retired kid is refused, and so is a token of it that was verified
+// (and cached) before the rotation.
 func TestJWKSKeyRotation(t *testing.T) {
 	keys(t)
 	idp := newTestIdP(t, true, testRSA)
 	v := idp.verifier(t)
 	iss := idp.srv.URL
-	if _, aerr := v.Verify(signWith(t, testRSA, idpClaims(iss), nil)); aerr != nil {
-		t.Fatal(aerr)
+	old := signWith(t, testRSA, idpClaims(iss), nil)
+	for range 2 { // the second from the cache of verified tokens
+		if _, aerr := v.Verify(old); aerr != nil {
+			t.Fatal(aerr)
+		}
 	}
 	idp.setJWKS(jwksJSON(t, testRSANext))
 	if _, aerr := v.Verify(signWith(t, testRSANext, idpClaims(iss), nil)); aerr != nil {
@@ -423,6 +427,9 @@ func TestJWKSKeyRotation(t *testing.T) {
 	}
 	if _, aerr := v.Verify(signWith(t, testRSA, idpClaims(iss), nil)); aerr == nil || aerr.Reason != "unknown_kid" {
 		t.Fatalf("retired kid: %v", aerr)
+	}
+	if _, aerr := v.Verify(old); aerr == nil || aerr.Reason != "unknown_kid" {
+		t.Fatalf("a token of the retired kid verified before the rotation: %v, want unknown_kid", aerr)
 	}
 }
 
