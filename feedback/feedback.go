@@ -15,6 +15,7 @@ package feedback
 import (
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
@@ -114,6 +115,7 @@ func (s *Service) Ask(ctx context.Context, owner Owner, req *validate.CreateRequ
 		MultiSelect:       req.MultiSelect,
 		AllowFreeText:     req.AllowFreeText,
 		Metadata:          req.Metadata,
+		Form:              req.Form.Clone(),
 		CreatedAt:         now,
 		ExpiresAt:         now.Add(req.Timeout),
 		UpdatedAt:         now,
@@ -123,12 +125,20 @@ func (s *Service) Ask(ctx context.Context, owner Owner, req *validate.CreateRequ
 	if sess.PredefinedOptions == nil {
 		sess.PredefinedOptions = []string{}
 	}
+	ttl := req.Timeout
+	if f := sess.Form; f != nil && f.OnTimeout != nil && f.OnTimeout.Action == store.TimeoutKeep {
+		// keep: the asker's timeout ends the agent's wait; the question
+		// stays open as long as this configuration allows any question.
+		f.WaitUntil = sess.ExpiresAt
+		ttl = max(s.cfg.Limits.MaxTimeout, req.Timeout)
+		sess.ExpiresAt = now.Add(ttl)
+	}
 	if s.cfg.Quota != (store.Quota{}) {
 		if err := s.hub.store.Admit(ctx, owner, sess.ID, sess.ExpiresAt, s.cfg.Quota); err != nil {
 			return nil, fmt.Errorf("asking: %w", err)
 		}
 	}
-	if err := s.hub.store.Create(ctx, sess, req.Timeout+s.cfg.Retention); err != nil {
+	if err := s.hub.store.Create(ctx, sess, ttl+s.cfg.Retention); err != nil {
 		return nil, fmt.Errorf("asking: %w", err)
 	}
 	link := Link(base, sess.ID, token, st)
@@ -258,7 +268,16 @@ func (s *Service) Answer(ctx context.Context, sess *Session, req *validate.Submi
 	if sess.Status != store.StatusPending {
 		return closedVerdict(sess, req)
 	}
-	if verr := validate.CheckAnswer(req, sess.PredefinedOptions, sess.MultiSelect, sess.AllowFreeText); verr != nil {
+	var (
+		answers json.RawMessage
+		verr    *validate.Error
+	)
+	if sess.Form != nil && sess.Form.Questions != nil {
+		answers, verr = validate.CheckForm(req, sess.Form.Questions, sess.AllowFreeText)
+	} else {
+		verr = validate.CheckAnswer(req, sess.PredefinedOptions, sess.MultiSelect, sess.AllowFreeText)
+	}
+	if verr != nil {
 		cur, err := s.hub.store.Get(ctx, sess.ID)
 		switch {
 		case err == nil && cur.Status != store.StatusPending:
@@ -270,7 +289,7 @@ func (s *Service) Answer(ctx context.Context, sess *Session, req *validate.Submi
 	}
 	return s.hub.store.Submit(ctx, sess.ID, store.Answer{
 		SelectedOptions: req.SelectedOptions, FreeText: req.FreeText, Nonce: req.Nonce,
-		Via: via.How, By: via.By,
+		Answers: answers, Via: via.How, By: via.By,
 	})
 }
 

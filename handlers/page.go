@@ -208,18 +208,32 @@ func (h *Human) Page(w http.ResponseWriter, r *http.Request) {
 // PageView is the session as the person's page sees it: no owner, no
 // token hash, and the message already rendered to safe HTML.
 type PageView struct {
-	SessionID     string        `json:"sessionId"`
-	Status        store.Status  `json:"status"`
-	MessageHTML   string        `json:"messageHtml"`
-	Options       []string      `json:"options"`
-	MultiSelect   bool          `json:"multiSelect"`
-	AllowFreeText bool          `json:"allowFreeText"`
-	MaxFreeText   int           `json:"maxFreeText"`
-	Metadata      []MetaEntry   `json:"metadata"`
-	CreatedAt     time.Time     `json:"createdAt"`
-	ExpiresAt     time.Time     `json:"expiresAt"`
-	Now           time.Time     `json:"now"`
-	Result        *store.Result `json:"result,omitempty"`
+	SessionID   string       `json:"sessionId"`
+	Status      store.Status `json:"status"`
+	MessageHTML string       `json:"messageHtml"`
+	Options     []string     `json:"options"`
+	// OptionDetails describe Options in the same order, when the asker
+	// gave descriptions or a recommendation; Preselect says to start with
+	// the recommended one selected.
+	OptionDetails []store.Option `json:"optionDetails,omitempty"`
+	Preselect     bool           `json:"preselect,omitempty"`
+	// Questions, when present, make the page a form of several questions.
+	Questions     []PageQuestion `json:"questions,omitempty"`
+	MultiSelect   bool           `json:"multiSelect"`
+	AllowFreeText bool           `json:"allowFreeText"`
+	MaxFreeText   int            `json:"maxFreeText"`
+	Metadata      []MetaEntry    `json:"metadata"`
+	CreatedAt     time.Time      `json:"createdAt"`
+	ExpiresAt     time.Time      `json:"expiresAt"`
+	Now           time.Time      `json:"now"`
+	Result        *store.Result  `json:"result,omitempty"`
+}
+
+// PageQuestion is one question of a form as the page shows it: the
+// message rendered to safe HTML like the main one.
+type PageQuestion struct {
+	store.Question
+	MessageHTML string `json:"messageHtml"`
 }
 
 // MetaEntry is one top-level member of the agent's metadata, as display text.
@@ -321,7 +335,21 @@ func (h *Human) viewOf(sess *store.Session) PageView {
 	if opts == nil {
 		opts = []string{}
 	}
+	var (
+		details   []store.Option
+		preselect bool
+		questions []PageQuestion
+	)
+	if f := sess.Form; f != nil {
+		details, preselect = f.Options, f.PreselectRecommended
+		for _, q := range f.Questions {
+			questions = append(questions, PageQuestion{Question: q, MessageHTML: ui.RenderMarkdown(q.Message)})
+		}
+	}
 	return PageView{
+		OptionDetails: details,
+		Preselect:     preselect,
+		Questions:     questions,
 		SessionID:     sess.ID,
 		Status:        sess.Status,
 		MessageHTML:   ui.RenderMarkdown(sess.Message),
