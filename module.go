@@ -102,8 +102,16 @@ type Handler struct {
 	// MinTimeout is the shortest timeout an agent may ask for. Default: 30s.
 	MinTimeout caddy.Duration `json:"min_timeout,omitempty"`
 
-	// MaxTimeout is the longest timeout an agent may ask for. Default: 1h.
+	// MaxTimeout is the longest timeout an agent may ask for, and how long
+	// a question with onTimeout keep stays open; at most 168h (7 days).
+	// Default: 1h.
 	MaxTimeout caddy.Duration `json:"max_timeout,omitempty"`
+
+	// TimeoutOutOfRange is what a timeout outside min_timeout–max_timeout
+	// gets: `clamp` (the default) moves it to the nearest bound and says
+	// so in the create's warnings (clients such as Cursor send 1); `reject`
+	// refuses it with 400.
+	TimeoutOutOfRange string `json:"timeout_out_of_range,omitempty"`
 
 	// MaxMessageLength caps the question, in characters. Default: 1000.
 	MaxMessageLength int `json:"max_message_length,omitempty"`
@@ -113,6 +121,9 @@ type Handler struct {
 
 	// MaxOptionLength caps each option, in characters. Default: 100.
 	MaxOptionLength int `json:"max_option_length,omitempty"`
+
+	// MaxQuestions caps the questions of one form (`questions`). Default: 10.
+	MaxQuestions int `json:"max_questions,omitempty"`
 
 	// Retention is how long a finished session stays readable after its
 	// deadline (for result lookups and the answer page). Default: 1h.
