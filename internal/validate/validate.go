@@ -296,7 +296,8 @@ func checkFreeText(s string) *Error {
 }
 
 // decodeObject reads exactly one JSON object whose member names are all in
-// allowed (case-sensitive, each at most once) and returns the raw members.
+// allowed (case-sensitive, each at most once; nil allows any name) and
+// returns the raw members.
 func decodeObject(body []byte, allowed []string) (map[string]json.RawMessage, *Error) {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return nil, invalid("the request body is empty; send a JSON object")
@@ -319,7 +320,8 @@ func decodeObject(body []byte, allowed []string) (map[string]json.RawMessage, *E
 			return nil, invalid("the request body is not valid JSON: %s", jsonErr(err))
 		}
 		name, _ := tok.(string)
-		if !slices.Contains(allowed, name) {
+		// nil allows any name (a map such as a form's answers).
+		if allowed != nil && !slices.Contains(allowed, name) {
 			return nil, invalid("unknown field %q; allowed fields are %s", truncate(name, 40), strings.Join(allowed, ", "))
 		}
 		if _, dup := fields[name]; dup {

@@ -1,0 +1,166 @@
+package e2e
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
+)
+
+// questionSites: the memory site with a 1 s minimum timeout, so that a
+// question can be watched closing.
+var questionSites = strings.Replace(memorySites, "jwt_secret {env.JWT_SECRET}", "jwt_secret {env.JWT_SECRET}\n\t\tmin_timeout 1s", 1)
+
+// TestAnswerPageRicherQuestions: described and recommended options, a form
+// of several typed questions and drafts, on a phone viewport with the
+// keyboard, in the real browser against the real Caddy; axe-core finds
+// nothing serious.
+func TestAnswerPageRicherQuestions(t *testing.T) {
+	c := startCaddy(t, questionSites)
+	browser := newBrowser(t)
+	alice := token(t, "alice")
+	result := func(t *testing.T, id string) json.RawMessage {
+		t.Helper()
+		r := do(t, c.Client, "GET", c.HTTP+"/api/feedback/"+id+"/result", "", "Authorization", "Bearer "+alice)
+		var res struct {
+			Result json.RawMessage `json:"result"`
+		}
+		if err := json.Unmarshal([]byte(r.Body), &res); err != nil {
+			t.Fatalf("result %d %s", r.Status, r.Body)
+		}
+		return res.Result
+	}
+
+	t.Run("described options", func(t *testing.T) {
+		cr, capTok := createSession(t, c.Client, c.HTTP, alice, `{"message":"Which database for the **cache**?","preselectRecommended":true,"predefinedOptions":[
+			{"label":"Postgres","description":"What we run today: no new service.","recommended":true},
+			{"label":"SQLite","description":"One file per instance; nothing shared."},
+			"Decide later"]}`)
+		tab := newTab(t, browser, phone)
+		step(t, tab, "open", chromedp.Navigate(pageURL(c.HTTP, cr.SessionID, "lang=en&theme=light", capTok)))
+		waitState(t, tab, "pending")
+		waitFor(t, tab, "options", `document.querySelectorAll('#options input').length === 3`)
+		// The description sits under its label, tied to the input; the
+		// recommended one is marked, and selected because the asker said so.
+		if got := eval[string](t, tab, `document.getElementById('option-1-desc').textContent + '|' + document.getElementById('option-1').getAttribute('aria-describedby')`); got != "One file per instance; nothing shared.|option-1-desc" {
+			t.Errorf("description %q", got)
+		}
+		if got := eval[string](t, tab, `Array.from(document.querySelectorAll('#options .badge')).map(function (b) { return b.closest('label').querySelector('input').value + ':' + b.textContent; }).join()`); got != "Postgres:Recommended" {
+			t.Errorf("badges %q", got)
+		}
+		if !eval[bool](t, tab, `document.getElementById('option-0').checked && !document.getElementById('option-1').checked`) {
+			t.Error("the recommended option is not preselected")
+		}
+		screenshot(t, tab, "described-options-light-en-phone")
+		checkAxe(t, tab, "described-options-light-en-phone")
+		// Keyboard: Enter picks another option, Ctrl+Enter sends.
+		step(t, tab, "pick with the keyboard", chromedp.Focus(chromedp.ID("option-1")), chromedp.KeyEvent(kb.Enter))
+		step(t, tab, "send", chromedp.KeyEvent(kb.Enter, chromedp.KeyModifiers(chromedp.ModifierCtrl)))
+		waitState(t, tab, "submitted")
+		if got := eval[string](t, tab, `document.getElementById('given-options').textContent`); got != "SQLite" {
+			t.Errorf("shown answer %q", got)
+		}
+		checkAxe(t, tab, "described-options-light-en-phone-submitted")
+		var res struct {
+			SelectedOptions []string `json:"selectedOptions"`
+			Via             string   `json:"via"`
+		}
+		if err := json.Unmarshal(result(t, cr.SessionID), &res); err != nil || strings.Join(res.SelectedOptions, ",") != "SQLite" || res.Via != "link" {
+			t.Errorf("stored %+v %v", res, err)
+		}
+		noXSS(t, tab, "described options")
+	})
+
+	t.Run("form of questions", func(t *testing.T) {
+		cr, capTok := createSession(t, c.Client, c.HTTP, alice, `{"message":"Release **2.4**: a few things first.","questions":[
+			{"id":"env","message":"Deploy where?","kind":"single","required":true,"options":[{"label":"prod","description":"All customers."},{"label":"staging","recommended":true}]},
+			{"id":"checks","message":"Which checks ran?","kind":"multi","options":["unit","e2e","load"],"min":1},
+			{"id":"note","message":"Anything for the changelog?","kind":"text","max":200},
+			{"id":"ok","message":"Migrations reviewed?","kind":"boolean","required":true},
+			{"id":"count","message":"How many canaries?","kind":"number","min":1,"max":10,"required":true,"default":2}]}`)
+		tab := newTab(t, browser, phone)
+		step(t, tab, "open", chromedp.Navigate(pageURL(c.HTTP, cr.SessionID, "lang=zh&theme=dark", capTok)))
+		waitState(t, tab, "pending")
+		waitFor(t, tab, "questions", `document.querySelectorAll('#questions .question-field').length === 5`)
+		if got := eval[string](t, tab, `document.getElementById('q-count').value + '|' + document.getElementById('q-count').type + '|' + document.getElementById('q-ok-0').type`); got != "2|number|radio" {
+			t.Errorf("number default and input types %q", got)
+		}
+		// Sending with a required question unanswered names it, on the page.
+		step(t, tab, "send too early", chromedp.Focus(chromedp.ID("q-note")), chromedp.KeyEvent(kb.Enter, chromedp.KeyModifiers(chromedp.ModifierCtrl)))
+		if got := eval[string](t, tab, `document.getElementById('main').dataset.state + '|' + document.getElementById('form-error').textContent`); !strings.HasPrefix(got, "pending|") || !strings.Contains(got, "Deploy where?") {
+			t.Errorf("sending early: %q", got)
+		}
+		// Keyboard only.
+		step(t, tab, "answer with the keyboard",
+			chromedp.Focus(chromedp.ID("q-env-0")), chromedp.KeyEvent(kb.Enter),
+			chromedp.Focus(chromedp.ID("q-checks-1")), chromedp.KeyEvent(kb.Enter),
+			chromedp.Focus(chromedp.ID("q-note")), chromedp.KeyEvent("ship it 🚀"),
+			chromedp.Focus(chromedp.ID("q-ok-0")), chromedp.KeyEvent(kb.Enter),
+			chromedp.Focus(chromedp.ID("q-count")), chromedp.KeyEvent(kb.Backspace), chromedp.KeyEvent("3"))
+		screenshot(t, tab, "form-dark-zh-phone")
+		checkAxe(t, tab, "form-dark-zh-phone")
+
+		// A reload (or a phone dropping the tab) keeps what was entered.
+		step(t, tab, "reload", chromedp.Reload())
+		waitState(t, tab, "pending")
+		waitFor(t, tab, "questions again", `document.querySelectorAll('#questions .question-field').length === 5`)
+		restored := `[document.getElementById('q-env-0').checked, document.getElementById('q-checks-1').checked, document.getElementById('q-checks-0').checked,
+			document.getElementById('q-note').value, document.getElementById('q-ok-0').checked, document.getElementById('q-count').value].join('|')`
+		if got := eval[string](t, tab, restored); got != "true|true|false|ship it 🚀|true|3" {
+			t.Fatalf("after a reload the form holds %q", got)
+		}
+		step(t, tab, "send", chromedp.Focus(chromedp.ID("q-count")), chromedp.KeyEvent(kb.Enter, chromedp.KeyModifiers(chromedp.ModifierCtrl)))
+		waitFor(t, tab, "the answer sent", `document.getElementById('main').dataset.state === 'submitted' || !!document.getElementById('form-error').textContent`)
+		if got := eval[string](t, tab, `document.getElementById('form-error').textContent`); got != "" {
+			t.Fatalf("sending failed: %s", got)
+		}
+		waitState(t, tab, "submitted")
+		if got := eval[string](t, tab, `document.getElementById('given-answers').innerText`); !strings.Contains(got, "ship it 🚀") || !strings.Contains(got, "是") {
+			t.Errorf("shown answers %q", got)
+		}
+		checkAxe(t, tab, "form-dark-zh-phone-submitted")
+		if !eval[bool](t, tab, `localStorage.getItem('fb-draft:`+cr.SessionID+`') === null`) {
+			t.Error("the draft is kept after the answer was sent")
+		}
+		// Typed answers, in the questions' order.
+		var res struct {
+			Answers json.RawMessage `json:"answers"`
+		}
+		if err := json.Unmarshal(result(t, cr.SessionID), &res); err != nil || string(res.Answers) != `{"env":"prod","checks":["e2e"],"note":"ship it 🚀","ok":true,"count":3}` {
+			t.Errorf("stored answers %s %v", res.Answers, err)
+		}
+		noXSS(t, tab, "form")
+	})
+
+	t.Run("draft shown when the question closes", func(t *testing.T) {
+		cr, capTok := createSession(t, c.Client, c.HTTP, alice, `{"message":"Quick: which one?","predefinedOptions":["a","b"],"timeout":3,"onTimeout":{"action":"choose","option":"b"}}`)
+		tab := newTab(t, browser, phone)
+		step(t, tab, "open", chromedp.Navigate(pageURL(c.HTTP, cr.SessionID, "lang=en", capTok)))
+		waitState(t, tab, "pending")
+		step(t, tab, "start an answer", chromedp.Focus(chromedp.ID("option-0")), chromedp.KeyEvent(kb.Enter),
+			chromedp.Focus(chromedp.ID("freetext")), chromedp.KeyEvent("half-written thought"))
+		waitState(t, tab, "expired")
+		if got := eval[string](t, tab, `document.getElementById('draft').hidden + '|' + document.getElementById('draft-body').innerText`); !strings.HasPrefix(got, "false|") ||
+			!strings.Contains(got, "half-written thought") || !strings.Contains(got, "a") {
+			t.Errorf("draft after expiry %q", got)
+		}
+		if got := eval[string](t, tab, `document.getElementById('timeout-choice').hidden + '|' + document.getElementById('timeout-choice-option').textContent`); got != "false|b" {
+			t.Errorf("timeout choice %q", got)
+		}
+		if eval[bool](t, tab, `!!document.querySelector('#draft textarea, #draft input')`) {
+			t.Error("the draft is editable")
+		}
+		screenshot(t, tab, "draft-expired-en-phone")
+		checkAxe(t, tab, "draft-expired-en-phone")
+		var res struct {
+			SelectedOptions []string `json:"selectedOptions"`
+			Via             string   `json:"via"`
+			ByTimeout       bool     `json:"byTimeout"`
+		}
+		if err := json.Unmarshal(result(t, cr.SessionID), &res); err != nil || strings.Join(res.SelectedOptions, ",") != "b" || res.Via != "timeout" || !res.ByTimeout {
+			t.Errorf("stored %+v %v", res, err)
+		}
+	})
+}
