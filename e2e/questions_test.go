@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -162,5 +163,84 @@ func TestAnswerPageRicherQuestions(t *testing.T) {
 		if err := json.Unmarshal(result(t, cr.SessionID), &res); err != nil || strings.Join(res.SelectedOptions, ",") != "b" || res.Via != "timeout" || !res.ByTimeout {
 			t.Errorf("stored %+v %v", res, err)
 		}
+	})
+}
+
+// TestMCPRicherQuestions: the official TypeScript SDK client (e2e/mcpjs/
+// questions.mjs) asks with a choose timeout policy and gets the option
+// back marked as the timeout's; asks a form and gets typed answers, given
+// over REST or in its own form elicitation.
+func TestMCPRicherQuestions(t *testing.T) {
+	// Under /el/ the same store asks in the client's own form.
+	c := startMCPCaddy(t, `
+http://127.0.0.1:{HTTP} {
+	handle_path /el/* {
+		mcp_feedback {
+			jwt_secret {env.JWT_SECRET}
+			min_timeout 1s
+			elicitation form
+		}
+	}
+	mcp_feedback {
+		jwt_secret {env.JWT_SECRET}
+		min_timeout 1s
+	}
+}
+`)
+	alice := token(t, "alice")
+	wantAnswers := func(t *testing.T, res toolResult, want string) {
+		t.Helper()
+		r, _ := res.Structured["result"].(map[string]any)
+		got, _ := json.Marshal(r["answers"])
+		if res.Structured["status"] != "submitted" || string(got) != want {
+			t.Fatalf("result %+v, answers %s, want %s", res, got, want)
+		}
+	}
+
+	t.Run("choose on timeout", func(t *testing.T) {
+		p := runScript(t, "questions.mjs", "http", c.HTTP+"/mcp", "choose", alice)
+		res := asResult(t, p.expect("result"))
+		r, _ := res.Structured["result"].(map[string]any)
+		if res.IsError || res.Structured["status"] != "expired" || r == nil || fmt.Sprint(r["selectedOptions"]) != "[roll back]" ||
+			r["byTimeout"] != true || r["via"] != "timeout" {
+			t.Fatalf("result %+v", res)
+		}
+		if !strings.Contains(res.Text, `"roll back", chosen by the timeout, not by the user`) {
+			t.Errorf("text %q does not say the timeout chose", res.Text)
+		}
+		if w := fmt.Sprint(res.Structured["warnings"]); !strings.Contains(w, "timeout 0 is below the minimum; using 1 seconds") {
+			t.Errorf("warnings %s", w)
+		}
+		p.finish()
+	})
+
+	t.Run("form answered on the page's API", func(t *testing.T) {
+		p := runScript(t, "questions.mjs", "http", c.HTTP+"/mcp", "form", alice)
+		created := asResult(t, p.expect("created"))
+		link, _ := created.Structured["feedbackUrl"].(string)
+		answer(t, c, link, `{"answers":{"env":"staging","checks":["unit","load"],"ok":false,"count":7.5},"freeText":"all good"}`)
+		res := asResult(t, p.expect("result"))
+		wantAnswers(t, res, `{"checks":["unit","load"],"count":7.5,"env":"staging","ok":false}`)
+		if !strings.Contains(res.Text, `"env":"staging"`) {
+			t.Errorf("text %q lacks the answers", res.Text)
+		}
+		p.finish()
+	})
+
+	t.Run("form in the client's elicitation", func(t *testing.T) {
+		p := runScript(t, "questions.mjs", "http", c.HTTP+"/el/mcp", "form-elicit", alice)
+		el := p.expect("elicitation")["params"].(map[string]any)
+		schema, _ := json.Marshal(el["requestedSchema"])
+		for _, want := range []string{`"env":{"description":"Deploy where?","enum":["prod","staging"]`, `"count":{"description":"How many canaries?","maximum":10,"minimum":1`, `"required":["env","ok","count"]`, `"ok":{"description":"Migrations reviewed?","title":"ok","type":"boolean"}`} {
+			if !strings.Contains(string(schema), want) {
+				t.Errorf("requestedSchema %s lacks %s", schema, want)
+			}
+		}
+		res := asResult(t, p.expect("result"))
+		wantAnswers(t, res, `{"checks":["unit","load"],"count":10,"env":"staging","note":"typed in the client","ok":true}`)
+		if r := res.Structured["result"].(map[string]any); r["via"] != "elicitation" || r["freeText"] != "sent from the client form" {
+			t.Errorf("result %v", r)
+		}
+		p.finish()
 	})
 }
