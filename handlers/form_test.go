@@ -4,9 +4,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mark3labs/mcp-go/mcp"
 
 	"github.com/mcpfeedback/caddy-mcp-feedback/feedback"
 	"github.com/mcpfeedback/caddy-mcp-feedback/internal/validate"
@@ -211,5 +214,136 @@ func TestTimeoutOutOfRange(t *testing.T) {
 		if w.Code != 400 || !strings.Contains(w.Body.String(), "timeout must be a whole number of seconds") {
 			t.Errorf("clamp %s: %d %s", tm, w.Code, w.Body)
 		}
+	}
+}
+
+// formBody is a form with one question of each kind.
+const formBody = `{"message":"Release","questions":[
+	{"id":"env","message":"Where?","kind":"single","required":true,"options":["prod","staging"]},
+	{"id":"checks","message":"Checks?","kind":"multi","options":["unit","e2e","load"],"min":1,"max":2},
+	{"id":"note","message":"Note?","kind":"text","min":3,"max":20},
+	{"id":"ok","message":"Reviewed?","kind":"boolean","required":true},
+	{"id":"count","message":"How many?","kind":"number","min":1,"max":10,"required":true}]}`
+
+// TestSubmitFormBadInput: every wrong answer to a form is a 400 that names
+// the question, and the form stays open; a right one is stored typed.
+func TestSubmitFormBadInput(t *testing.T) {
+	s := newService(t, store.NewMemory())
+	h := newHumanFor(t, s)
+	alice := mint(t, "alice")
+	id, tok := create(t, s, alice, formBody)
+	ok := `"env":"prod","ok":true,"count":3`
+	cases := []struct{ name, body, says string }{
+		{"answers not an object", `{"answers":["prod"]}`, "answers must be an object"},
+		{"answers duplicate id", `{"answers":{"env":"prod","env":"staging"}}`, `field "env" appears twice`},
+		{"unknown question", `{"answers":{` + ok + `,"colour":"red"}}`, `answers: "colour" is not the id of a question in this form`},
+		{"required missing", `{"answers":{"env":"prod","ok":true}}`, `question "count" is required and has no answer`},
+		{"required null", `{"answers":{"env":null,"ok":true,"count":3}}`, `question "env" is required and has no answer`},
+		{"nothing at all", `{}`, `question "env" is required`},
+		{"single not an option", `{"answers":{"env":"dev","ok":true,"count":3}}`, `question "env": "dev" is not one of its options`},
+		{"single as array", `{"answers":{"env":["prod"],"ok":true,"count":3}}`, `question "env": the answer must be one option's label`},
+		{"multi not array", `{"answers":{` + ok + `,"checks":"unit"}}`, `question "checks": the answer must be an array of option labels`},
+		{"multi duplicate", `{"answers":{` + ok + `,"checks":["unit","unit"]}}`, `question "checks": option "unit" is picked twice`},
+		{"multi too many", `{"answers":{` + ok + `,"checks":["unit","e2e","load"]}}`, `question "checks": the answer picks 3 options; pick at most 2`},
+		{"multi not an option", `{"answers":{` + ok + `,"checks":["smoke"]}}`, `question "checks": "smoke" is not one of its options`},
+		{"text not string", `{"answers":{` + ok + `,"note":5}}`, `question "note": the answer must be a string`},
+		{"text too short", `{"answers":{` + ok + `,"note":"ab"}}`, `question "note": the answer is 2 characters long; write at least 3`},
+		{"text too long", `{"answers":{` + ok + `,"note":"` + strings.Repeat("x", 21) + `"}}`, `question "note": the answer is 21 characters long; the limit is 20`},
+		{"text with bidi", `{"answers":{` + ok + `,"note":"ab\u202ecd"}}`, `question "note": the answer contains the bidirectional control`},
+		{"boolean as string", `{"answers":{"env":"prod","ok":"yes","count":3}}`, `question "ok": the answer must be true or false`},
+		{"number as string", `{"answers":{"env":"prod","ok":true,"count":"3"}}`, `question "count": the answer must be a number`},
+		{"number too small", `{"answers":{"env":"prod","ok":true,"count":0}}`, `question "count": the answer is 0; the minimum is 1`},
+		{"number too large", `{"answers":{"env":"prod","ok":true,"count":10.5}}`, `question "count": the answer is 10.5; the maximum is 10`},
+		{"number overflow", `{"answers":{"env":"prod","ok":true,"count":1e999}}`, `question "count": the answer must be a number`},
+		{"selectedOptions on a form", `{"selectedOptions":["prod"]}`, "answer with \"answers\""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			for _, via := range []string{"rest", "page"} {
+				var w *httptest.ResponseRecorder
+				if via == "rest" {
+					w = s.do(t, s.Submit, call{method: "POST", id: id, body: c.body, headers: map[string]string{"X-Feedback-Token": tok}})
+				} else {
+					w = s.do(t, h.Submit, call{method: "POST", id: id, body: `{"token":"` + tok + `","answer":` + c.body + `}`})
+				}
+				var eb errorBody
+				if w.Code != http.StatusBadRequest || json.Unmarshal(w.Body.Bytes(), &eb) != nil || !strings.Contains(eb.Error.Message, c.says) {
+					t.Fatalf("%s: %d %s, want 400 saying %q", via, w.Code, w.Body, c.says)
+				}
+			}
+		})
+	}
+	if sess, _ := s.core.Get(t.Context(), store.Owner{Subject: "alice"}, id); sess.Status != store.StatusPending {
+		t.Fatalf("status %s after rejected answers", sess.Status)
+	}
+	// Answers to a plain question are refused too.
+	plain, ptok := create(t, s, alice, `{"message":"Plain","predefinedOptions":["a"]}`)
+	if w := s.do(t, s.Submit, call{method: "POST", id: plain, body: `{"answers":{"x":1}}`, headers: map[string]string{"X-Feedback-Token": ptok}}); w.Code != 400 || !strings.Contains(w.Body.String(), "answers belong to a form") {
+		t.Fatalf("answers to a plain question: %d %s", w.Code, w.Body)
+	}
+
+	// Blank text and an empty multi are unanswered; the rest is stored
+	// typed, in the questions' order.
+	w := s.do(t, h.Submit, call{method: "POST", id: id, body: `{"token":"` + tok + `","answer":{"answers":{"count":2.5,"note":"  ","checks":[],"ok":false,"env":"staging"},"freeText":"fine"}}`})
+	if w.Code != 200 {
+		t.Fatalf("good answer: %d %s", w.Code, w.Body)
+	}
+	w = s.do(t, s.Result, call{method: "GET", id: id, headers: bearer(alice)})
+	var rr ResultResponse
+	if err := json.Unmarshal(w.Body.Bytes(), &rr); err != nil || rr.Result == nil || string(rr.Result.Answers) != `{"env":"staging","ok":false,"count":2.5}` || rr.Result.FreeText != "fine" {
+		t.Fatalf("result %s", w.Body)
+	}
+	if v := view(t, h, id, tok); len(v.Questions) != 5 || v.Questions[0].MessageHTML == "" || v.Result == nil {
+		t.Fatalf("view %+v", v)
+	}
+}
+
+// TestTimeoutKeep: with onTimeout keep, the question stays open until the
+// longest timeout, and the agent's own wait ends at its timeout.
+func TestTimeoutKeep(t *testing.T) {
+	s := newService(t, store.NewMemory())
+	alice := mint(t, "alice")
+	w := s.do(t, s.Create, call{method: "POST", body: `{"message":"Whenever you can","timeout":60,"onTimeout":{"action":"keep"}}`, headers: bearer(alice)})
+	var cr CreateResponse
+	if w.Code != 201 || json.Unmarshal(w.Body.Bytes(), &cr) != nil {
+		t.Fatalf("create: %d %s", w.Code, w.Body)
+	}
+	if d := cr.ExpiresAt.Sub(cr.CreatedAt); d != time.Hour {
+		t.Fatalf("a keep question is open for %s, want max_timeout (1h)", d)
+	}
+	sess, err := s.core.Get(t.Context(), store.Owner{Subject: "alice"}, cr.SessionID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := waitEnd(sess).Sub(cr.CreatedAt); got != time.Minute {
+		t.Fatalf("the agent's wait ends after %s, want its timeout (1m)", got)
+	}
+	// Past the asker's timeout the outcome says the question stays open.
+	sess.Form.WaitUntil = time.Now().Add(-time.Second)
+	res := outcomeResult(sess, "", true)
+	if txt := res.Content[0].(mcp.TextContent).Text; !strings.Contains(txt, "stays open for them until") {
+		t.Fatalf("text %q", txt)
+	}
+	// A plain question's wait ends at its deadline.
+	plain := &store.Session{ExpiresAt: cr.ExpiresAt}
+	if !waitEnd(plain).Equal(cr.ExpiresAt) {
+		t.Fatal("waitEnd of a plain question")
+	}
+}
+
+// TestMCPKeepWaitReturnsPending: interactive_feedback with wait and
+// onTimeout keep returns at the asker's timeout with the question still
+// pending and open, and says so.
+func TestMCPKeepWaitReturnsPending(t *testing.T) {
+	e := newMCPEnv(t, store.NewMemory(), func(_ *MCPOptions, _ *MCPConfig, lim *validate.Limits) { lim.MinTimeout = time.Second })
+	c := e.connect("http", mint(t, "alice"))
+	res := callTool(t.Context(), t, c, ToolInteractiveFeedback, map[string]any{
+		"message": "No hurry", "timeout": 1, "onTimeout": map[string]any{"action": "keep"}, "wait": true}, nil)
+	out := outcome(t, res)
+	if out.Status != store.StatusPending || time.Until(out.ExpiresAt) < 30*time.Minute {
+		t.Fatalf("outcome %+v", out)
+	}
+	if !strings.Contains(text(res), "stays open for them until") {
+		t.Fatalf("text %q", text(res))
 	}
 }
