@@ -1,8 +1,13 @@
 package e2e
 
 import (
+	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"image"
+	"image/color"
+	"image/png"
 	"strings"
 	"testing"
 
@@ -135,6 +140,33 @@ func TestAnswerPageRicherQuestions(t *testing.T) {
 		noXSS(t, tab, "form")
 	})
 
+	t.Run("images", func(t *testing.T) {
+		shot := pngOf(t, 120, 80)
+		// A real PNG with an HTML page after its end: it must only ever be an image.
+		poly := append(pngOf(t, 4, 4), []byte("<html><script>alert(1)</script></html>")...)
+		body := fmt.Sprintf(`{"message":"Does the **header** look right?","predefinedOptions":["yes","no"],"images":[`+
+			`{"data":%q,"mediaType":"image/png","alt":"The new header, desktop width"},{"data":%q,"mediaType":"image/png"}]}`,
+			base64.StdEncoding.EncodeToString(shot), base64.StdEncoding.EncodeToString(poly))
+		cr, capTok := createSession(t, c.Client, c.HTTP, alice, body)
+		tab := newTab(t, browser, phone)
+		step(t, tab, "open", chromedp.Navigate(pageURL(c.HTTP, cr.SessionID, "lang=en&theme=dark", capTok)))
+		waitState(t, tab, "pending")
+		waitFor(t, tab, "images loaded", `Array.from(document.querySelectorAll('#images img')).every(function (i) { return i.dataset.loaded === '1' && i.complete && i.naturalWidth > 0; }) && document.querySelectorAll('#images img').length === 2`)
+		if got := eval[string](t, tab, `[document.getElementById('image-0').naturalWidth, document.getElementById('image-0').alt, document.getElementById('image-1').alt, document.getElementById('image-0').src.slice(0, 5)].join('|')`); got != "120|The new header, desktop width|Image 2 from your agent|blob:" {
+			t.Errorf("images %q", got)
+		}
+		// What the page fetched is an image that can never be a document.
+		hdrs, err := chromedp.Run(tab, chromedp.Evaluate[string](`fetch(location.pathname + '/image/1', {method: 'POST', headers: {'Content-Type': 'application/json'}, body: JSON.stringify({token: history.state.fbToken})})
+			.then(function (r) { return [r.status, r.headers.get('content-type'), r.headers.get('x-content-type-options'), r.headers.get('content-security-policy')].join('|'); })`,
+			chromedp.EvalAwaitPromise))
+		if err != nil || hdrs != "200|image/png|nosniff|default-src 'none'; sandbox" {
+			t.Errorf("polyglot served with %q (%v)", hdrs, err)
+		}
+		screenshot(t, tab, "images-dark-en-phone")
+		checkAxe(t, tab, "images-dark-en-phone")
+		noXSS(t, tab, "images")
+	})
+
 	t.Run("draft shown when the question closes", func(t *testing.T) {
 		cr, capTok := createSession(t, c.Client, c.HTTP, alice, `{"message":"Quick: which one?","predefinedOptions":["a","b"],"timeout":3,"onTimeout":{"action":"choose","option":"b"}}`)
 		tab := newTab(t, browser, phone)
@@ -227,6 +259,27 @@ http://127.0.0.1:{HTTP} {
 		p.finish()
 	})
 
+	t.Run("image content block", func(t *testing.T) {
+		p := runScript(t, "questions.mjs", "http", c.HTTP+"/mcp", "image", alice)
+		ev := p.expect("created")
+		res := asResult(t, ev)
+		link, _ := res.Structured["feedbackUrl"].(string)
+		u, capTok, ok := strings.Cut(link, "#t=")
+		if res.IsError || !ok {
+			t.Fatalf("created %+v", res)
+		}
+		v := do(t, c.Client, "POST", u+"/view", `{"token":"`+capTok+`"}`, "Content-Type", "application/json")
+		if v.Status != 200 || !strings.Contains(v.Body, `"images":[{"mediaType":"image/png","bytes":`) {
+			t.Fatalf("view %d %s", v.Status, v.Body)
+		}
+		img := do(t, c.Client, "POST", u+"/image/0", `{"token":"`+capTok+`"}`, "Content-Type", "application/json")
+		want, _ := base64.StdEncoding.DecodeString(ev["png"].(string))
+		if img.Status != 200 || img.Body != string(want) {
+			t.Fatalf("image %d, %d bytes", img.Status, len(img.Body))
+		}
+		p.finish()
+	})
+
 	t.Run("form in the client's elicitation", func(t *testing.T) {
 		p := runScript(t, "questions.mjs", "http", c.HTTP+"/el/mcp", "form-elicit", alice)
 		el := p.expect("elicitation")["params"].(map[string]any)
@@ -243,4 +296,20 @@ http://127.0.0.1:{HTTP} {
 		}
 		p.finish()
 	})
+}
+
+// pngOf is a w×h PNG with a gradient, so that it is visibly an image.
+func pngOf(t *testing.T, w, h int) []byte {
+	t.Helper()
+	img := image.NewRGBA(image.Rect(0, 0, w, h))
+	for x := range w {
+		for y := range h {
+			img.Set(x, y, color.RGBA{R: uint8(2 * x), G: uint8(3 * y), B: 160, A: 255})
+		}
+	}
+	var buf bytes.Buffer
+	if err := png.Encode(&buf, img); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
 }

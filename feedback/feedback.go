@@ -138,6 +138,14 @@ func (s *Service) Ask(ctx context.Context, owner Owner, req *validate.CreateRequ
 			return nil, fmt.Errorf("asking: %w", err)
 		}
 	}
+	// Images go first, each in its own record with the question's TTL, so
+	// that a question never names an image that is not there; a create
+	// that fails after them leaves them to their TTL.
+	for i, im := range req.Images {
+		if err := s.hub.store.Put(ctx, store.ImageKey(sess.ID, i), im.Data, ttl+s.cfg.Retention); err != nil {
+			return nil, fmt.Errorf("asking: storing image %d: %w", i, err)
+		}
+	}
 	if err := s.hub.store.Create(ctx, sess, ttl+s.cfg.Retention); err != nil {
 		return nil, fmt.Errorf("asking: %w", err)
 	}
@@ -316,6 +324,20 @@ func (s *Service) Withdraw(ctx context.Context, owner Owner, id string) (*Sessio
 		return nil, err
 	}
 	return s.hub.store.Cancel(ctx, id)
+}
+
+// Image returns image n of sess (which the caller has read with its
+// owner's identity or its capability token) and its media type.
+// store.ErrNotFound when it has no such image or the image is gone.
+func (s *Service) Image(ctx context.Context, sess *Session, n int) ([]byte, string, error) {
+	if sess.Form == nil || n < 0 || n >= len(sess.Form.Images) {
+		return nil, "", store.ErrNotFound
+	}
+	data, err := s.hub.store.Load(ctx, store.ImageKey(sess.ID, n))
+	if err != nil {
+		return nil, "", fmt.Errorf("image %d of %s: %w", n, sess.ID, err)
+	}
+	return data, sess.Form.Images[n].MediaType, nil
 }
 
 // Ping checks that the store answers.

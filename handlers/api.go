@@ -54,7 +54,7 @@ func (s *Service) Create(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	body, ok := readJSONBody(w, r)
+	body, ok := readJSONBodyUpTo(w, r, validate.MaxCreateBytes)
 	if !ok {
 		return
 	}

@@ -603,7 +603,7 @@ func testBadToolInput(t *testing.T, kind string) {
 		var v any
 		embeddable := json.Unmarshal([]byte(c.body), &v) == nil && !strings.Contains(c.body, "\xff")
 		// The tool also takes wait, and no arguments at all (null) means {}.
-		want := strings.Replace(eb.Error.Message, "questions, theme, lang", "questions, theme, lang, wait", 1)
+		want := strings.Replace(eb.Error.Message, "theme, lang", "theme, lang, wait", 1)
 		if c.body == "null" {
 			want = "message is required"
 		}

@@ -133,6 +133,12 @@ If the result says expired, the user is away: continue with your best judgement 
 			mcp.Description("Start the user's form with the recommended option already selected. Default false: nothing is chosen for them.")),
 		mcp.WithArray("questions", mcp.Items(questionItem),
 			mcp.Description("Several questions in one form (at most 10 by default) instead of predefinedOptions; message is then the form's introduction. The answer is result.answers {id: value}, typed by kind.")),
+		mcp.WithArray("images", mcp.Items(map[string]any{"type": "object", "properties": map[string]any{
+			"data":      map[string]any{"type": "string", "contentEncoding": "base64", "description": "The image's bytes, base64."},
+			"mediaType": map[string]any{"type": "string", "enum": validate.ImageTypes, "description": "Must match the bytes. (An MCP image content block's type and mimeType are accepted too.)"},
+			"alt":       map[string]any{"type": "string", "description": "What the image shows, for people who cannot see it (at most 300 characters)."},
+		}, "required": []string{"data"}}),
+			mcp.Description("Screenshots or diagrams the question is about, shown to the user on the answer page: PNG, JPEG, WebP or GIF, at most 4, each at most 1 MiB (this transport's 256 KiB message limit bounds them further).")),
 		mcp.WithObject("onTimeout",
 			mcp.Properties(map[string]any{
 				"action": map[string]any{"type": "string", "enum": []string{"expire", "choose", "keep"}},
@@ -206,7 +212,7 @@ func rawArgs(req mcp.CallToolRequest) ([]byte, *mcp.CallToolResult) {
 		}
 		raw = b
 	}
-	if len(raw) > validate.MaxBodyBytes {
+	if validate.NonImageBytes(raw) > validate.MaxBodyBytes {
 		return nil, toolError("the arguments are larger than 64 KiB")
 	}
 	if strings.TrimSpace(string(raw)) == "null" {

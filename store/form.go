@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"slices"
 	"time"
 )
@@ -26,12 +27,29 @@ type Form struct {
 	Questions []Question `json:"questions,omitempty"`
 	// OnTimeout is what the deadline does; nil is TimeoutExpire.
 	OnTimeout *TimeoutPolicy `json:"onTimeout,omitempty"`
+	// Images describe the pictures the asker attached, in order. Their
+	// bytes live apart, in the KV records named by ImageKey with the
+	// question's TTL, so that reading a question never loads them.
+	Images []ImageRef `json:"images,omitempty"`
 	// WaitUntil, for TimeoutKeep, is the asker's own timeout: the agent's
 	// blocking wait ends there with the question still pending, while the
 	// question stays open until Session.ExpiresAt (the longest timeout the
 	// configuration allows).
 	WaitUntil time.Time `json:"waitUntil,omitzero"`
 }
+
+// ImageRef is one attached image: its type (found from its bytes), its
+// text alternative and its size.
+type ImageRef struct {
+	MediaType string `json:"mediaType"`
+	Alt       string `json:"alt,omitempty"`
+	Bytes     int    `json:"bytes"`
+	Width     int    `json:"width"`
+	Height    int    `json:"height"`
+}
+
+// ImageKey is the KV key of image n of question id.
+func ImageKey(id string, n int) string { return fmt.Sprintf("img:%s:%d", id, n) }
 
 // Option is one predefined answer with its details.
 type Option struct {
@@ -105,6 +123,7 @@ func (f *Form) Clone() *Form {
 	}
 	c := *f
 	c.Options = slices.Clone(f.Options)
+	c.Images = slices.Clone(f.Images)
 	if f.Questions != nil {
 		c.Questions = make([]Question, len(f.Questions))
 		for i, q := range f.Questions {
@@ -134,6 +153,9 @@ func (f *Form) footprint() int {
 		return 0
 	}
 	n := 128
+	for _, im := range f.Images {
+		n += 64 + len(im.MediaType) + len(im.Alt)
+	}
 	for _, o := range f.Options {
 		n += 48 + len(o.Label) + len(o.Description)
 	}

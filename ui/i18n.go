@@ -85,6 +85,7 @@ var texts = map[Lang]map[string]string{
 		"js.err.number":      "Enter a number for: {q}",
 		"js.draft.choices":   "Your choice",
 		"js.draft.text":      "Your words",
+		"js.image.alt":       "Image {n} from your agent",
 	},
 	Zh: {
 		"title":             "回答问题",
@@ -144,6 +145,7 @@ var texts = map[Lang]map[string]string{
 		"js.err.number":      "请为此问题填写数字：{q}",
 		"js.draft.choices":   "你的选择",
 		"js.draft.text":      "你的文字",
+		"js.image.alt":       "智能体发送的图片 {n}",
 	},
 }
 

@@ -6,7 +6,8 @@
 //
 // scenario: choose (onTimeout choose, nobody answers) | form (a form of
 // questions answered over REST by the Go side) | form-elicit (the same
-// form answered in this client's own form elicitation).
+// form answered in this client's own form elicitation) | image (an MCP
+// image content block passed on to the person).
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { ElicitRequestSchema } from '@modelcontextprotocol/sdk/types.js';
@@ -75,6 +76,15 @@ async function main() {
     case 'form-elicit': {
       const result = await client.callTool({ name: 'interactive_feedback', arguments: { message: 'Release 2.4', questions, wait: true } }, undefined, long);
       emit('result', structured(result));
+      break;
+    }
+    case 'image': {
+      // A 1×1 PNG as an MCP image content block, passed on as it is.
+      const png = 'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==';
+      const created = await client.callTool({ name: 'interactive_feedback', arguments: {
+        message: 'Is this pixel blue enough?', predefinedOptions: ['yes', 'no'],
+        images: [{ type: 'image', data: png, mimeType: 'image/png' }] } });
+      emit('created', { ...structured(created), png });
       break;
     }
     default:

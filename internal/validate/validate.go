@@ -100,12 +100,15 @@ type CreateRequest struct {
 	// Warnings say what was changed rather than refused (a clamped
 	// timeout); the asker gets them back.
 	Warnings []string
+	// Images are the attached images, checked; their refs are also in
+	// Form.Images, in the same order.
+	Images []Image
 }
 
 // CreateFields are the members a create body may have. Extra lists members
 // the caller handles itself (the MCP tool's "wait"); they are returned raw.
 var createFields = []string{"message", "predefinedOptions", "timeout", "metadata", "multiSelect", "allowFreeText",
-	"preselectRecommended", "onTimeout", "questions"}
+	"preselectRecommended", "onTimeout", "questions", "images"}
 
 // DecodeCreate parses and validates a create body.
 func DecodeCreate(body []byte, lim Limits, extra ...string) (*CreateRequest, map[string]json.RawMessage, *Error) {
@@ -174,13 +177,23 @@ func DecodeCreate(body []byte, lim Limits, extra ...string) (*CreateRequest, map
 	if verr := decodeForm(fields, req, form, lim); verr != nil {
 		return nil, nil, verr
 	}
+	if raw, ok := fields["images"]; ok && !isNull(raw) {
+		ims, verr := decodeImages(raw)
+		if verr != nil {
+			return nil, nil, verr
+		}
+		req.Images = ims
+		for _, im := range ims {
+			form.Images = append(form.Images, im.Ref)
+		}
+	}
 	if len(req.PredefinedOptions) == 0 && !req.AllowFreeText && form.Questions == nil {
 		return nil, nil, invalid("with no predefinedOptions, allowFreeText must be true, or the person could not answer")
 	}
 	if req.MultiSelect && len(req.PredefinedOptions) == 0 {
 		return nil, nil, invalid("multiSelect needs predefinedOptions")
 	}
-	if form.Options != nil || form.PreselectRecommended || form.Questions != nil || form.OnTimeout != nil {
+	if form.Options != nil || form.PreselectRecommended || form.Questions != nil || form.OnTimeout != nil || form.Images != nil {
 		req.Form = form
 	}
 	rest := map[string]json.RawMessage{}

@@ -247,6 +247,7 @@
       frag.appendChild(document.adoptNode(doc.body.firstChild));
     }
     el('message').replaceChildren(frag);
+    showImages(v.images || []);
     var md = v.metadata || [];
     if (md.length) {
       var dl = el('metadata');
@@ -260,6 +261,46 @@
       }
       el('metadata-box').hidden = false;
     }
+  }
+
+  // showImages fetches the asker's images with the token in the body (as
+  // the view) and shows them from blob: URLs: the page's CSP allows only
+  // data: and blob: images, never remote ones.
+  function showImages(refs) {
+    var box = el('images');
+    refs.forEach(function (ref, i) {
+      var fig = document.createElement('figure');
+      var img = document.createElement('img');
+      img.alt = ref.alt || fill(S['image.alt'], { n: i + 1 });
+      img.width = ref.width;
+      img.height = ref.height;
+      img.id = 'image-' + i;
+      fig.appendChild(img);
+      if (ref.alt) {
+        var cap = document.createElement('figcaption');
+        cap.dir = 'auto';
+        cap.textContent = ref.alt;
+        fig.appendChild(cap);
+      }
+      box.appendChild(fig);
+      fetch(prefix + '/feedback/' + id + '/image/' + i, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ token: token }),
+        cache: 'no-store', credentials: 'omit', referrerPolicy: 'no-referrer'
+      }).then(function (r) {
+        if (!r.ok) {
+          throw new Error('HTTP ' + r.status);
+        }
+        return r.blob();
+      }).then(function (b) {
+        img.src = URL.createObjectURL(b);
+        img.setAttribute('data-loaded', '1');
+      }).catch(function () {
+        img.setAttribute('data-loaded', 'failed');
+      });
+    });
+    box.hidden = !refs.length;
   }
 
   // optionEl builds one choice: the label, a "Recommended" badge and the
