@@ -2,6 +2,7 @@ package validate
 
 import (
 	"encoding/json"
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -35,6 +36,9 @@ func FuzzDecodeCreate(f *testing.F) {
 			`{"id":"b","message":"m","kind":"multi","options":["x","y"],"min":1,"max":2,"default":["y"]},{"id":"c","message":"m","kind":"text","max":5},` +
 			`{"id":"d","message":"m","kind":"boolean","default":false},{"id":"e","message":"m","kind":"number","min":-1.5,"max":1e6,"default":0}]}`,
 		`{"message":"F","questions":[{"id":"a","message":"m","kind":"number","min":5,"max":1}]}`,
+		`{"message":"I","images":[{"type":"image","data":"iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==","mimeType":"image/png"}]}`,
+		`{"message":"I","images":[{"data":"UklGRhoAAABXRUJQVlA4TA0AAAAvAAAAEAcQERGIiP4HAA==","mediaType":"image/webp","alt":"x"}]}`,
+		`{"message":"I","images":[{"data":"PGh0bWw+","mediaType":"image/png"}]}`, `{"message":"I","images":[{"data":"***","mediaType":"image/gif"}]}`,
 		`{"message":"F","questions":[{"id":"a","message":"m","kind":"date"},{"id":"a","message":"m","kind":"text"}]}`,
 	} {
 		f.Add([]byte(s))
@@ -112,6 +116,12 @@ func FuzzDecodeCreate(f *testing.F) {
 						t.Fatalf("accepted a default its own question refuses: %s", verr.Message)
 					}
 				}
+			}
+		}
+		for i, im := range req.Images {
+			if len(im.Data) > MaxImageBytes || http.DetectContentType(im.Data) != im.Ref.MediaType || !slices.Contains(ImageTypes, im.Ref.MediaType) ||
+				req.Form == nil || req.Form.Images[i] != im.Ref {
+				t.Fatalf("accepted image %d: %+v", i, im.Ref)
 			}
 		}
 		for k := range extra {
