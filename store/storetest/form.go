@@ -22,6 +22,7 @@ func withForm(s *store.Session) *store.Session {
 			{ID: "env", Message: "Where?", Kind: store.KindSingle, Options: []store.Option{{Label: "prod"}, {Label: "staging", Description: "safe"}}, Required: true, Default: json.RawMessage(`"staging"`)},
 			{ID: "n", Message: "How many?", Kind: store.KindNumber, Min: &lo, Max: &hi},
 		},
+		Images:    []store.ImageRef{{MediaType: "image/png", Alt: "the header", Bytes: 1234, Width: 640, Height: 480}, {MediaType: "image/webp", Bytes: 26, Width: 1, Height: 1}},
 		OnTimeout: &store.TimeoutPolicy{Action: store.TimeoutKeep},
 		WaitUntil: s.CreatedAt.Add(time.Minute),
 	}
