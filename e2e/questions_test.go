@@ -109,7 +109,9 @@ func TestAnswerPageRicherQuestions(t *testing.T) {
 		checkAxe(t, tab, "form-dark-zh-phone")
 
 		// A reload (or a phone dropping the tab) keeps what was entered.
-		step(t, tab, "reload", chromedp.Reload())
+		// Wait on the new document's DOM before evaluating in it: right after
+		// a load the browser may still report the old execution context.
+		step(t, tab, "reload", chromedp.Reload(), chromedp.WaitReady(chromedp.ID("q-count")))
 		waitState(t, tab, "pending")
 		waitFor(t, tab, "questions again", `document.querySelectorAll('#questions .question-field').length === 5`)
 		restored := `[document.getElementById('q-env-0').checked, document.getElementById('q-checks-1').checked, document.getElementById('q-checks-0').checked,

@@ -142,8 +142,11 @@ func (s *Service) Ask(ctx context.Context, owner Owner, req *validate.CreateRequ
 	// that a question never names an image that is not there; a create
 	// that fails after them leaves them to their TTL.
 	for i, im := range req.Images {
-		if err := s.hub.store.Put(ctx, store.ImageKey(sess.ID, i), im.Data, ttl+s.cfg.Retention); err != nil {
-			return nil, fmt.Errorf("asking: storing image %d: %w", i, err)
+		for c := range store.ImageChunks(len(im.Data)) {
+			chunk := im.Data[c*store.ImageChunk : min((c+1)*store.ImageChunk, len(im.Data))]
+			if err := s.hub.store.Put(ctx, store.ImageKey(sess.ID, i, c), chunk, ttl+s.cfg.Retention); err != nil {
+				return nil, fmt.Errorf("asking: storing image %d: %w", i, err)
+			}
 		}
 	}
 	if err := s.hub.store.Create(ctx, sess, ttl+s.cfg.Retention); err != nil {
@@ -333,11 +336,19 @@ func (s *Service) Image(ctx context.Context, sess *Session, n int) ([]byte, stri
 	if sess.Form == nil || n < 0 || n >= len(sess.Form.Images) {
 		return nil, "", store.ErrNotFound
 	}
-	data, err := s.hub.store.Load(ctx, store.ImageKey(sess.ID, n))
-	if err != nil {
-		return nil, "", fmt.Errorf("image %d of %s: %w", n, sess.ID, err)
+	ref := sess.Form.Images[n]
+	data := make([]byte, 0, ref.Bytes)
+	for c := range store.ImageChunks(ref.Bytes) {
+		chunk, err := s.hub.store.Load(ctx, store.ImageKey(sess.ID, n, c))
+		if err != nil {
+			return nil, "", fmt.Errorf("image %d of %s: %w", n, sess.ID, err)
+		}
+		data = append(data, chunk...)
 	}
-	return data, sess.Form.Images[n].MediaType, nil
+	if len(data) != ref.Bytes {
+		return nil, "", fmt.Errorf("image %d of %s: %d bytes stored, %d expected: %w", n, sess.ID, len(data), ref.Bytes, store.ErrNotFound)
+	}
+	return data, ref.MediaType, nil
 }
 
 // Ping checks that the store answers.

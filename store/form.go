@@ -48,8 +48,18 @@ type ImageRef struct {
 	Height    int    `json:"height"`
 }
 
-// ImageKey is the KV key of image n of question id.
-func ImageKey(id string, n int) string { return fmt.Sprintf("img:%s:%d", id, n) }
+// ImageChunk is how many bytes of an image one KV record holds. Redis
+// allocates a value in size classes a quarter of a power of two apart, so
+// a 1 MiB value (plus its header) takes 1.25 MiB; a chunk that fills its
+// class exactly (64 KiB less room for the header) keeps an image's cost
+// within a few per cent of its bytes, whatever its size.
+const ImageChunk = 64<<10 - 256
+
+// ImageChunks is how many records an image of size bytes takes.
+func ImageChunks(size int) int { return max((size+ImageChunk-1)/ImageChunk, 1) }
+
+// ImageKey is the KV key of chunk c of image n of question id.
+func ImageKey(id string, n, c int) string { return fmt.Sprintf("img:%s:%d:%d", id, n, c) }
 
 // Option is one predefined answer with its details.
 type Option struct {
