@@ -37,6 +37,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		max_options 5
 		max_option_length 50
 		max_questions 4
+		max_images off
 		timeout_out_of_range reject
 		retention 24h
 	}`)
@@ -48,7 +49,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		h.PublicURL != "https://fb.example/base" || time.Duration(h.DefaultTimeout) != 10*time.Minute ||
 		time.Duration(h.MinTimeout) != time.Minute || time.Duration(h.MaxTimeout) != 2*time.Hour ||
 		h.MaxMessageLength != 2000 || h.MaxOptions != 5 || h.MaxOptionLength != 50 || time.Duration(h.Retention) != 24*time.Hour ||
-		h.MaxQuestions != 4 || h.TimeoutOutOfRange != "reject" {
+		h.MaxQuestions != 4 || h.TimeoutOutOfRange != "reject" || h.MaxImages != -1 {
 		t.Fatalf("parsed %+v", h)
 	}
 	var st map[string]string
@@ -241,6 +242,7 @@ func TestResolveRefuses(t *testing.T) {
 	for in, want := range map[string]string{
 		"mcp_feedback {\n jwt_secret 0123456789abcdef0123456789abcdef\n notify webhook https://hooks.example/x\n}": "public_url is required",
 		"mcp_feedback {\n jwt_secret 0123456789abcdef0123456789abcdef\n link_to_agent off\n elicitation url\n}":    "elicitation",
+		"mcp_feedback {\n jwt_secret 0123456789abcdef0123456789abcdef\n max_images 5\n}":                           "max_images is at most 4",
 		"mcp_feedback {\n jwt_secret 0123456789abcdef0123456789abcdef\n max_timeout 169h\n}":                       "longer than the longest allowed, 168h0m0s (7 days)",
 	} {
 		var h Handler

@@ -36,6 +36,7 @@ func Defaults() Handler {
 		MaxOptions:               lim.MaxOptions,
 		MaxOptionLength:          lim.MaxOptionLength,
 		MaxQuestions:             lim.MaxQuestions,
+		MaxImages:                lim.MaxImages,
 		TimeoutOutOfRange:        lim.TimeoutOutOfRange,
 		Retention:                caddy.Duration(time.Hour),
 		MaxPendingPerSubject:     100,
@@ -104,6 +105,7 @@ func (h *Handler) resolve() (*settings, error) {
 	setInt(&h.MaxOptions, d.MaxOptions)
 	setInt(&h.MaxOptionLength, d.MaxOptionLength)
 	setInt(&h.MaxQuestions, d.MaxQuestions)
+	setInt(&h.MaxImages, d.MaxImages)
 	if h.TimeoutOutOfRange == "" {
 		h.TimeoutOutOfRange = d.TimeoutOutOfRange
 	}
@@ -139,6 +141,7 @@ func (h *Handler) resolve() (*settings, error) {
 			MaxOptions:       h.MaxOptions,
 			MaxOptionLength:  h.MaxOptionLength,
 			MaxQuestions:     h.MaxQuestions,
+			MaxImages:        max(h.MaxImages, 0),
 			// checked below
 			TimeoutOutOfRange: h.TimeoutOutOfRange,
 		},
@@ -158,6 +161,9 @@ func (h *Handler) resolve() (*settings, error) {
 	}
 	if err := checkLimits(s.limits); err != nil {
 		return nil, err
+	}
+	if h.MaxImages > validate.MaxImages {
+		return nil, fmt.Errorf("max_images is at most %d, not %d", validate.MaxImages, h.MaxImages)
 	}
 	if s.limits.TimeoutOutOfRange != validate.TimeoutClamp && s.limits.TimeoutOutOfRange != validate.TimeoutReject {
 		return nil, fmt.Errorf("timeout_out_of_range must be clamp or reject, not %q", s.limits.TimeoutOutOfRange)

@@ -125,6 +125,11 @@ type Handler struct {
 	// MaxQuestions caps the questions of one form (`questions`). Default: 10.
 	MaxQuestions int `json:"max_questions,omitempty"`
 
+	// MaxImages caps the images an asker may attach to one question, from 1
+	// to 4 (each at most 1 MiB); -1 (`off` in the Caddyfile) refuses
+	// images. Default: 4.
+	MaxImages int `json:"max_images,omitempty"`
+
 	// Retention is how long a finished session stays readable after its
 	// deadline (for result lookups and the answer page). Default: 1h.
 	Retention caddy.Duration `json:"retention,omitempty"`

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mcpfeedback/caddy-mcp-feedback/feedback"
+	"github.com/mcpfeedback/caddy-mcp-feedback/internal/validate"
 	"github.com/mcpfeedback/caddy-mcp-feedback/store"
 )
 
@@ -89,6 +91,16 @@ func TestCreateImagesBadInput(t *testing.T) {
 				t.Fatalf("%d %s, want 400 saying %q", w.Code, w.Body, c.says)
 			}
 		})
+	}
+	// max_images off refuses them; max_images 1 allows one.
+	for n, says := range map[int]string{0: "this server takes no images (max_images off)", 1: "images has 2 entries; the limit is 1"} {
+		lim := validate.DefaultLimits()
+		lim.MaxImages = n
+		ls := newServiceWith(t, store.NewMemory(), feedback.Config{Limits: lim})
+		two := `[` + imageJSON(pngb, "image/png", "") + `,` + imageJSON(pngb, "image/png", "") + `]`
+		if w := ls.do(t, ls.Create, call{method: "POST", body: `{"message":"Look","images":` + two + `}`, headers: bearer(tok)}); w.Code != 400 || !strings.Contains(w.Body.String(), says) {
+			t.Errorf("max_images %d: %d %s", n, w.Code, w.Body)
+		}
 	}
 	// Only images may make a create larger than 64 KiB.
 	w := s.do(t, s.Create, call{method: "POST", body: `{"message":"hi","metadata":{"a":"` + strings.Repeat("x", 70<<10) + `"}}`, headers: bearer(tok)})

@@ -22,6 +22,7 @@ import (
 
 // Image limits. A question's images are shown to the person as they are;
 // these bound what an asker can make a browser fetch and decode.
+// MaxImages is the ceiling of the configurable Limits.MaxImages.
 const (
 	MaxImages     = 4
 	MaxImageBytes = 1 << 20 // decoded; the KV value limit too
@@ -39,7 +40,7 @@ type Image struct {
 	Data []byte
 }
 
-func decodeImages(raw json.RawMessage) ([]Image, *Error) {
+func decodeImages(raw json.RawMessage, maxImages int) ([]Image, *Error) {
 	shape := `images must be an array of {"data":"<base64>","mediaType":"image/png","alt":"…"} objects`
 	if raw[0] != '[' {
 		return nil, invalid("%s", shape)
@@ -48,8 +49,11 @@ func decodeImages(raw json.RawMessage) ([]Image, *Error) {
 	if err := json.Unmarshal(raw, &arr); err != nil {
 		return nil, invalid("%s", shape)
 	}
-	if len(arr) > MaxImages {
-		return nil, invalid("images has %d entries; the limit is %d", len(arr), MaxImages)
+	if maxImages <= 0 && len(arr) > 0 {
+		return nil, invalid("this server takes no images (max_images off)")
+	}
+	if len(arr) > maxImages {
+		return nil, invalid("images has %d entries; the limit is %d", len(arr), maxImages)
 	}
 	out := make([]Image, 0, len(arr))
 	for i, el := range arr {

@@ -53,6 +53,9 @@ type Limits struct {
 	MaxOptionLength  int // in characters
 	// MaxQuestions caps the questions of one form.
 	MaxQuestions int
+	// MaxImages caps the images of one question (at most MaxImages, the
+	// fixed ceiling); 0 refuses images.
+	MaxImages int
 	// TimeoutOutOfRange is TimeoutClamp or TimeoutReject; "" is clamp.
 	TimeoutOutOfRange string
 }
@@ -67,6 +70,7 @@ func DefaultLimits() Limits {
 		MaxOptions:       10,
 		MaxOptionLength:  100,
 		MaxQuestions:     10,
+		MaxImages:        MaxImages,
 		// Clients send timeouts outside any range (Cursor sends 1): the
 		// nearest allowed one serves them better than an error.
 		TimeoutOutOfRange: TimeoutClamp,
@@ -178,7 +182,7 @@ func DecodeCreate(body []byte, lim Limits, extra ...string) (*CreateRequest, map
 		return nil, nil, verr
 	}
 	if raw, ok := fields["images"]; ok && !isNull(raw) {
-		ims, verr := decodeImages(raw)
+		ims, verr := decodeImages(raw, lim.MaxImages)
 		if verr != nil {
 			return nil, nil, verr
 		}
