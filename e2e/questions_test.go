@@ -286,7 +286,8 @@ http://127.0.0.1:{HTTP} {
 		p := runScript(t, "questions.mjs", "http", c.HTTP+"/el/mcp", "form-elicit", alice)
 		el := p.expect("elicitation")["params"].(map[string]any)
 		schema, _ := json.Marshal(el["requestedSchema"])
-		for _, want := range []string{`"env":{"description":"Deploy where?","enum":["prod","staging"]`, `"count":{"description":"How many canaries?","maximum":10,"minimum":1`, `"required":["env","ok","count"]`, `"ok":{"description":"Migrations reviewed?","title":"ok","type":"boolean"}`} {
+		for _, want := range []string{`"env":{"description":"Deploy where?\n- prod: All customers","enum":["prod","staging"],"title":"Deploy where?","type":"string"}`,
+			`"count":{"maximum":10,"minimum":1,"title":"How many canaries?","type":"number"}`, `"required":["env","ok","count"]`, `"ok":{"title":"Migrations reviewed?","type":"boolean"}`} {
 			if !strings.Contains(string(schema), want) {
 				t.Errorf("requestedSchema %s lacks %s", schema, want)
 			}

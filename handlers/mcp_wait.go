@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -291,18 +292,10 @@ func optionsSchema(sess *store.Session) map[string]any {
 	}
 	var def any
 	if f := sess.Form; f != nil {
+		desc += optionNotes(f.Options)
 		for _, o := range f.Options {
-			if o.Description != "" || o.Recommended {
-				desc += "\n- " + o.Label
-				if o.Recommended {
-					desc += " (recommended)"
-					if f.PreselectRecommended {
-						def = o.Label
-					}
-				}
-				if o.Description != "" {
-					desc += ": " + o.Description
-				}
+			if o.Recommended && f.PreselectRecommended {
+				def = o.Label
 			}
 		}
 	}
@@ -342,7 +335,12 @@ func questionsSchema(sess *store.Session) map[string]any {
 	props := map[string]any{}
 	var required []string
 	for _, q := range sess.Form.Questions {
-		p := map[string]any{"title": q.ID, "description": q.Message}
+		// Clients label a field with its title: the question itself (the id
+		// means nothing to the person); a long one is whole in description.
+		p := map[string]any{"title": clip(q.Message, 100)}
+		if desc := optionNotes(q.Options); utf8.RuneCountInString(q.Message) > 100 || desc != "" {
+			p["description"] = q.Message + desc
+		}
 		labels := make([]string, len(q.Options))
 		for i, o := range q.Options {
 			labels[i] = o.Label
@@ -399,6 +397,25 @@ func hasComment(sess *store.Session) bool {
 		}
 	}
 	return true
+}
+
+// optionNotes lists the options that have a description or are
+// recommended, for a field's description ("" when none has).
+func optionNotes(opts []store.Option) string {
+	var b strings.Builder
+	for _, o := range opts {
+		if o.Description == "" && !o.Recommended {
+			continue
+		}
+		b.WriteString("\n- " + o.Label)
+		if o.Recommended {
+			b.WriteString(" (recommended)")
+		}
+		if o.Description != "" {
+			b.WriteString(": " + o.Description)
+		}
+	}
+	return b.String()
 }
 
 func setBound(p map[string]any, name string, v *float64) {
