@@ -41,9 +41,15 @@ var ErrFull = errors.New("session store is full")
 type FullError struct {
 	Max        int
 	RetryAfter time.Duration
+	// MaxBytes, when set, is the byte cap that was reached (the values
+	// kept beside sessions, such as images) rather than a count.
+	MaxBytes int
 }
 
 func (e *FullError) Error() string {
+	if e.MaxBytes > 0 {
+		return fmt.Sprintf("the memory session store holds its maximum of %d MiB of images and other records", e.MaxBytes>>20)
+	}
 	return fmt.Sprintf("the memory session store holds its maximum of %d sessions", e.Max)
 }
 
