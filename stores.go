@@ -1,10 +1,14 @@
 package mcpfeedback
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
 	"net/url"
+	"os"
+	"strconv"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -94,8 +98,22 @@ type RedisStore struct {
 	Addresses []string `json:"addresses,omitempty"`
 	// KeyPrefix starts every key and channel name. Default: `mcpfb:`.
 	KeyPrefix string `json:"key_prefix,omitempty"`
+	// TLSCAFile is a PEM file of the CA(s) that sign a `rediss://` server's
+	// certificate, for a managed Redis with its own CA; without it the
+	// system's roots verify. Verification is never turned off
+	// (`skip_verify` in the URL is refused).
+	TLSCAFile string `json:"tls_ca_file,omitempty"`
+	// WaitReplicas, when above zero, confirms an answer to the person only
+	// once that many replicas hold it (Redis WAIT), so a failover right
+	// after "saved" cannot lose it; when the replicas do not confirm in
+	// wait_timeout the person gets 503 and the page's retry (same nonce)
+	// either finds the answer or stores it again. Default: 0 (off).
+	WaitReplicas int `json:"wait_replicas,omitempty"`
+	// WaitTimeout bounds that confirmation. Default: 1s.
+	WaitTimeout caddy.Duration `json:"wait_timeout,omitempty"`
 
 	resolved string
+	rootCAs  *x509.CertPool
 	logger   *zap.Logger
 }
 
@@ -133,11 +151,29 @@ func (r *RedisStore) Provision(ctx caddy.Context) error {
 	if r.KeyPrefix == "" {
 		r.KeyPrefix = store.DefaultKeyPrefix
 	}
+	if r.TLSCAFile != "" {
+		if u.Scheme != "rediss" {
+			return fmt.Errorf("store redis: tls_ca_file needs a rediss:// URL, not %s://", u.Scheme)
+		}
+		pem, err := os.ReadFile(caddy.NewReplacer().ReplaceKnown(r.TLSCAFile, ""))
+		if err != nil {
+			return fmt.Errorf("store redis: tls_ca_file: %w", err)
+		}
+		r.rootCAs = x509.NewCertPool()
+		if !r.rootCAs.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("store redis: tls_ca_file %s holds no PEM certificate", r.TLSCAFile)
+		}
+	}
+	if r.WaitReplicas < 0 {
+		return fmt.Errorf("store redis: wait_replicas must be 0 (off) or more, got %d", r.WaitReplicas)
+	}
 	return nil
 }
 
 // PoolKey implements StoreBackend.
-func (r *RedisStore) PoolKey() string { return "redis|" + r.resolved + "|" + r.KeyPrefix }
+func (r *RedisStore) PoolKey() string {
+	return fmt.Sprintf("redis|%s|%s|%s|%d|%d", r.resolved, r.KeyPrefix, r.TLSCAFile, r.WaitReplicas, r.WaitTimeout)
+}
 
 // Open implements StoreBackend. A Redis that does not answer at start-up
 // does not refuse the configuration (Caddy may be the front door of many
@@ -145,7 +181,8 @@ func (r *RedisStore) PoolKey() string { return "redis|" + r.resolved + "|" + r.K
 // without a reload. A URL that cannot work (bad syntax) still fails.
 func (r *RedisStore) Open() (store.Store, error) {
 	open := func() (store.Store, error) {
-		return store.NewRedis(store.RedisOptions{URL: r.resolved, KeyPrefix: r.KeyPrefix})
+		return store.NewRedis(store.RedisOptions{URL: r.resolved, KeyPrefix: r.KeyPrefix, RootCAs: r.rootCAs,
+			WaitReplicas: r.WaitReplicas, WaitTimeout: time.Duration(r.WaitTimeout)})
 	}
 	st, err := open()
 	if err == nil {
@@ -173,6 +210,9 @@ func (r *RedisStore) Open() (store.Store, error) {
 //
 //	store redis <url> [<host:port>...] {
 //		key_prefix <prefix>
+//		tls_ca_file <pem file>
+//		wait_replicas <n>
+//		wait_timeout <duration>
 //	}
 func (r *RedisStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // store name
@@ -191,8 +231,40 @@ func (r *RedisStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if d.NextArg() {
 				return d.ArgErr()
 			}
+		case "tls_ca_file":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			r.TLSCAFile = d.Val()
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+		case "wait_replicas":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			n, err := strconv.Atoi(d.Val())
+			if err != nil || n < 0 {
+				return d.Errf("wait_replicas must be a whole number ≥ 0, got %q", d.Val())
+			}
+			r.WaitReplicas = n
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+		case "wait_timeout":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			dur, err := caddy.ParseDuration(d.Val())
+			if err != nil || dur <= 0 {
+				return d.Errf("wait_timeout must be a positive duration such as 500ms, got %q", d.Val())
+			}
+			r.WaitTimeout = caddy.Duration(dur)
+			if d.NextArg() {
+				return d.ArgErr()
+			}
 		default:
-			return d.Errf("unknown store redis option %q (known: key_prefix)", d.Val())
+			return d.Errf("unknown store redis option %q (known: key_prefix, tls_ca_file, wait_replicas, wait_timeout)", d.Val())
 		}
 	}
 	return nil

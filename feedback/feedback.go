@@ -252,6 +252,7 @@ const (
 	ViaLink        = "link"        // the answer page, with the capability token
 	ViaOwner       = "owner"       // the REST submit with the owner's token (scope feedback:answer)
 	ViaElicitation = "elicitation" // the agent's MCP client asked the person in its own form
+	ViaApp         = "app"         // the MCP Apps view inside the agent's conversation, with the capability token
 )
 
 // Via is how and, when known, by whom an answer arrived.

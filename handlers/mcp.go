@@ -211,7 +211,7 @@ func NewMCP(opts MCPOptions) *MCP {
 	hooks := &server.Hooks{}
 	hooks.AddOnRegisterSession(m.onRegister)
 	hooks.AddOnUnregisterSession(m.onUnregister)
-	m.server = server.NewMCPServer("caddy-mcp-feedback", moduleVersion(),
+	m.server = server.NewMCPServer("caddy-mcp-feedback", moduleVersion(), append(m.appsOptions(hooks),
 		server.WithInstructions(serverInstructions),
 		server.WithToolCapabilities(false),
 		server.WithLogging(),
@@ -222,8 +222,9 @@ func NewMCP(opts MCPOptions) *MCP {
 		// rather than a client silently getting an off-contract result.
 		server.WithOutputSchemaValidation(),
 		server.WithToolHandlerMiddleware(m.trackCall),
-	)
+	)...)
 	m.addTools()
+	m.addApps()
 
 	slogger := slog.New(zapslog.NewHandler(m.log.Named("mcp-go").Core()))
 	m.sse = server.NewSSEServer(m.server,

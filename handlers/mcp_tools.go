@@ -121,9 +121,10 @@ func (m *MCP) Tools() []mcp.Tool {
 }
 
 func (m *MCP) addTools() {
-	m.server.AddTool(mcp.NewTool(ToolInteractiveFeedback,
+	ask := mcp.NewTool(ToolInteractiveFeedback,
 		mcp.WithDescription(`Ask the user (a person) a question and get their answer. Use it when you need a decision, a confirmation or information that only the user has; not for questions you can answer yourself.
 The user answers on a web page, possibly on another device. Without wait, this returns at once with a feedbackUrl: show that link to the user, then call get_feedback_result with the sessionId and wait to receive the answer. With wait: true, this call itself blocks until the user answers or the question expires (send a progressToken and allow a long timeout; progress is reported at least every 15 seconds).
+In a host that shows MCP Apps, the question also appears in the conversation for the user to answer there, and this returns at once even with wait: then call get_feedback_result with wait.
 If the result says expired, the user is away: continue with your best judgement and do not ask again.`),
 		mcp.WithString("message", mcp.Required(),
 			mcp.Description("The question, in Markdown. Make it self-contained: the user may read it away from your context. At most 1000 characters by default.")),
@@ -157,7 +158,11 @@ If the result says expired, the user is away: continue with your best judgement 
 			mcp.Description("Block until the user answers, the question expires or it is cancelled. Default false (return the link at once).")),
 		mcp.WithRawOutputSchema(outcomeSchema),
 		annotations("Ask the user", false, false, false, true),
-	), m.interactiveFeedback)
+	)
+	// Hosts that render MCP Apps show the question in the conversation
+	// (mcp_apps.go); others never see this (filterTools).
+	ask.Meta = appToolMeta()
+	m.server.AddTool(ask, m.interactiveFeedback)
 
 	m.server.AddTool(mcp.NewTool(ToolGetFeedbackResult,
 		mcp.WithDescription(`Get the user's answer to a question asked with interactive_feedback. With wait (seconds), waits up to that long for the answer, and returns as soon as it arrives; the wait also ends when the question expires. Without wait, returns the current state at once.
@@ -267,6 +272,9 @@ func (m *MCP) interactiveFeedback(ctx context.Context, req mcp.CallToolRequest) 
 	}
 	m.rememberLink(ctx, sess.ID, link)
 	rq.svc.log.Debug("mcp: question created", zap.String("session", sess.ID), zap.String("sub", owner.Subject), zap.Bool("wait", wait))
+	if appsClient(ctx) {
+		return appOutcome(rq, sess, created, link, wait), nil
+	}
 	if !wait {
 		out := Outcome{SessionID: sess.ID, Status: sess.Status, FeedbackURL: link, ExpiresAt: sess.ExpiresAt, Warnings: creq.Warnings}
 		show := "Show this link to the user now so they can answer:\n" + link + "\n"

@@ -337,6 +337,12 @@ func (h *Human) Submit(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Human) viewOf(sess *store.Session) PageView {
+	return PageViewOf(sess, h.svc.cfg.Now().UTC())
+}
+
+// PageViewOf is sess as the person sees it at now: on the answer page and
+// in the MCP Apps view alike.
+func PageViewOf(sess *store.Session, now time.Time) PageView {
 	opts := sess.PredefinedOptions
 	if opts == nil {
 		opts = []string{}
@@ -368,7 +374,7 @@ func (h *Human) viewOf(sess *store.Session) PageView {
 		Metadata:      metadataEntries(sess.Metadata),
 		CreatedAt:     sess.CreatedAt,
 		ExpiresAt:     sess.ExpiresAt,
-		Now:           h.svc.cfg.Now().UTC(),
+		Now:           now,
 		Result:        sess.Result,
 	}
 }

@@ -16,6 +16,11 @@ type hub struct {
 	mu     sync.Mutex
 	subs   map[string]map[*watcher]struct{}
 	closed bool
+	// onFirst and onLast, when set, are told (under mu, so in order, and
+	// they must not call back into the hub) when an id gets its first
+	// watcher and loses its last: the Redis store subscribes to a
+	// question's channel only while someone here waits for it.
+	onFirst, onLast func(id string)
 }
 
 type watcher struct {
@@ -44,6 +49,9 @@ func (h *hub) watch(ctx context.Context, id string) <-chan struct{} {
 	if set == nil {
 		set = make(map[*watcher]struct{})
 		h.subs[id] = set
+		if h.onFirst != nil {
+			h.onFirst(id)
+		}
 	}
 	set[w] = struct{}{}
 	// Registered under the lock: if ctx is already done the callback runs in
@@ -63,6 +71,9 @@ func (h *hub) remove(id string, w *watcher) {
 	delete(set, w)
 	if len(set) == 0 {
 		delete(h.subs, id)
+		if h.onLast != nil {
+			h.onLast(id)
+		}
 	}
 	close(w.ch)
 }

@@ -3,6 +3,9 @@ package store
 import (
 	"bytes"
 	"context"
+	"crypto/sha1"
+	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -44,7 +47,20 @@ type RedisOptions struct {
 	// Client, when set, is used instead of dialing URL, and Close leaves it
 	// open. Its client-side cache is never used (no DoCache).
 	Client rueidis.Client
+	// RootCAs, when set, verify a rediss:// server instead of the system's
+	// roots (a managed Redis with its own CA).
+	RootCAs *x509.CertPool
+	// WaitReplicas, when above zero, makes an answer count as stored only
+	// once that many replicas have it (Redis WAIT, within WaitTimeout):
+	// with asynchronous replication, a failover right after an answer
+	// could otherwise lose an answer the person was told was saved.
+	WaitReplicas int
+	// WaitTimeout bounds that wait; zero means DefaultWaitTimeout.
+	WaitTimeout time.Duration
 }
+
+// DefaultWaitTimeout bounds WAIT when RedisOptions.WaitTimeout is zero.
+const DefaultWaitTimeout = time.Second
 
 // Redis is a Store shared by every instance that points at the same Redis
 // and prefix. Redis is the only clock: every deadline decision and every
@@ -53,25 +69,41 @@ type RedisOptions struct {
 //
 // Layout: one hash per session at <prefix>s:{<id>} (the braces are a Redis
 // Cluster hash tag, so a session stays in one slot), with a TTL of the ttl
-// given to Create; transitions never touch the TTL. Each transition PUBLISHes
-// the id on <prefix>events, which wakes watchers on every instance.
+// given to Create; transitions never touch the TTL. Each transition
+// announces the id with SPUBLISH on the question's own sharded channel
+// <prefix>ev:{<id>} (same hash tag, so same slot and, in a Cluster, same
+// shard), which only the instances holding a watcher of that question have
+// subscribed to: an announcement costs Redis one delivery per interested
+// instance, not one per instance, and a Cluster spreads them over its
+// shards instead of broadcasting each over the cluster bus.
 type Redis struct {
-	client  rueidis.Client
-	own     bool
-	prefix  string
-	channel string
-	hub     *hub
-	cache   *sessionCache
-	reads   readCoalescer
+	client rueidis.Client
+	own    bool
+	prefix string
+	hub    *hub
+	cache  *sessionCache
+	reads  readCoalescer
 	changeHook
 
 	closed    atomic.Bool
 	closeOnce sync.Once
 	stopSub   context.CancelFunc
-	subDone   chan struct{}
-	// subscribed counts subscribe confirmations; tests wait on it to tell
-	// the first subscription from a resubscribe.
+	// subscribed counts subscribe confirmations (of any question's
+	// channel); tests wait on it to tell a first subscription from a
+	// resubscribe.
 	subscribed atomic.Int64
+	// follows holds, per question with a local watcher, the stop of the
+	// goroutine that keeps its channel subscribed (see follow).
+	followMu sync.Mutex
+	follows  map[string]func()
+	subCtx   context.Context
+	subWG    sync.WaitGroup
+	// received counts change announcements from the events channel
+	// (EventsReceived).
+	received atomic.Int64
+	// waitReplicas and waitTimeout: see RedisOptions.
+	waitReplicas int
+	waitTimeout  time.Duration
 }
 
 var _ Store = (*Redis)(nil)
@@ -85,11 +117,16 @@ func NewRedis(opts RedisOptions) (*Redis, error) {
 		prefix: opts.KeyPrefix,
 		hub:    newHub(),
 		cache:  newSessionCache(),
+
+		waitReplicas: opts.WaitReplicas,
+		waitTimeout:  opts.WaitTimeout,
+	}
+	if r.waitTimeout <= 0 {
+		r.waitTimeout = DefaultWaitTimeout
 	}
 	if r.prefix == "" {
 		r.prefix = DefaultKeyPrefix
 	}
-	r.channel = r.prefix + "events"
 	if r.client == nil {
 		if opts.URL == "" {
 			return nil, errors.New("store: redis: neither URL nor Client given")
@@ -106,6 +143,15 @@ func NewRedis(opts RedisOptions) (*Redis, error) {
 		// not tell that Redis is away, and the events channel already
 		// announces every change to what Peek keeps (see sessionCache).
 		co.DisableCache = true
+		if co.TLSConfig != nil && co.TLSConfig.InsecureSkipVerify {
+			return nil, errors.New("store: redis: skip_verify turns off TLS verification; give the server's CA instead (tls_ca_file)")
+		}
+		if opts.RootCAs != nil {
+			if co.TLSConfig == nil {
+				return nil, errors.New("store: redis: a CA is given but the URL is not rediss://")
+			}
+			co.TLSConfig.RootCAs = opts.RootCAs
+		}
 		if co.ConnWriteTimeout == 0 {
 			co.ConnWriteTimeout = defaultWriteTimeout
 		}
@@ -120,45 +166,81 @@ func NewRedis(opts RedisOptions) (*Redis, error) {
 		r.own = true
 	}
 
-	ctx, cancel := context.WithCancel(context.Background())
-	r.stopSub = cancel
-	r.subDone = make(chan struct{})
-	go r.subscribe(ctx)
+	r.follows = map[string]func(){}
+	r.subCtx, r.stopSub = context.WithCancel(context.Background())
+	r.hub.onFirst, r.hub.onLast = r.startFollowing, r.stopFollowing
 	return r, nil
 }
 
-// subscribe keeps one subscription to the events channel for the life of
-// the store. rueidis resubscribes by itself after a reconnect; the loop only
-// covers Receive giving up (an UNSUBSCRIBE from the server, an ACL error).
+func (r *Redis) key(id string) string { return r.prefix + "s:{" + id + "}" }
+
+// channel is the sharded channel that announces changes of question id.
+func (r *Redis) channel(id string) string { return r.prefix + "ev:{" + id + "}" }
+
+// startFollowing subscribes to id's channel for as long as id has a local
+// watcher; the hub calls it (under its lock) when the first one arrives.
+func (r *Redis) startFollowing(id string) {
+	ctx, cancel := context.WithCancel(r.subCtx)
+	r.followMu.Lock()
+	r.follows[id] = cancel
+	r.followMu.Unlock()
+	r.subWG.Add(1)
+	go func() {
+		defer r.subWG.Done()
+		r.follow(ctx, id)
+	}()
+}
+
+// stopFollowing ends id's subscription; the hub calls it (under its lock)
+// when the last watcher of id leaves.
+func (r *Redis) stopFollowing(id string) {
+	r.followMu.Lock()
+	cancel := r.follows[id]
+	delete(r.follows, id)
+	r.followMu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+}
+
+// follow keeps id's channel subscribed until ctx ends. rueidis resubscribes
+// by itself after a reconnect; the loop covers Receive giving up (a
+// SUNSUBSCRIBE from the server on a slot migration, an ACL error).
 //
-// Pub/sub is a hint: messages published while the subscription was down are
-// lost. So on every subscribe confirmation every local watcher is signalled
-// and re-reads its session, which covers whatever changed in the gap.
-func (r *Redis) subscribe(ctx context.Context) {
-	defer close(r.subDone)
+// Pub/sub is a hint: an announcement made before the subscription is
+// confirmed, or while it was down, is lost. So every confirmation signals
+// id's watchers, who re-read the question, which covers whatever changed
+// in the gap (and between Watch and the first confirmation).
+func (r *Redis) follow(ctx context.Context, id string) {
+	ch := r.channel(id)
 	var confirmed atomic.Bool
 	hookCtx := rueidis.WithOnSubscriptionHook(ctx, func(s rueidis.PubSubSubscription) {
 		// Runs on the connection's reader goroutine: hub calls never block.
-		if s.Kind == "subscribe" && s.Channel == r.channel {
+		if s.Kind == "ssubscribe" && s.Channel == ch {
 			confirmed.Store(true)
-			// Whatever changed while unsubscribed went unannounced: no
-			// cached state may outlive that, and every watcher re-reads.
-			r.cache.flush()
-			r.hub.notifyAll()
+			r.cache.invalidate(id)
+			r.hub.notify(id)
 			r.subscribed.Add(1)
 		}
 	})
 	backoff := subscribeMinBackoff
 	for {
 		confirmed.Store(false)
-		_ = r.client.Receive(hookCtx, r.client.B().Subscribe().Channel(r.channel).Build(),
-			func(m rueidis.PubSubMessage) {
+		_ = r.client.Receive(hookCtx, r.client.B().Ssubscribe().Channel(ch).Build(),
+			func(rueidis.PubSubMessage) {
 				// Forget the cached state before waking watchers, so that no
 				// reader woken by this message can be served the old state.
-				r.cache.invalidate(m.Message)
-				r.hub.notify(m.Message)
+				r.received.Add(1)
+				r.cache.invalidate(id)
+				r.hub.notify(id)
 			})
 		if ctx.Err() != nil {
+			// Receive only stops listening; the server keeps the channel
+			// subscribed on the connection until told otherwise. Sent after
+			// our SSUBSCRIBE on the same connection, so it cannot overtake it.
+			uctx, cancel := context.WithTimeout(context.Background(), defaultOpTimeout)
+			_ = r.client.Do(uctx, r.client.B().Sunsubscribe().Channel(ch).Build()).Error()
+			cancel()
 			return
 		}
 		if confirmed.Load() {
@@ -168,14 +250,11 @@ func (r *Redis) subscribe(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return
 		case <-t.C:
 		}
 		backoff = min(2*backoff, subscribeMaxBackoff)
 	}
 }
-
-func (r *Redis) key(id string) string { return r.prefix + "s:{" + id + "}" }
 
 // Result codes of the scripts: {code, changed, HGETALL...}.
 const (
@@ -186,7 +265,7 @@ const (
 )
 
 // luaPrelude is shared by the transition scripts. KEYS[1] is the session
-// hash, ARGV[1] the events channel and ARGV[2] the session id.
+// hash, ARGV[1] the question's sharded channel and ARGV[2] the session id.
 //
 // now_ms reads Redis' clock; calling TIME before a write is allowed since
 // Redis 5 replicates script effects, not the script.
@@ -203,7 +282,7 @@ local function expire_due(now)
   local dl = redis.call('HGET', key, 'deadline_ms')
   if now > tonumber(dl) then
     redis.call('HSET', key, 'status', 'expired', 'updated_ms', dl)
-    redis.call('PUBLISH', ARGV[1], ARGV[2])
+    redis.call('SPUBLISH', ARGV[1], ARGV[2])
     return true
   end
   return false
@@ -239,7 +318,7 @@ if st == 'pending' then
   local ns = string.format('%d', now)
   redis.call('HSET', key, 'status', 'submitted', 'result', ARGV[3], 'nonce', ARGV[4],
     'submitted_ms', ns, 'updated_ms', ns)
-  redis.call('PUBLISH', ARGV[1], ARGV[2])
+  redis.call('SPUBLISH', ARGV[1], ARGV[2])
   return {1, 1, redis.call('HGETALL', key)}
 end
 if st == 'submitted' then
@@ -264,7 +343,7 @@ if st == 'pending' then
   local now = now_ms()
   if expire_due(now) then return {3, 1, redis.call('HGETALL', key)} end
   redis.call('HSET', key, 'status', 'cancelled', 'updated_ms', string.format('%d', now))
-  redis.call('PUBLISH', ARGV[1], ARGV[2])
+  redis.call('SPUBLISH', ARGV[1], ARGV[2])
   return {1, 1, redis.call('HGETALL', key)}
 end
 if st == 'cancelled' then return {1, 0, redis.call('HGETALL', key)} end
@@ -590,20 +669,45 @@ func (r *Redis) run(ctx context.Context, op string, script *rueidis.Lua, id stri
 }
 
 // runDecoded is run without the copy for the caller.
-func (r *Redis) runDecoded(ctx context.Context, op string, script *rueidis.Lua, id string, args ...string) (*qdata, *qstate, error) {
+func (r *Redis) runDecoded(ctx context.Context, op string, script *rueidis.Lua, id string, args ...string) (retData *qdata, retState *qstate, retErr error) {
 	if r.closed.Load() {
 		return nil, nil, ErrUnavailable
 	}
 	gen := r.cache.gen(id)
-	ctx, cancel := withDefaultTimeout(ctx)
+	waiting := r.waitReplicas > 0 && op == "submit"
+	var cancel context.CancelFunc
+	if _, ok := ctx.Deadline(); !ok && waiting {
+		ctx, cancel = context.WithTimeout(ctx, defaultOpTimeout+r.waitTimeout)
+	} else {
+		ctx, cancel = withDefaultTimeout(ctx)
+	}
 	defer cancel()
 	keys := [1]string{r.key(id)}
 	argv := make([]string, 0, 2+len(args))
-	argv = append(append(argv, r.channel, id), args...)
-	reply, err := script.Exec(ctx, r.client, keys[:], argv).ToArray()
+	argv = append(append(argv, r.channel(id), id), args...)
+	var (
+		reply []rueidis.RedisMessage
+		err   error
+		acks  = int64(-1) // replicas that confirmed; -1 when not asked
+	)
+	if waiting {
+		reply, acks, err = r.execWaiting(ctx, submitSrc, keys[:], argv)
+	} else {
+		reply, err = script.Exec(ctx, r.client, keys[:], argv).ToArray()
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: %s %s: %w", ErrUnavailable, op, id, err)
 	}
+	defer func() {
+		// Applied on the primary but not on enough replicas: the caller is
+		// told it is not saved yet, and a retry with the same nonce either
+		// finds it (and waits again) or, after a failover lost it, stores it.
+		if retErr == nil && acks >= 0 && acks < int64(r.waitReplicas) {
+			retData, retState = nil, nil
+			retErr = fmt.Errorf("%w: %s %s: stored on the primary but confirmed by %d of %d replica(s) within %v; retry with the same nonce",
+				ErrUnavailable, op, id, acks, r.waitReplicas, r.waitTimeout)
+		}
+	}()
 	if len(reply) < 2 {
 		return nil, nil, fmt.Errorf("store: %s %s: malformed script reply of %d elements", op, id, len(reply))
 	}
@@ -637,7 +741,7 @@ func (r *Redis) runDecoded(ctx context.Context, op string, script *rueidis.Lua, 
 	}
 	if changed == 1 {
 		r.changed(data.view(id, state)) // the hook takes its own copy
-		// The PUBLISH reaches our subscriber too, but local watchers should
+		// The SPUBLISH reaches our subscriber too, but local watchers should
 		// not depend on the subscription being up.
 		r.hub.notify(id)
 	}
@@ -656,6 +760,37 @@ func (r *Redis) runDecoded(ctx context.Context, op string, script *rueidis.Lua, 
 		return nil, nil, fmt.Errorf("store: %s %s: script reply without session", op, id)
 	}
 	return data, state, nil
+}
+
+// execWaiting runs the script src and then WAIT on one dedicated
+// connection: WAIT counts the replicas that have every write made on its
+// own connection, so on rueidis' shared pipeline (or its pool, where
+// blocking commands go) it would wait for the wrong writes. It returns the
+// script's reply and how many replicas confirmed it.
+func (r *Redis) execWaiting(ctx context.Context, src string, keys, argv []string) (reply []rueidis.RedisMessage, acks int64, err error) {
+	sum := sha1.Sum([]byte(src))
+	sha := hex.EncodeToString(sum[:])
+	timeoutMs := max(r.waitTimeout.Milliseconds(), 1)
+	err = r.client.Dedicated(func(c rueidis.DedicatedClient) error {
+		wait := func() rueidis.Completed {
+			return c.B().Wait().Numreplicas(int64(r.waitReplicas)).Timeout(timeoutMs).Build()
+		}
+		res := c.DoMulti(ctx,
+			c.B().Evalsha().Sha1(sha).Numkeys(int64(len(keys))).Key(keys...).Arg(argv...).Build(), wait())
+		if e, ok := rueidis.IsRedisErr(res[0].Error()); ok && e.IsNoScript() {
+			res = c.DoMulti(ctx,
+				c.B().Eval().Script(src).Numkeys(int64(len(keys))).Key(keys...).Arg(argv...).Build(), wait())
+		}
+		var err error
+		if reply, err = res[0].ToArray(); err != nil {
+			return err
+		}
+		if acks, err = res[1].AsInt64(); err != nil {
+			return fmt.Errorf("WAIT: %w", err)
+		}
+		return nil
+	})
+	return reply, acks, err
 }
 
 // rawFields are a session hash's fields as stored.
@@ -1002,11 +1137,16 @@ func withDefaultTimeout(ctx context.Context) (context.Context, context.CancelFun
 }
 
 // Watch implements Store. Signals come from this instance's own writes and
-// from the events channel, and every watcher is signalled after the
-// subscription is re-established.
+// from the question's channel, subscribed while it has a local watcher;
+// its watchers are signalled whenever that subscription is (re)confirmed.
 func (r *Redis) Watch(ctx context.Context, id string) <-chan struct{} {
 	return r.hub.watch(ctx, id)
 }
+
+// EventsReceived is how many change announcements this store has received
+// from Redis since it opened: what one instance pays for the events of
+// every instance (cmd/feedback-capacity reports it).
+func (r *Redis) EventsReceived() int64 { return r.received.Load() }
 
 // Ping implements Store.
 func (r *Redis) Ping(ctx context.Context) error {
@@ -1027,7 +1167,7 @@ func (r *Redis) Close() error {
 	r.closeOnce.Do(func() {
 		r.closed.Store(true)
 		r.stopSub()
-		<-r.subDone
+		r.subWG.Wait()
 		if r.own {
 			r.client.Close()
 		}

@@ -15,7 +15,8 @@ import (
 
 // TestRedisClusterContract runs the whole contract suite against a real
 // three-master Redis Cluster: each session is one key (one hash slot), and
-// the change feed's PUBLISH reaches subscribers on every node.
+// a question's sharded channel lives on that slot's node, where its
+// SPUBLISH reaches the instances subscribed to it.
 func TestRedisClusterContract(t *testing.T) {
 	cl := redistest.StartCluster(t, 3)
 	storetest.Run(t, func(t *testing.T) store.Store {

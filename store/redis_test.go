@@ -212,8 +212,8 @@ func drain(w <-chan struct{}) {
 	}
 }
 
-// waitSubscribers polls until n clients are subscribed to the store's
-// events channel.
+// waitSubscribers polls until n clients are subscribed to a question's
+// sharded channel.
 func waitSubscribers(t *testing.T, admin rueidis.Client, channel string, n int64) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), waitBound)
@@ -221,7 +221,7 @@ func waitSubscribers(t *testing.T, admin rueidis.Client, channel string, n int64
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		m, err := admin.Do(ctx, admin.B().PubsubNumsub().Channel(channel).Build()).AsIntMap()
+		m, err := admin.Do(ctx, admin.B().PubsubShardnumsub().Channel(channel).Build()).AsIntMap()
 		if err == nil && m[channel] == n {
 			return
 		}
@@ -265,15 +265,18 @@ func TestRedisResubscribe(t *testing.T) {
 	prefix := uniquePrefix()
 	watching, writer := newRedis(t, srv, prefix), newRedis(t, srv, prefix)
 	ctx := t.Context()
-	// The first subscribe confirmation signals every watcher too; wait for
-	// it, so that the signal awaited below can only come from a resubscribe.
-	waitSubscribeCount(t, watching, 1)
 	s := storetest.NewSession(time.Minute)
 	if err := writer.Create(ctx, s, time.Hour); err != nil {
 		t.Fatalf("Create: %v", err)
 	}
+	channel := prefix + "ev:{" + s.ID + "}"
 	w := watching.Watch(ctx, s.ID)
-	waitSubscribers(t, admin, prefix+"events", 2)
+	// The first confirmation of the question's subscription signals its
+	// watcher too; wait for it, so that the signal awaited below can only
+	// come from a resubscribe. Only the watching instance subscribes.
+	waitSubscribeCount(t, watching, 1)
+	storetest.WaitSignal(t, w, "watcher on the first subscribe confirmation")
+	waitSubscribers(t, admin, channel, 1)
 
 	// Nothing changes, so the only reason for a signal is the resubscribe:
 	// the store cannot know what it missed and makes every watcher re-read.
@@ -286,7 +289,7 @@ func TestRedisResubscribe(t *testing.T) {
 	// Now a change made while the subscription is (probably) down. The
 	// writer's connection is killed too, so its submit may fail; the nonce
 	// makes retrying it safe.
-	waitSubscribers(t, admin, prefix+"events", 2)
+	waitSubscribers(t, admin, channel, 1)
 	drain(w)
 	killPubSubClients(t, admin)
 	submitRetrying(t, writer, s.ID, store.Answer{FreeText: "in the gap", Nonce: "gap"})

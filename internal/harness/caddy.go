@@ -236,5 +236,12 @@ func (c *Caddy) Reload(sites string) error {
 	if err != nil {
 		return fmt.Errorf("caddy reload: %w\n%s", err, out)
 	}
+	// The old configuration's server closes its idle keep-alive
+	// connections as it shuts down; a POST sent on one of them just then
+	// fails with EOF (net/http retries only idempotent requests). Start
+	// afresh, as a client that notices the closed connection would.
+	if c.Client != nil {
+		c.Client.CloseIdleConnections()
+	}
 	return nil
 }
