@@ -316,3 +316,32 @@ func pngOf(t *testing.T, w, h int) []byte {
 	}
 	return buf.Bytes()
 }
+
+// TestMCPAppsRicherQuestions: the in-chat view of MCP Apps hosts shows an
+// option's description and the recommendation, and sends a form of
+// questions (which it cannot render) to the answer page instead of
+// offering a form the server would refuse.
+func TestMCPAppsRicherQuestions(t *testing.T) {
+	hostDir := buildAppsHost(t)
+	c := startMCPCaddy(t, appsSites(hostDir, ""))
+	browser := newBrowser(t)
+
+	tab, _ := openHost(t, browser, c, true, map[string]any{"message": "Which database?", "predefinedOptions": []any{
+		map[string]any{"label": "Postgres", "description": "What we run today.", "recommended": true}, "SQLite"}})
+	frame := viewFrame(t, tab)
+	step(t, frame, "the options show", chromedp.WaitVisible(chromedp.ID("opt-1")))
+	if html := frameHTML(t, frame, "#options"); !strings.Contains(html, "Postgres (Recommended)") || !strings.Contains(html, "What we run today.") {
+		t.Errorf("options in the view: %s", html)
+	}
+
+	tab, _ = openHost(t, browser, c, true, map[string]any{"message": "A few things", "questions": []any{
+		map[string]any{"id": "ok", "message": "Reviewed?", "kind": "boolean", "required": true}}})
+	frame = viewFrame(t, tab)
+	step(t, frame, "the form is read-only", chromedp.WaitVisible(chromedp.CSS(`.note[data-panel="readonly"]`)))
+	if html := frameHTML(t, frame, `.note[data-panel="readonly"]`); !strings.Contains(html, "answer it on its answer page") {
+		t.Errorf("note in the view: %s", html)
+	}
+	if form := inFrame(t, frame, "the form", chromedp.AttributeValue(chromedp.ID("answer"), "hidden")); !form.Exists {
+		t.Error("the view offers its answer form for a form of questions")
+	}
+}
