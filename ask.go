@@ -466,6 +466,9 @@ type createResp struct {
 	FeedbackURL string    `json:"feedbackUrl"`
 	Status      string    `json:"status"`
 	ExpiresAt   time.Time `json:"expiresAt"`
+	// Warnings: what the server changed instead of refusing, such as a
+	// --timeout outside its range, moved into it.
+	Warnings []string `json:"warnings"`
 }
 
 // create asks the question. A server that does not know the page options
@@ -597,6 +600,9 @@ func (a *asker) run(ctx context.Context, sig <-chan os.Signal) int {
 		return a.fail("the question could not be asked: %v", err)
 	case signals > 0:
 		return a.withdraw(ctx, cr.SessionID, sig)
+	}
+	for _, w := range cr.Warnings {
+		fmt.Fprintln(a.stderr, "Note from the server: "+w)
 	}
 	a.showLink(cr.FeedbackURL)
 	if !a.cfg.Wait {

@@ -116,6 +116,14 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = oneInt(d, &h.MaxOptions)
 		case "max_option_length":
 			err = oneInt(d, &h.MaxOptionLength)
+		case "max_questions":
+			err = oneInt(d, &h.MaxQuestions)
+		case "max_images":
+			err = oneLimit(d, &h.MaxImages)
+		case "timeout_out_of_range":
+			if err = oneString(d, &h.TimeoutOutOfRange); err == nil && h.TimeoutOutOfRange != "clamp" && h.TimeoutOutOfRange != "reject" {
+				return d.Errf("timeout_out_of_range must be clamp or reject, not %q", h.TimeoutOutOfRange)
+			}
 		case "max_pending_per_subject":
 			err = oneLimit(d, &h.MaxPendingPerSubject)
 		case "creates_per_minute":

@@ -36,6 +36,9 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		max_message_length 2000
 		max_options 5
 		max_option_length 50
+		max_questions 4
+		max_images off
+		timeout_out_of_range reject
 		retention 24h
 	}`)
 	var h Handler
@@ -45,7 +48,8 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 	if h.JWTSecret != "{env.JWT_SECRET}" || h.JWTIssuer != "https://issuer.example" || h.JWTAudience != "feedback" ||
 		h.PublicURL != "https://fb.example/base" || time.Duration(h.DefaultTimeout) != 10*time.Minute ||
 		time.Duration(h.MinTimeout) != time.Minute || time.Duration(h.MaxTimeout) != 2*time.Hour ||
-		h.MaxMessageLength != 2000 || h.MaxOptions != 5 || h.MaxOptionLength != 50 || time.Duration(h.Retention) != 24*time.Hour {
+		h.MaxMessageLength != 2000 || h.MaxOptions != 5 || h.MaxOptionLength != 50 || time.Duration(h.Retention) != 24*time.Hour ||
+		h.MaxQuestions != 4 || h.TimeoutOutOfRange != "reject" || h.MaxImages != -1 {
 		t.Fatalf("parsed %+v", h)
 	}
 	var st map[string]string
@@ -72,6 +76,7 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		"redis without url":   {"mcp_feedback {\n store redis\n}", "needs a URL"},
 		"redis unknown opt":   {"mcp_feedback {\n store redis redis://x {\n db 3\n }\n}", `unknown store redis option "db"`},
 		"memory with args":    {"mcp_feedback {\n store memory extra\n}", "wrong argument count"},
+		"out of range word":   {"mcp_feedback {\n timeout_out_of_range ignore\n}", "timeout_out_of_range must be clamp or reject"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			var h Handler
@@ -237,6 +242,8 @@ func TestResolveRefuses(t *testing.T) {
 	for in, want := range map[string]string{
 		"mcp_feedback {\n jwt_secret 0123456789abcdef0123456789abcdef\n notify webhook https://hooks.example/x\n}": "public_url is required",
 		"mcp_feedback {\n jwt_secret 0123456789abcdef0123456789abcdef\n link_to_agent off\n elicitation url\n}":    "elicitation",
+		"mcp_feedback {\n jwt_secret 0123456789abcdef0123456789abcdef\n max_images 5\n}":                           "max_images is at most 4",
+		"mcp_feedback {\n jwt_secret 0123456789abcdef0123456789abcdef\n max_timeout 169h\n}":                       "longer than the longest allowed, 168h0m0s (7 days)",
 	} {
 		var h Handler
 		if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(in)); err != nil {
@@ -254,6 +261,14 @@ func TestResolveRefuses(t *testing.T) {
 	}
 	cfg, err := h.resolve()
 	if err != nil || cfg.linkToAgent || cfg.elicitation != "off" {
+		t.Fatalf("%+v %v", cfg, err)
+	}
+	// A week is the longest max_timeout; clamp is the default.
+	h = Handler{}
+	if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser("mcp_feedback {\n jwt_secret 0123456789abcdef0123456789abcdef\n max_timeout 168h\n}")); err != nil {
+		t.Fatal(err)
+	}
+	if cfg, err := h.resolve(); err != nil || cfg.limits.MaxTimeout != 168*time.Hour || cfg.limits.TimeoutOutOfRange != "clamp" || cfg.limits.MaxQuestions != 10 {
 		t.Fatalf("%+v %v", cfg, err)
 	}
 	if _, err := (&Handler{}).resolve(); err == nil {

@@ -36,6 +36,9 @@ func Defaults() Handler {
 		MaxMessageLength:          lim.MaxMessageLength,
 		MaxOptions:                lim.MaxOptions,
 		MaxOptionLength:           lim.MaxOptionLength,
+		MaxQuestions:              lim.MaxQuestions,
+		MaxImages:                 lim.MaxImages,
+		TimeoutOutOfRange:         lim.TimeoutOutOfRange,
 		Retention:                 caddy.Duration(time.Hour),
 		MaxPendingPerSubject:      100,
 		CreatesPerMinute:          60,
@@ -108,6 +111,11 @@ func (h *Handler) resolve() (*settings, error) {
 	setInt(&h.MaxMessageLength, d.MaxMessageLength)
 	setInt(&h.MaxOptions, d.MaxOptions)
 	setInt(&h.MaxOptionLength, d.MaxOptionLength)
+	setInt(&h.MaxQuestions, d.MaxQuestions)
+	setInt(&h.MaxImages, d.MaxImages)
+	if h.TimeoutOutOfRange == "" {
+		h.TimeoutOutOfRange = d.TimeoutOutOfRange
+	}
 	setInt(&h.MaxPendingPerSubject, d.MaxPendingPerSubject)
 	setInt(&h.CreatesPerMinute, d.CreatesPerMinute)
 	setInt(&h.WSMaxPerSession, d.WSMaxPerSession)
@@ -140,6 +148,10 @@ func (h *Handler) resolve() (*settings, error) {
 			MaxMessageLength: h.MaxMessageLength,
 			MaxOptions:       h.MaxOptions,
 			MaxOptionLength:  h.MaxOptionLength,
+			MaxQuestions:     h.MaxQuestions,
+			MaxImages:        max(h.MaxImages, 0),
+			// checked below
+			TimeoutOutOfRange: h.TimeoutOutOfRange,
 		},
 		retention: time.Duration(h.Retention),
 		// A runaway agent must not be able to fill the store or a person's
@@ -158,7 +170,13 @@ func (h *Handler) resolve() (*settings, error) {
 	if err := checkLimits(s.limits); err != nil {
 		return nil, err
 	}
-	if h.MaxMessageLength < 0 || h.MaxOptions < 0 || h.MaxOptionLength < 0 || h.WSMaxPerSession < 0 || h.WSMaxPerSubject < 0 ||
+	if h.MaxImages > validate.MaxImages {
+		return nil, fmt.Errorf("max_images is at most %d, not %d", validate.MaxImages, h.MaxImages)
+	}
+	if s.limits.TimeoutOutOfRange != validate.TimeoutClamp && s.limits.TimeoutOutOfRange != validate.TimeoutReject {
+		return nil, fmt.Errorf("timeout_out_of_range must be clamp or reject, not %q", s.limits.TimeoutOutOfRange)
+	}
+	if h.MaxMessageLength < 0 || h.MaxOptions < 0 || h.MaxOptionLength < 0 || h.MaxQuestions < 0 || h.WSMaxPerSession < 0 || h.WSMaxPerSubject < 0 ||
 		h.MCPMaxSessionsPerSubject < 0 || h.MCPMaxCallsPerSubject < 0 {
 		return nil, errors.New("length, option and connection limits must be positive")
 	}
@@ -239,9 +257,16 @@ func (h *Handler) resolveAuth(repl *caddy.Replacer, s *settings) error {
 	return nil
 }
 
+// MaxMaxTimeout bounds max_timeout: a week covers a person who is away,
+// and bounds how long a question (and its quota slot) can stay open.
+const MaxMaxTimeout = 7 * 24 * time.Hour
+
 func checkLimits(l validate.Limits) error {
 	if l.MinTimeout < time.Second || l.MinTimeout%time.Second != 0 || l.MaxTimeout%time.Second != 0 || l.DefaultTimeout%time.Second != 0 {
 		return errors.New("timeouts must be whole seconds, and min_timeout at least 1s")
+	}
+	if l.MaxTimeout > MaxMaxTimeout {
+		return fmt.Errorf("max_timeout %s is longer than the longest allowed, %s (7 days)", l.MaxTimeout, MaxMaxTimeout)
 	}
 	if l.MinTimeout > l.DefaultTimeout || l.DefaultTimeout > l.MaxTimeout {
 		return fmt.Errorf("need min_timeout (%s) <= default_timeout (%s) <= max_timeout (%s)", l.MinTimeout, l.DefaultTimeout, l.MaxTimeout)

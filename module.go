@@ -105,8 +105,16 @@ type Handler struct {
 	// MinTimeout is the shortest timeout an agent may ask for. Default: 30s.
 	MinTimeout caddy.Duration `json:"min_timeout,omitempty"`
 
-	// MaxTimeout is the longest timeout an agent may ask for. Default: 1h.
+	// MaxTimeout is the longest timeout an agent may ask for, and how long
+	// a question with onTimeout keep stays open; at most 168h (7 days).
+	// Default: 1h.
 	MaxTimeout caddy.Duration `json:"max_timeout,omitempty"`
+
+	// TimeoutOutOfRange is what a timeout outside min_timeout–max_timeout
+	// gets: `clamp` (the default) moves it to the nearest bound and says
+	// so in the create's warnings (clients such as Cursor send 1); `reject`
+	// refuses it with 400.
+	TimeoutOutOfRange string `json:"timeout_out_of_range,omitempty"`
 
 	// MaxMessageLength caps the question, in characters. Default: 1000.
 	MaxMessageLength int `json:"max_message_length,omitempty"`
@@ -116,6 +124,14 @@ type Handler struct {
 
 	// MaxOptionLength caps each option, in characters. Default: 100.
 	MaxOptionLength int `json:"max_option_length,omitempty"`
+
+	// MaxQuestions caps the questions of one form (`questions`). Default: 10.
+	MaxQuestions int `json:"max_questions,omitempty"`
+
+	// MaxImages caps the images an asker may attach to one question, from 1
+	// to 4 (each at most 1 MiB); -1 (`off` in the Caddyfile) refuses
+	// images. Default: 4.
+	MaxImages int `json:"max_images,omitempty"`
 
 	// Retention is how long a finished session stays readable after its
 	// deadline (for result lookups and the answer page). Default: 1h.
@@ -431,6 +447,7 @@ func (h *Handler) routes(mcpCfg handlers.MCPConfig) *http.ServeMux {
 	mux.Handle("/feedback/{id}", hp.Protect(handlers.Methods(hp.Page, http.MethodGet, http.MethodHead)))
 	mux.Handle("/feedback/{id}/view", hp.Protect(handlers.Methods(hp.View, http.MethodPost)))
 	mux.Handle("/feedback/{id}/submit", hp.Protect(handlers.Methods(hp.Submit, http.MethodPost)))
+	mux.Handle("/feedback/{id}/image/{n}", hp.Protect(handlers.Methods(hp.Image, http.MethodPost)))
 	mux.Handle(handlers.StaticPrefix+"{name}", handlers.Methods(hp.Static, http.MethodGet, http.MethodHead))
 	mux.Handle("/ws/{id}", handlers.Methods(hp.WS, http.MethodGet))
 

@@ -214,7 +214,7 @@ func TestAskCommand(t *testing.T) {
 	})
 
 	t.Run("no wait", func(t *testing.T) {
-		p := startAsk(t, c.env, "--url", c.HTTP, "--wait=false", "--token", alice, "--theme", "dark", "--lang", "zh", "Later?")
+		p := startAsk(t, c.env, "--url", c.HTTP, "--wait=false", "--token", alice, "--theme", "dark", "--lang", "zh", "--timeout", "2h", "Later?")
 		id, capTok := p.link()
 		if code := p.exit(); code != 0 {
 			t.Fatalf("exit %d", code)
@@ -227,6 +227,10 @@ func TestAskCommand(t *testing.T) {
 		// in the create body or not.
 		if link := p.stderr.String(); !strings.Contains(link, "theme=dark") || !strings.Contains(link, "lang=zh") {
 			t.Errorf("the link lacks theme and lang:\n%s", link)
+		}
+		// A timeout beyond max_timeout is moved into range, and the command says so.
+		if !strings.Contains(p.stderr.String(), "Note from the server: timeout 7200 is above the maximum; using 3600 seconds") {
+			t.Errorf("no warning about the clamped timeout:\n%s", p.stderr.String())
 		}
 		if r := do(t, c.Client, "POST", c.HTTP+"/feedback/"+id+"/view", `{"token":"`+capTok+`"}`); r.Status != 200 {
 			t.Errorf("the link's token does not open the question: %d %s", r.Status, r.Body)

@@ -91,8 +91,15 @@ type nodeProc struct {
 // runClient starts client.mjs (see its header) with tok in MCP_TOKEN.
 func runClient(t *testing.T, transport, url, scenario, tok string) *nodeProc {
 	t.Helper()
+	return runScript(t, "client.mjs", transport, url, scenario, tok)
+}
+
+// runScript starts a script of e2e/mcpjs that takes client.mjs's
+// arguments and speaks its line protocol.
+func runScript(t *testing.T, script, transport, url, scenario, tok string) *nodeProc {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	cmd := exec.CommandContext(ctx, node22(t), "client.mjs", transport, url, scenario)
+	cmd := exec.CommandContext(ctx, node22(t), script, transport, url, scenario)
 	cmd.Dir = mcpjsDir
 	home := t.TempDir()
 	cmd.Env = append(os.Environ(), "MCP_TOKEN="+tok, "HOME="+home, "MCP_REMOTE_CONFIG_DIR="+filepath.Join(home, "mcp-auth"),

@@ -15,6 +15,7 @@ package feedback
 import (
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
@@ -114,6 +115,7 @@ func (s *Service) Ask(ctx context.Context, owner Owner, req *validate.CreateRequ
 		MultiSelect:       req.MultiSelect,
 		AllowFreeText:     req.AllowFreeText,
 		Metadata:          req.Metadata,
+		Form:              req.Form.Clone(),
 		CreatedAt:         now,
 		ExpiresAt:         now.Add(req.Timeout),
 		UpdatedAt:         now,
@@ -123,12 +125,31 @@ func (s *Service) Ask(ctx context.Context, owner Owner, req *validate.CreateRequ
 	if sess.PredefinedOptions == nil {
 		sess.PredefinedOptions = []string{}
 	}
+	ttl := req.Timeout
+	if f := sess.Form; f != nil && f.OnTimeout != nil && f.OnTimeout.Action == store.TimeoutKeep {
+		// keep: the asker's timeout ends the agent's wait; the question
+		// stays open as long as this configuration allows any question.
+		f.WaitUntil = sess.ExpiresAt
+		ttl = max(s.cfg.Limits.MaxTimeout, req.Timeout)
+		sess.ExpiresAt = now.Add(ttl)
+	}
 	if s.cfg.Quota != (store.Quota{}) {
 		if err := s.hub.store.Admit(ctx, owner, sess.ID, sess.ExpiresAt, s.cfg.Quota); err != nil {
 			return nil, fmt.Errorf("asking: %w", err)
 		}
 	}
-	if err := s.hub.store.Create(ctx, sess, req.Timeout+s.cfg.Retention); err != nil {
+	// Images go first, each in its own record with the question's TTL, so
+	// that a question never names an image that is not there; a create
+	// that fails after them leaves them to their TTL.
+	for i, im := range req.Images {
+		for c := range store.ImageChunks(len(im.Data)) {
+			chunk := im.Data[c*store.ImageChunk : min((c+1)*store.ImageChunk, len(im.Data))]
+			if err := s.hub.store.Put(ctx, store.ImageKey(sess.ID, i, c), chunk, ttl+s.cfg.Retention); err != nil {
+				return nil, fmt.Errorf("asking: storing image %d: %w", i, err)
+			}
+		}
+	}
+	if err := s.hub.store.Create(ctx, sess, ttl+s.cfg.Retention); err != nil {
 		return nil, fmt.Errorf("asking: %w", err)
 	}
 	link := Link(base, sess.ID, token, st)
@@ -259,7 +280,16 @@ func (s *Service) Answer(ctx context.Context, sess *Session, req *validate.Submi
 	if sess.Status != store.StatusPending {
 		return closedVerdict(sess, req)
 	}
-	if verr := validate.CheckAnswer(req, sess.PredefinedOptions, sess.MultiSelect, sess.AllowFreeText); verr != nil {
+	var (
+		answers json.RawMessage
+		verr    *validate.Error
+	)
+	if sess.Form != nil && sess.Form.Questions != nil {
+		answers, verr = validate.CheckForm(req, sess.Form.Questions, sess.AllowFreeText)
+	} else {
+		verr = validate.CheckAnswer(req, sess.PredefinedOptions, sess.MultiSelect, sess.AllowFreeText)
+	}
+	if verr != nil {
 		cur, err := s.hub.store.Get(ctx, sess.ID)
 		switch {
 		case err == nil && cur.Status != store.StatusPending:
@@ -271,7 +301,7 @@ func (s *Service) Answer(ctx context.Context, sess *Session, req *validate.Submi
 	}
 	return s.hub.store.Submit(ctx, sess.ID, store.Answer{
 		SelectedOptions: req.SelectedOptions, FreeText: req.FreeText, Nonce: req.Nonce,
-		Via: via.How, By: via.By,
+		Answers: answers, Via: via.How, By: via.By,
 	})
 }
 
@@ -298,6 +328,28 @@ func (s *Service) Withdraw(ctx context.Context, owner Owner, id string) (*Sessio
 		return nil, err
 	}
 	return s.hub.store.Cancel(ctx, id)
+}
+
+// Image returns image n of sess (which the caller has read with its
+// owner's identity or its capability token) and its media type.
+// store.ErrNotFound when it has no such image or the image is gone.
+func (s *Service) Image(ctx context.Context, sess *Session, n int) ([]byte, string, error) {
+	if sess.Form == nil || n < 0 || n >= len(sess.Form.Images) {
+		return nil, "", store.ErrNotFound
+	}
+	ref := sess.Form.Images[n]
+	data := make([]byte, 0, ref.Bytes)
+	for c := range store.ImageChunks(ref.Bytes) {
+		chunk, err := s.hub.store.Load(ctx, store.ImageKey(sess.ID, n, c))
+		if err != nil {
+			return nil, "", fmt.Errorf("image %d of %s: %w", n, sess.ID, err)
+		}
+		data = append(data, chunk...)
+	}
+	if len(data) != ref.Bytes {
+		return nil, "", fmt.Errorf("image %d of %s: %d bytes stored, %d expected: %w", n, sess.ID, len(data), ref.Bytes, store.ErrNotFound)
+	}
+	return data, ref.MediaType, nil
 }
 
 // Ping checks that the store answers.

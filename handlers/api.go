@@ -25,6 +25,9 @@ type CreateResponse struct {
 	CreatedAt   time.Time    `json:"createdAt"`
 	ExpiresAt   time.Time    `json:"expiresAt"`
 	Timeout     int64        `json:"timeout"`
+	// Warnings say what was changed rather than refused, e.g. a timeout
+	// outside the allowed range that was clamped.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // StatusResponse is the body of GET …/status and POST …/cancel: the one
@@ -51,7 +54,7 @@ func (s *Service) Create(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	body, ok := readJSONBody(w, r)
+	body, ok := readJSONBodyUpTo(w, r, validate.MaxCreateBytes)
 	if !ok {
 		return
 	}
@@ -77,6 +80,7 @@ func (s *Service) Create(w http.ResponseWriter, r *http.Request) {
 		CreatedAt:   sess.CreatedAt,
 		ExpiresAt:   sess.ExpiresAt,
 		Timeout:     int64(req.Timeout / time.Second),
+		Warnings:    req.Warnings,
 	}
 	writeBody(w, http.StatusCreated, cr.appendJSON)
 }
@@ -92,6 +96,16 @@ func (r *CreateResponse) appendJSON(b []byte) []byte {
 	b = appendTime(appendField(b, "createdAt"), r.CreatedAt)
 	b = appendTime(appendField(b, "expiresAt"), r.ExpiresAt)
 	b = strconv.AppendInt(appendField(b, "timeout"), r.Timeout, 10)
+	if len(r.Warnings) > 0 {
+		b = append(appendField(b, "warnings"), '[')
+		for i, w := range r.Warnings {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendString(b, w)
+		}
+		b = append(b, ']')
+	}
 	return append(b, '}', '\n')
 }
 

@@ -368,7 +368,7 @@ func corpusOpts(n, size int) string {
 // same one as its arguments (TestMCP), so both give the same answers.
 func createCorpus() []corpusCase {
 	opts := corpusOpts
-	return []corpusCase{
+	return append([]corpusCase{
 		{"empty body", ``, "", 400},
 		{"whitespace body", "  \n", "", 400},
 		{"oversized body", `{"message":"` + strings.Repeat("a", 70<<10) + `"}`, "", 413},
@@ -409,13 +409,8 @@ func createCorpus() []corpusCase {
 		{"options not array", `{"message":"hi","predefinedOptions":"a,b"}`, "", 400},
 		{"option with newline", `{"message":"hi","predefinedOptions":["a\nb"]}`, "", 400},
 		{"option with bidi", `{"message":"hi","predefinedOptions":["\u202eyes"]}`, "", 400},
-		{"timeout 0", `{"message":"hi","timeout":0}`, "", 400},
-		{"timeout -1", `{"message":"hi","timeout":-1}`, "", 400},
-		{"timeout 29", `{"message":"hi","timeout":29}`, "", 400},
-		{"timeout 3601", `{"message":"hi","timeout":3601}`, "", 400},
 		{"timeout 1e400", `{"message":"hi","timeout":1e400}`, "", 400},
 		{"timeout 1e3", `{"message":"hi","timeout":1e3}`, "", 400},
-		{"timeout huge", `{"message":"hi","timeout":99999999999999999999}`, "", 400},
 		{"timeout string", `{"message":"hi","timeout":"300"}`, "", 400},
 		{"timeout fraction", `{"message":"hi","timeout":300.5}`, "", 400},
 		{"timeout bool", `{"message":"hi","timeout":true}`, "", 400},
@@ -426,7 +421,7 @@ func createCorpus() []corpusCase {
 		{"allowFreeText number", `{"message":"hi","allowFreeText":1}`, "", 400},
 		{"nothing to answer", `{"message":"hi","allowFreeText":false}`, "", 400},
 		{"multiSelect without options", `{"message":"hi","multiSelect":true}`, "", 400},
-	}
+	}, formCorpus()...)
 }
 
 func TestCreateBadInput(t *testing.T) {

@@ -603,7 +603,7 @@ func testBadToolInput(t *testing.T, kind string) {
 		var v any
 		embeddable := json.Unmarshal([]byte(c.body), &v) == nil && !strings.Contains(c.body, "\xff")
 		// The tool also takes wait, and no arguments at all (null) means {}.
-		want := strings.Replace(eb.Error.Message, "allowFreeText, theme, lang", "allowFreeText, theme, lang, wait", 1)
+		want := strings.Replace(eb.Error.Message, "theme, lang", "theme, lang, wait", 1)
 		if c.body == "null" {
 			want = "message is required"
 		}
@@ -629,7 +629,7 @@ func testBadToolInput(t *testing.T, kind string) {
 	// The same API words through the SDK transport of this kind.
 	c := e.connect(kind, alice)
 	res := callTool(context.Background(), t, c, ToolInteractiveFeedback, map[string]any{"message": "hi", "timeout": "300"}, nil)
-	if !res.IsError || text(res) != "timeout must be a whole number of seconds from 30 to 3600" {
+	if !res.IsError || text(res) != "timeout must be a whole number of seconds (from 30 to 3600)" {
 		t.Errorf("wrong type over %s: %q", kind, text(res))
 	}
 

@@ -34,6 +34,8 @@ type Outcome struct {
 	FeedbackURL string        `json:"feedbackUrl,omitempty"`
 	ExpiresAt   time.Time     `json:"expiresAt"`
 	Result      *store.Result `json:"result,omitempty"`
+	// Warnings say what the create changed rather than refused.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // SessionState is the structured result of check_feedback_status and
@@ -54,9 +56,36 @@ var outcomeSchema = json.RawMessage(`{"type":"object","properties":{
  "result":{"type":"object","description":"The user's answer, when status is submitted.","properties":{
    "selectedOptions":{"type":"array","items":{"type":"string"},"description":"The predefined options the user picked."},
    "freeText":{"type":"string","description":"What the user wrote, if anything."},
+   "answers":{"type":"object","description":"For a form of questions: {question id: answer}, each of its question's type (single: string, multi: array of strings, text: string, boolean: boolean, number: number). Unanswered optional questions are absent."},
+   "via":{"type":"string","description":"How the answer arrived: link, owner, elicitation, or timeout (the question's onTimeout policy chose it; no person did)."},
+   "byTimeout":{"type":"boolean","description":"true: nobody answered; the onTimeout choose policy picked selectedOptions when the question expired."},
    "submittedAt":{"type":"string","format":"date-time"}},
-  "required":["selectedOptions","freeText","submittedAt"]}},
+  "required":["selectedOptions","freeText","submittedAt"]},
+ "warnings":{"type":"array","items":{"type":"string"},"description":"What the server changed in your request instead of refusing it (e.g. a clamped timeout)."}},
  "required":["sessionId","status","expiresAt"]}`)
+
+// optionItem is the schema of one predefined option: a label, or a label
+// with a description and a recommendation.
+var optionItem = map[string]any{"anyOf": []any{
+	map[string]any{"type": "string"},
+	map[string]any{"type": "object", "properties": map[string]any{
+		"label":       map[string]any{"type": "string", "description": "What the user picks, and what the answer carries."},
+		"description": map[string]any{"type": "string", "description": "Shown under the label: what this option means or costs (at most 500 characters)."},
+		"recommended": map[string]any{"type": "boolean", "description": "Mark the one option you recommend (at most one)."},
+	}, "required": []string{"label"}, "additionalProperties": false},
+}}
+
+// questionItem is the schema of one question of a form.
+var questionItem = map[string]any{"type": "object", "properties": map[string]any{
+	"id":       map[string]any{"type": "string", "description": "Key of this question's answer in result.answers: letters, digits, _ or -."},
+	"message":  map[string]any{"type": "string", "description": "The question, in Markdown."},
+	"kind":     map[string]any{"type": "string", "enum": []string{"single", "multi", "text", "boolean", "number"}},
+	"options":  map[string]any{"type": "array", "items": optionItem, "description": "For single and multi: the choices."},
+	"required": map[string]any{"type": "boolean", "description": "The user must answer it. Default false."},
+	"default":  map[string]any{"description": "The value the form starts with, of the kind's type."},
+	"min":      map[string]any{"type": "number", "description": "number: smallest value; text: fewest characters; multi: fewest picks."},
+	"max":      map[string]any{"type": "number", "description": "number: largest value; text: most characters; multi: most picks."},
+}, "required": []string{"id", "message", "kind"}, "additionalProperties": false}
 
 var stateSchema = json.RawMessage(`{"type":"object","properties":{
  "sessionId":{"type":"string"},
@@ -99,10 +128,26 @@ In a host that shows MCP Apps, the question also appears in the conversation for
 If the result says expired, the user is away: continue with your best judgement and do not ask again.`),
 		mcp.WithString("message", mcp.Required(),
 			mcp.Description("The question, in Markdown. Make it self-contained: the user may read it away from your context. At most 1000 characters by default.")),
-		mcp.WithArray("predefinedOptions", mcp.WithStringItems(),
-			mcp.Description("Answers the user can pick from (at most 10 by default, each at most 100 characters, no duplicates). Omit for a free-text question.")),
+		mcp.WithArray("predefinedOptions", mcp.Items(optionItem),
+			mcp.Description("Answers the user can pick from (at most 10 by default, each label at most 100 characters, no duplicates): strings, or {label, description, recommended} objects to explain each and mark the one you recommend. The answer carries labels. Omit for a free-text question.")),
+		mcp.WithBoolean("preselectRecommended",
+			mcp.Description("Start the user's form with the recommended option already selected. Default false: nothing is chosen for them.")),
+		mcp.WithArray("questions", mcp.Items(questionItem),
+			mcp.Description("Several questions in one form (at most 10 by default) instead of predefinedOptions; message is then the form's introduction. The answer is result.answers {id: value}, typed by kind.")),
+		mcp.WithArray("images", mcp.Items(map[string]any{"type": "object", "properties": map[string]any{
+			"data":      map[string]any{"type": "string", "contentEncoding": "base64", "description": "The image's bytes, base64."},
+			"mediaType": map[string]any{"type": "string", "enum": validate.ImageTypes, "description": "Must match the bytes. (An MCP image content block's type and mimeType are accepted too.)"},
+			"alt":       map[string]any{"type": "string", "description": "What the image shows, for people who cannot see it (at most 300 characters)."},
+		}, "required": []string{"data"}}),
+			mcp.Description("Screenshots or diagrams the question is about, shown to the user on the answer page: PNG, JPEG, WebP or GIF, at most 4, each at most 1 MiB (this transport's 256 KiB message limit bounds them further).")),
+		mcp.WithObject("onTimeout",
+			mcp.Properties(map[string]any{
+				"action": map[string]any{"type": "string", "enum": []string{"expire", "choose", "keep"}},
+				"option": map[string]any{"type": "string", "description": "For choose: the label of one of predefinedOptions."},
+			}),
+			mcp.Description(`What happens when timeout passes unanswered. expire (default): status expired. choose: the question ends with option as the answer, marked byTimeout (the user did not choose it). keep: your wait ends at timeout with status pending, and the question stays open for the user up to the server's longest timeout; check later with get_feedback_result.`)),
 		mcp.WithInteger("timeout",
-			mcp.Description("Seconds the question stays open; by default from 30 to 3600, default 300. When it passes unanswered the status becomes expired.")),
+			mcp.Description("Seconds the question stays open; by default from 30 to 3600, default 300 (a value outside the range is moved into it, with a warning). When it passes unanswered, onTimeout decides.")),
 		mcp.WithObject("metadata",
 			mcp.Description("Optional JSON object (at most 2 KiB) kept with the question, e.g. what task it belongs to.")),
 		mcp.WithBoolean("multiSelect",
@@ -172,7 +217,7 @@ func rawArgs(req mcp.CallToolRequest) ([]byte, *mcp.CallToolResult) {
 		}
 		raw = b
 	}
-	if len(raw) > validate.MaxBodyBytes {
+	if validate.NonImageBytes(raw) > validate.MaxBodyBytes {
 		return nil, toolError("the arguments are larger than 64 KiB")
 	}
 	if strings.TrimSpace(string(raw)) == "null" {
@@ -231,17 +276,25 @@ func (m *MCP) interactiveFeedback(ctx context.Context, req mcp.CallToolRequest) 
 		return appOutcome(rq, sess, created, link, wait), nil
 	}
 	if !wait {
-		out := Outcome{SessionID: sess.ID, Status: sess.Status, FeedbackURL: link, ExpiresAt: sess.ExpiresAt}
+		out := Outcome{SessionID: sess.ID, Status: sess.Status, FeedbackURL: link, ExpiresAt: sess.ExpiresAt, Warnings: creq.Warnings}
 		show := "Show this link to the user now so they can answer:\n" + link + "\n"
 		if link == "" {
 			show = "The user is notified by this server and answers there; you do not get a link.\n"
 		}
 		return mcp.NewToolResultStructured(out, fmt.Sprintf(
 			"Question created (sessionId %s). %s"+
-				"Then call get_feedback_result with {\"sessionId\":%q,\"wait\":%d} to wait for the answer. The question expires at %s.",
-			sess.ID, show, sess.ID, secondsLeft(sess.ExpiresAt), sess.ExpiresAt.Format(time.RFC3339))), nil
+				"Then call get_feedback_result with {\"sessionId\":%q,\"wait\":%d} to wait for the answer. The question expires at %s.%s",
+			sess.ID, show, sess.ID, secondsLeft(waitEnd(sess)), sess.ExpiresAt.Format(time.RFC3339), warningText(creq.Warnings))), nil
 	}
-	return m.waitResult(ctx, rq, req, sess, sess.ExpiresAt, link)
+	res, err := m.waitResult(ctx, rq, req, sess, waitEnd(sess), link)
+	if res != nil && len(creq.Warnings) > 0 {
+		if out, ok := res.StructuredContent.(Outcome); ok {
+			out.Warnings = creq.Warnings
+			res.StructuredContent = out
+		}
+		res.Content = append(res.Content, mcp.NewTextContent(strings.TrimSpace(warningText(creq.Warnings))))
+	}
+	return res, err
 }
 
 func (m *MCP) getFeedbackResult(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
@@ -286,6 +339,22 @@ func (m *MCP) cancelFeedback(ctx context.Context, req mcp.CallToolRequest) (*mcp
 
 func stateOf(s *store.Session) SessionState { return feedback.StateOf(s) }
 
+// waitEnd is where the asker's own wait for sess ends: its deadline, or
+// with onTimeout keep, the asker's timeout (the question stays open after).
+func waitEnd(s *store.Session) time.Time {
+	if f := s.Form; f != nil && !f.WaitUntil.IsZero() && f.WaitUntil.Before(s.ExpiresAt) {
+		return f.WaitUntil
+	}
+	return s.ExpiresAt
+}
+
+func warningText(ws []string) string {
+	if len(ws) == 0 {
+		return ""
+	}
+	return " Note: " + strings.Join(ws, "; ") + "."
+}
+
 func secondsLeft(t time.Time) int64 {
 	return max(int64(time.Until(t).Round(time.Second)/time.Second), 0)
 }
@@ -304,20 +373,37 @@ func outcomeResult(s *store.Session, link string, waited bool) *mcp.CallToolResu
 		text = answerText(s.Result)
 	case store.StatusExpired:
 		text = "The user did not answer before the question expired: they are away. Continue without their input, using your best judgement, and do not ask this question again."
+		if r := s.Result; r != nil && r.ByTimeout {
+			text = fmt.Sprintf("The user did not answer before the question expired: they are away. As the question's onTimeout policy says, the answer is %q, chosen by the timeout, not by the user. Continue with it, and do not ask this question again.", strings.Join(r.SelectedOptions, "; "))
+		}
 	case store.StatusCancelled:
 		text = "This question was withdrawn (cancelled) before it was answered. Do not wait for it."
-	default:
-		text = fmt.Sprintf("No answer yet; the question is open until %s (%d seconds from now).", s.ExpiresAt.Format(time.RFC3339), secondsLeft(s.ExpiresAt))
+	case store.StatusPending:
+		if !waitEnd(s).Before(s.ExpiresAt) || time.Now().Before(waitEnd(s)) {
+			text = pendingText(s, link, waited)
+			break
+		}
+		// onTimeout keep, past the asker's timeout.
+		text = fmt.Sprintf("The user has not answered within your timeout. As onTimeout keep says, the question stays open for them until %s: continue with your work, and call get_feedback_result with {\"sessionId\":%q} later to see whether they answered.", s.ExpiresAt.Format(time.RFC3339), s.ID)
 		if link != "" {
 			text += " The user answers at " + link + "."
 		}
-		if waited {
-			text += fmt.Sprintf(" Call get_feedback_result again with {\"sessionId\":%q,\"wait\":%d} to keep waiting.", s.ID, secondsLeft(s.ExpiresAt))
-		} else {
-			text += fmt.Sprintf(" Call get_feedback_result with {\"sessionId\":%q,\"wait\":%d} to wait for it.", s.ID, secondsLeft(s.ExpiresAt))
-		}
 	}
 	return mcp.NewToolResultStructured(out, text)
+}
+
+// pendingText words an open question that is still within its wait.
+func pendingText(s *store.Session, link string, waited bool) string {
+	text := fmt.Sprintf("No answer yet; the question is open until %s (%d seconds from now).", s.ExpiresAt.Format(time.RFC3339), secondsLeft(s.ExpiresAt))
+	if link != "" {
+		text += " The user answers at " + link + "."
+	}
+	if waited {
+		text += fmt.Sprintf(" Call get_feedback_result again with {\"sessionId\":%q,\"wait\":%d} to keep waiting.", s.ID, secondsLeft(waitEnd(s)))
+	} else {
+		text += fmt.Sprintf(" Call get_feedback_result with {\"sessionId\":%q,\"wait\":%d} to wait for it.", s.ID, secondsLeft(waitEnd(s)))
+	}
+	return text
 }
 
 func answerText(r *store.Result) string {
@@ -328,6 +414,9 @@ func answerText(r *store.Result) string {
 	b.WriteString("The user answered.")
 	if len(r.SelectedOptions) > 0 {
 		b.WriteString("\nSelected: " + strings.Join(r.SelectedOptions, "; "))
+	}
+	if len(r.Answers) > 0 {
+		b.WriteString("\nAnswers (question id: value, also in structuredContent.result.answers):\n" + string(r.Answers))
 	}
 	if r.FreeText != "" {
 		b.WriteString("\nTheir words:\n" + r.FreeText)

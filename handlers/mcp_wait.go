@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -187,7 +188,7 @@ func (m *MCP) startElicitation(ctx context.Context, rq *mcpRequest, sess *store.
 	e := &elicitation{m: m, cs: cs, cancel: cancel}
 	log := rq.svc.log.With(zap.String("session", sess.ID))
 	switch {
-	case rq.cfg.Elicitation == ElicitationForm && formOK && len(sess.PredefinedOptions) > 0:
+	case rq.cfg.Elicitation == ElicitationForm && formOK && (len(sess.PredefinedOptions) > 0 || isForm(sess)):
 		e.wg.Add(1)
 		go func() {
 			defer e.wg.Done()
@@ -236,24 +237,11 @@ func (e *elicitation) stop() {
 // submits an accepted answer through the store like an answer from the
 // page; the waiting loop then sees it like any other.
 func (m *MCP) formElicitation(ctx context.Context, rq *mcpRequest, sess *store.Session, log *zap.Logger) {
-	answer := map[string]any{"title": "Answer", "description": "Pick one"}
-	if sess.MultiSelect {
-		answer = map[string]any{"type": "array", "title": "Answer", "description": "Pick one or more",
-			"items": map[string]any{"type": "string", "enum": sess.PredefinedOptions}, "uniqueItems": true}
+	var schema map[string]any
+	if isForm(sess) {
+		schema = questionsSchema(sess)
 	} else {
-		answer["type"], answer["enum"] = "string", sess.PredefinedOptions
-	}
-	props := map[string]any{"answer": answer}
-	required := []string{"answer"}
-	if sess.AllowFreeText {
-		props["comment"] = map[string]any{"type": "string", "title": "Comment", "description": "Anything to add (optional)", "maxLength": validate.MaxFreeTextChars}
-		if sess.MultiSelect {
-			required = nil // free text alone is an answer too
-		}
-	}
-	schema := map[string]any{"type": "object", "properties": props}
-	if required != nil {
-		schema["required"] = required
+		schema = optionsSchema(sess)
 	}
 	res, err := m.server.RequestElicitation(ctx, mcp.ElicitationRequest{Params: mcp.ElicitationParams{
 		Mode: mcp.ElicitationModeForm, Message: sess.Message, RequestedSchema: schema,
@@ -269,7 +257,12 @@ func (m *MCP) formElicitation(ctx context.Context, rq *mcpRequest, sess *store.S
 		log.Debug("mcp: form elicitation not accepted", zap.String("action", string(res.Action)))
 		return
 	}
-	sub, err := formAnswer(res.Content)
+	var sub *validate.SubmitRequest
+	if isForm(sess) {
+		sub, err = questionsAnswer(res.Content, hasComment(sess))
+	} else {
+		sub, err = formAnswer(res.Content)
+	}
 	if err != nil {
 		log.Info("mcp: form elicitation answer unusable", zap.Error(err))
 		return
@@ -283,6 +276,173 @@ func (m *MCP) formElicitation(ctx context.Context, rq *mcpRequest, sess *store.S
 		return
 	}
 	log.Debug("mcp: answer submitted from a form elicitation")
+}
+
+// isForm reports whether sess is a form of several questions.
+func isForm(sess *store.Session) bool { return sess.Form != nil && sess.Form.Questions != nil }
+
+// optionsSchema is the requestedSchema of an option question: one answer
+// (an enum, or an array of enums for multiSelect) and an optional comment.
+// Option descriptions and the recommendation go into the answer's
+// description, which clients show beside the field.
+func optionsSchema(sess *store.Session) map[string]any {
+	desc := "Pick one"
+	if sess.MultiSelect {
+		desc = "Pick one or more"
+	}
+	var def any
+	if f := sess.Form; f != nil {
+		desc += optionNotes(f.Options)
+		for _, o := range f.Options {
+			if o.Recommended && f.PreselectRecommended {
+				def = o.Label
+			}
+		}
+	}
+	answer := map[string]any{"title": "Answer", "description": desc}
+	if sess.MultiSelect {
+		answer["type"], answer["items"], answer["uniqueItems"] = "array", map[string]any{"type": "string", "enum": sess.PredefinedOptions}, true
+		if def != nil {
+			answer["default"] = []any{def}
+		}
+	} else {
+		answer["type"], answer["enum"] = "string", sess.PredefinedOptions
+		if def != nil {
+			answer["default"] = def
+		}
+	}
+	props := map[string]any{"answer": answer}
+	required := []string{"answer"}
+	if sess.AllowFreeText {
+		props["comment"] = map[string]any{"type": "string", "title": "Comment", "description": "Anything to add (optional)", "maxLength": validate.MaxFreeTextChars}
+		if sess.MultiSelect {
+			required = nil // free text alone is an answer too
+		}
+	}
+	schema := map[string]any{"type": "object", "properties": props}
+	if required != nil {
+		schema["required"] = required
+	}
+	return schema
+}
+
+// questionsSchema maps a form onto the flat, primitive requestedSchema
+// MCP form elicitation allows: one property per question (single: string
+// enum; multi: array of string enums; text: string; boolean; number), with
+// its defaults, bounds and required list. The answers come back typed and
+// go through the same checks as the page's (validate.CheckForm).
+func questionsSchema(sess *store.Session) map[string]any {
+	props := map[string]any{}
+	var required []string
+	for _, q := range sess.Form.Questions {
+		// Clients label a field with its title: the question itself (the id
+		// means nothing to the person); a long one is whole in description.
+		p := map[string]any{"title": clip(q.Message, 100)}
+		if desc := optionNotes(q.Options); utf8.RuneCountInString(q.Message) > 100 || desc != "" {
+			p["description"] = q.Message + desc
+		}
+		labels := make([]string, len(q.Options))
+		for i, o := range q.Options {
+			labels[i] = o.Label
+		}
+		switch q.Kind {
+		case store.KindSingle:
+			p["type"], p["enum"] = "string", labels
+		case store.KindMulti:
+			p["type"], p["items"], p["uniqueItems"] = "array", map[string]any{"type": "string", "enum": labels}, true
+			setBound(p, "minItems", q.Min)
+			setBound(p, "maxItems", q.Max)
+		case store.KindText:
+			p["type"] = "string"
+			setBound(p, "minLength", q.Min)
+			if q.Max != nil {
+				setBound(p, "maxLength", q.Max)
+			} else {
+				p["maxLength"] = validate.MaxFreeTextChars
+			}
+		case store.KindBoolean:
+			p["type"] = "boolean"
+		case store.KindNumber:
+			p["type"] = "number"
+			setBound(p, "minimum", q.Min)
+			setBound(p, "maximum", q.Max)
+		}
+		if len(q.Default) > 0 {
+			p["default"] = q.Default
+		}
+		props[q.ID] = p
+		if q.Required {
+			required = append(required, q.ID)
+		}
+	}
+	if hasComment(sess) {
+		props["comment"] = map[string]any{"type": "string", "title": "Comment", "description": "Anything to add (optional)", "maxLength": validate.MaxFreeTextChars}
+	}
+	schema := map[string]any{"type": "object", "properties": props}
+	if required != nil {
+		schema["required"] = required
+	}
+	return schema
+}
+
+// hasComment: a form's elicitation has a free-text "comment" field when
+// the form takes free text and no question already has that id.
+func hasComment(sess *store.Session) bool {
+	if !sess.AllowFreeText {
+		return false
+	}
+	for _, q := range sess.Form.Questions {
+		if q.ID == "comment" {
+			return false
+		}
+	}
+	return true
+}
+
+// optionNotes lists the options that have a description or are
+// recommended, for a field's description ("" when none has).
+func optionNotes(opts []store.Option) string {
+	var b strings.Builder
+	for _, o := range opts {
+		if o.Description == "" && !o.Recommended {
+			continue
+		}
+		b.WriteString("\n- " + o.Label)
+		if o.Recommended {
+			b.WriteString(" (recommended)")
+		}
+		if o.Description != "" {
+			b.WriteString(": " + o.Description)
+		}
+	}
+	return b.String()
+}
+
+func setBound(p map[string]any, name string, v *float64) {
+	if v != nil {
+		p[name] = *v
+	}
+}
+
+// questionsAnswer turns the elicitation's {id: value, …, "comment"?} into
+// a form submit.
+func questionsAnswer(content any, comment bool) (*validate.SubmitRequest, error) {
+	b, err := json.Marshal(content)
+	if err != nil {
+		return nil, err
+	}
+	var all map[string]json.RawMessage
+	if err := json.Unmarshal(b, &all); err != nil {
+		return nil, fmt.Errorf("form content is not an object: %w", err)
+	}
+	sub := &validate.SubmitRequest{Answers: all}
+	if c, ok := all["comment"]; ok && comment {
+		if err := json.Unmarshal(c, &sub.FreeText); err != nil {
+			return nil, errors.New("comment is not a string")
+		}
+		delete(all, "comment")
+	}
+	return sub, nil
 }
 
 // formAnswer turns {"answer": "a" | ["a","b"], "comment": "..."} into a submit.

@@ -3,10 +3,12 @@ package handlers
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -47,8 +49,9 @@ const (
 // pageCSP allows only this site's own script, style and connections (which
 // covers the same-origin ws:/wss: of the live updates), no plugins, no
 // framing, no remote images (the agent's Markdown may name some: they stay
-// unloaded, so they cannot track the person), and no inline script at all.
-const pageCSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src data:; connect-src 'self'; " +
+// unloaded, so they cannot track the person; the asker's own images come
+// from this site as blob: URLs), and no inline script at all.
+const pageCSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src data: blob:; connect-src 'self'; " +
 	"form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 
 // pagePermissions turns off the powerful browser features the page never
@@ -208,18 +211,35 @@ func (h *Human) Page(w http.ResponseWriter, r *http.Request) {
 // PageView is the session as the person's page sees it: no owner, no
 // token hash, and the message already rendered to safe HTML.
 type PageView struct {
-	SessionID     string        `json:"sessionId"`
-	Status        store.Status  `json:"status"`
-	MessageHTML   string        `json:"messageHtml"`
-	Options       []string      `json:"options"`
-	MultiSelect   bool          `json:"multiSelect"`
-	AllowFreeText bool          `json:"allowFreeText"`
-	MaxFreeText   int           `json:"maxFreeText"`
-	Metadata      []MetaEntry   `json:"metadata"`
-	CreatedAt     time.Time     `json:"createdAt"`
-	ExpiresAt     time.Time     `json:"expiresAt"`
-	Now           time.Time     `json:"now"`
-	Result        *store.Result `json:"result,omitempty"`
+	SessionID   string       `json:"sessionId"`
+	Status      store.Status `json:"status"`
+	MessageHTML string       `json:"messageHtml"`
+	Options     []string     `json:"options"`
+	// OptionDetails describe Options in the same order, when the asker
+	// gave descriptions or a recommendation; Preselect says to start with
+	// the recommended one selected.
+	OptionDetails []store.Option `json:"optionDetails,omitempty"`
+	Preselect     bool           `json:"preselect,omitempty"`
+	// Questions, when present, make the page a form of several questions.
+	Questions []PageQuestion `json:"questions,omitempty"`
+	// Images describe the asker's images; the page fetches image n from
+	// …/image/n with its token.
+	Images        []store.ImageRef `json:"images,omitempty"`
+	MultiSelect   bool             `json:"multiSelect"`
+	AllowFreeText bool             `json:"allowFreeText"`
+	MaxFreeText   int              `json:"maxFreeText"`
+	Metadata      []MetaEntry      `json:"metadata"`
+	CreatedAt     time.Time        `json:"createdAt"`
+	ExpiresAt     time.Time        `json:"expiresAt"`
+	Now           time.Time        `json:"now"`
+	Result        *store.Result    `json:"result,omitempty"`
+}
+
+// PageQuestion is one question of a form as the page shows it: the
+// message rendered to safe HTML like the main one.
+type PageQuestion struct {
+	store.Question
+	MessageHTML string `json:"messageHtml"`
 }
 
 // MetaEntry is one top-level member of the agent's metadata, as display text.
@@ -327,7 +347,23 @@ func PageViewOf(sess *store.Session, now time.Time) PageView {
 	if opts == nil {
 		opts = []string{}
 	}
+	var (
+		details   []store.Option
+		preselect bool
+		questions []PageQuestion
+		images    []store.ImageRef
+	)
+	if f := sess.Form; f != nil {
+		details, preselect, images = f.Options, f.PreselectRecommended, f.Images
+		for _, q := range f.Questions {
+			questions = append(questions, PageQuestion{Question: q, MessageHTML: ui.RenderMarkdown(q.Message)})
+		}
+	}
 	return PageView{
+		OptionDetails: details,
+		Preselect:     preselect,
+		Questions:     questions,
+		Images:        images,
 		SessionID:     sess.ID,
 		Status:        sess.Status,
 		MessageHTML:   ui.RenderMarkdown(sess.Message),
@@ -404,6 +440,52 @@ func visible(s string) string {
 		}
 	}
 	return b.String()
+}
+
+// imageCSP: an image response is never a document that could run
+// anything, even when opened on its own.
+const imageCSP = "default-src 'none'; sandbox"
+
+// Image handles POST /feedback/{id}/image/{n} with {"token":"…"}: the
+// asker's image n, for the page, which shows it from a blob: URL (the
+// token stays out of URLs, as for the view). The type is the one found
+// from the bytes at create, and the browser may not guess another.
+func (h *Human) Image(w http.ResponseWriter, r *http.Request) {
+	setPageHeaders(w, r)
+	b, ok := readPageBody(w, r)
+	if !ok {
+		return
+	}
+	if len(b.Answer) != 0 {
+		WriteError(w, http.StatusBadRequest, "invalid_request", `an image takes only {"token":"…"}`)
+		return
+	}
+	sess, ok := h.sessionForToken(w, r, b.Token)
+	if !ok {
+		return
+	}
+	n, err := strconv.Atoi(r.PathValue("n"))
+	if err != nil || strconv.Itoa(n) != r.PathValue("n") {
+		WriteError(w, http.StatusNotFound, "not_found", "no such image")
+		return
+	}
+	data, mt, err := h.svc.core.Image(r.Context(), sess, n)
+	if err != nil {
+		h.svc.storeFailed(r, "image", err)
+		if errors.Is(err, store.ErrNotFound) {
+			WriteError(w, http.StatusNotFound, "not_found", "no such image, or it is gone with its question")
+			return
+		}
+		writeStoreError(w, err)
+		return
+	}
+	hd := w.Header()
+	hd.Set("Content-Type", mt)
+	hd.Set("Content-Security-Policy", imageCSP)
+	hd.Set("Content-Disposition", "inline")
+	hd.Set("Content-Length", strconv.Itoa(len(data)))
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(data)
 }
 
 // Static handles GET /feedback-static/{name}. Names carry a content hash

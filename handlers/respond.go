@@ -169,6 +169,12 @@ const bodyReadTimeout = 10 * time.Second
 // readJSONBody enforces content type, size and read time before anything
 // is parsed.
 func readJSONBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	return readJSONBodyUpTo(w, r, validate.MaxBodyBytes)
+}
+
+// readJSONBodyUpTo is readJSONBody with another limit: a create with
+// images may be larger, but only by its images (validate.NonImageBytes).
+func readJSONBodyUpTo(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, bool) {
 	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil || mt != "application/json" {
 		WriteError(w, http.StatusUnsupportedMediaType, "unsupported_media_type", "send the body as Content-Type: application/json")
@@ -177,18 +183,24 @@ func readJSONBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	// A body trickled in byte by byte must not hold the handler: the
 	// endpoints that read one are open to anyone holding a link.
 	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(bodyReadTimeout))
-	body, err := readLimited(w, r, validate.MaxBodyBytes)
+	body, err := readLimited(w, r, limit)
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			WriteError(w, http.StatusRequestEntityTooLarge, "body_too_large", "the request body is larger than 64 KiB")
+			WriteError(w, http.StatusRequestEntityTooLarge, "body_too_large", tooLarge)
 			return nil, false
 		}
 		WriteError(w, http.StatusBadRequest, "invalid_request", "the request body could not be read")
 		return nil, false
 	}
+	if validate.NonImageBytes(body) > validate.MaxBodyBytes {
+		WriteError(w, http.StatusRequestEntityTooLarge, "body_too_large", tooLarge)
+		return nil, false
+	}
 	return body, true
 }
+
+const tooLarge = "the request body is larger than 64 KiB (images aside: up to 4 of 1 MiB each)"
 
 func readLimited(w http.ResponseWriter, r *http.Request, n int64) ([]byte, error) {
 	rd := http.MaxBytesReader(w, r.Body, n)

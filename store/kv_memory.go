@@ -13,6 +13,13 @@ import (
 // *FullError until records expire.
 const MaxMemoryKV = 200_000
 
+// MaxMemoryKVBytes caps the bytes of the values a memory store keeps beside
+// its sessions: a question's images (up to 4 MiB each) must not let the
+// askers grow the heap without bound. Past it, writes fail with a
+// *FullError (503 with Retry-After) until records expire; a deployment
+// that needs more uses Redis.
+const MaxMemoryKVBytes = 512 << 20
+
 // memKV is the memory store's KV. It has its own lock: records and
 // sessions never change together.
 type memKV struct {
@@ -22,6 +29,9 @@ type memKV struct {
 	vals   map[string]kvEntry
 	sets   map[string]map[string]time.Time
 	count  int // len(vals) + members over all sets
+	bytes  int // the bytes of all values in vals
+	// maxBytes is MaxMemoryKVBytes; tests lower it.
+	maxBytes int
 }
 
 type kvEntry struct {
@@ -30,7 +40,7 @@ type kvEntry struct {
 }
 
 func newMemKV(now func() time.Time) *memKV {
-	return &memKV{now: now, vals: map[string]kvEntry{}, sets: map[string]map[string]time.Time{}}
+	return &memKV{now: now, vals: map[string]kvEntry{}, sets: map[string]map[string]time.Time{}, maxBytes: MaxMemoryKVBytes}
 }
 
 func (k *memKV) usable() error {
@@ -47,6 +57,21 @@ func (k *memKV) room() error {
 	return nil
 }
 
+// roomFor is room for a value of n more bytes.
+func (k *memKV) roomFor(n int) error {
+	if k.bytes+n > k.maxBytes {
+		return &FullError{MaxBytes: k.maxBytes, RetryAfter: time.Minute}
+	}
+	return nil
+}
+
+// dropVal removes key's value, which is e.
+func (k *memKV) dropVal(key string, e kvEntry) {
+	delete(k.vals, key)
+	k.count--
+	k.bytes -= len(e.v)
+}
+
 // liveVal returns key's entry if it has not expired, dropping it if it has.
 func (k *memKV) liveVal(key string, now time.Time) (kvEntry, bool) {
 	e, ok := k.vals[key]
@@ -54,8 +79,7 @@ func (k *memKV) liveVal(key string, now time.Time) (kvEntry, bool) {
 		return e, false
 	}
 	if !now.Before(e.until) {
-		delete(k.vals, key)
-		k.count--
+		k.dropVal(key, e)
 		return e, false
 	}
 	return e, true
@@ -71,12 +95,17 @@ func (k *memKV) Put(ctx context.Context, key string, value []byte, ttl time.Dura
 		return err
 	}
 	now := k.now()
-	if _, ok := k.liveVal(key, now); !ok {
+	old, ok := k.liveVal(key, now)
+	if err := k.roomFor(len(value) - len(old.v)); err != nil {
+		return err
+	}
+	if !ok {
 		if err := k.room(); err != nil {
 			return err
 		}
 		k.count++
 	}
+	k.bytes += len(value) - len(old.v)
 	k.vals[key] = kvEntry{v: append([]byte(nil), value...), until: now.Add(ttl)}
 	return nil
 }
@@ -97,7 +126,11 @@ func (k *memKV) PutNew(ctx context.Context, key string, value []byte, ttl time.D
 	if err := k.room(); err != nil {
 		return false, err
 	}
+	if err := k.roomFor(len(value)); err != nil {
+		return false, err
+	}
 	k.count++
+	k.bytes += len(value)
 	k.vals[key] = kvEntry{v: append([]byte(nil), value...), until: now.Add(ttl)}
 	return true, nil
 }
@@ -131,8 +164,7 @@ func (k *memKV) Take(ctx context.Context, key string) ([]byte, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, key)
 	}
-	delete(k.vals, key)
-	k.count--
+	k.dropVal(key, e)
 	return e.v, nil
 }
 
@@ -145,9 +177,8 @@ func (k *memKV) Delete(ctx context.Context, key string) error {
 	if err := k.usable(); err != nil {
 		return err
 	}
-	if _, ok := k.vals[key]; ok {
-		delete(k.vals, key)
-		k.count--
+	if e, ok := k.vals[key]; ok {
+		k.dropVal(key, e)
 	}
 	return nil
 }
@@ -233,8 +264,7 @@ func (k *memKV) sweepKV() {
 	now := k.now()
 	for key, e := range k.vals {
 		if !now.Before(e.until) {
-			delete(k.vals, key)
-			k.count--
+			k.dropVal(key, e)
 		}
 	}
 	for key, set := range k.sets {
@@ -254,5 +284,5 @@ func (k *memKV) closeKV() {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.closed = true
-	k.vals, k.sets, k.count = nil, nil, 0
+	k.vals, k.sets, k.count, k.bytes = nil, nil, 0, 0
 }

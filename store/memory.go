@@ -41,9 +41,15 @@ var ErrFull = errors.New("session store is full")
 type FullError struct {
 	Max        int
 	RetryAfter time.Duration
+	// MaxBytes, when set, is the byte cap that was reached (the values
+	// kept beside sessions, such as images) rather than a count.
+	MaxBytes int
 }
 
 func (e *FullError) Error() string {
+	if e.MaxBytes > 0 {
+		return fmt.Sprintf("the memory session store holds its maximum of %d MiB of images and other records", e.MaxBytes>>20)
+	}
 	return fmt.Sprintf("the memory session store holds its maximum of %d sessions", e.Max)
 }
 
@@ -268,6 +274,7 @@ func (m *Memory) Submit(ctx context.Context, id string, a Answer) (*Session, err
 				SubmittedAt:     now,
 				Via:             a.Via,
 				AnsweredBy:      a.By,
+				Answers:         bytes.Clone(a.Answers),
 			}
 			s.Nonce = a.Nonce
 			s.UpdatedAt = now
@@ -327,6 +334,7 @@ func (m *Memory) update(ctx context.Context, op, id string, fn func(s *Session, 
 		e.s.Status = StatusExpired
 		// The session ended at its deadline, not when someone noticed.
 		e.s.UpdatedAt = e.s.ExpiresAt
+		e.s.Result = e.s.timeoutResult()
 	}
 	err := fn(&e.s, now)
 	changed := e.s.Status != before
@@ -419,9 +427,11 @@ func cloneSession(s *Session) *Session {
 	c.PredefinedOptions = slices.Clone(s.PredefinedOptions)
 	c.Metadata = bytes.Clone(s.Metadata)
 	c.TokenHash = bytes.Clone(s.TokenHash)
+	c.Form = s.Form.Clone()
 	if s.Result != nil {
 		r := *s.Result
 		r.SelectedOptions = slices.Clone(s.Result.SelectedOptions)
+		r.Answers = bytes.Clone(s.Result.Answers)
 		c.Result = &r
 	}
 	return &c

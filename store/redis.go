@@ -360,15 +360,18 @@ type redisData struct {
 	AllowFreeText     bool            `json:"allowFreeText"`
 	Metadata          json.RawMessage `json:"metadata,omitempty"`
 	TokenHash         []byte          `json:"tokenHash"`
+	// Form is absent in questions stored before forms existed.
+	Form *Form `json:"form,omitempty"`
 }
 
 // redisAnswer is the stored answer; its time is the submitted_ms field,
 // which only the script knows.
 type redisAnswer struct {
-	SelectedOptions []string `json:"selectedOptions"`
-	FreeText        string   `json:"freeText"`
-	Via             string   `json:"via,omitempty"`
-	By              string   `json:"by,omitempty"`
+	SelectedOptions []string        `json:"selectedOptions"`
+	FreeText        string          `json:"freeText"`
+	Via             string          `json:"via,omitempty"`
+	By              string          `json:"by,omitempty"`
+	Answers         json.RawMessage `json:"answers,omitempty"`
 }
 
 // Create implements Store. Times are kept to the millisecond.
@@ -384,6 +387,7 @@ func (r *Redis) Create(ctx context.Context, s *Session, ttl time.Duration) error
 		AllowFreeText:     s.AllowFreeText,
 		Metadata:          s.Metadata,
 		TokenHash:         s.TokenHash,
+		Form:              s.Form,
 	})
 	if err != nil {
 		return fmt.Errorf("store: create %s: encoding: %w", s.ID, err)
@@ -425,7 +429,9 @@ func (r *Redis) Create(ctx context.Context, s *Session, ttl time.Duration) error
 // the JSON round trip cannot change anything (valid UTF-8, metadata that is
 // already compact and has nothing encoding/json escapes), else decoded.
 func createdData(s *Session, data []byte) *qdata {
-	exact := utf8.ValidString(s.Message) && utf8.ValidString(s.Owner.Issuer) && utf8.ValidString(s.Owner.Subject)
+	// A form is decoded from its JSON: checking that its round trip is
+	// exact would cost more than the decode.
+	exact := s.Form == nil && utf8.ValidString(s.Message) && utf8.ValidString(s.Owner.Issuer) && utf8.ValidString(s.Owner.Subject)
 	for _, o := range s.PredefinedOptions {
 		exact = exact && utf8.ValidString(o)
 	}
@@ -636,7 +642,7 @@ func (r *Redis) Peek(ctx context.Context, id string) (*Session, error) {
 // Submit implements Store.
 func (r *Redis) Submit(ctx context.Context, id string, a Answer) (*Session, error) {
 	// Never nil, so the stored JSON holds [] and every reader gets a list.
-	ans, err := json.Marshal(redisAnswer{SelectedOptions: append([]string{}, a.SelectedOptions...), FreeText: a.FreeText, Via: a.Via, By: a.By})
+	ans, err := json.Marshal(redisAnswer{SelectedOptions: append([]string{}, a.SelectedOptions...), FreeText: a.FreeText, Via: a.Via, By: a.By, Answers: a.Answers})
 	if err != nil {
 		return nil, fmt.Errorf("store: submit %s: encoding: %w", id, err)
 	}
@@ -853,7 +859,12 @@ func (r *Redis) decodeFields(id string, f *rawFields) (*qdata, *qstate, error) {
 		if err != nil {
 			return nil, nil, err
 		}
-		st.result = &Result{SelectedOptions: a.SelectedOptions, FreeText: a.FreeText, SubmittedAt: at, Via: a.Via, AnsweredBy: a.By}
+		st.result = &Result{SelectedOptions: a.SelectedOptions, FreeText: a.FreeText, SubmittedAt: at, Via: a.Via, AnsweredBy: a.By, Answers: a.Answers}
+	}
+	if st.status == StatusExpired {
+		// The timeout policy's answer, derived from the immutable form as
+		// the memory store derives it (see Session.timeoutResult).
+		st.result = d.view("", st).timeoutResult()
 	}
 	return d, st, nil
 }
@@ -871,6 +882,7 @@ func decodeData(data []byte, created, deadline time.Time) (*qdata, error) {
 		free:      rd.AllowFreeText,
 		metadata:  rd.Metadata,
 		tokenHash: rd.TokenHash,
+		form:      rd.Form,
 		created:   created,
 		deadline:  deadline,
 	}
@@ -918,6 +930,7 @@ type qdata struct {
 	free      bool
 	metadata  json.RawMessage
 	tokenHash []byte
+	form      *Form
 	created   time.Time
 	deadline  time.Time
 	size      int
@@ -928,6 +941,7 @@ func (d *qdata) footprint() int {
 	for _, o := range d.options {
 		n += 16 + len(o)
 	}
+	n += d.form.footprint()
 	return n
 }
 
@@ -952,6 +966,7 @@ func (d *qdata) view(id string, st *qstate) *Session {
 		AllowFreeText:     d.free,
 		Metadata:          d.metadata,
 		TokenHash:         d.tokenHash,
+		Form:              d.form,
 		CreatedAt:         d.created,
 		ExpiresAt:         d.deadline,
 		UpdatedAt:         st.updated,
@@ -972,6 +987,7 @@ func (d *qdata) session(id string, st *qstate) *Session {
 		AllowFreeText:     d.free,
 		Metadata:          bytes.Clone(d.metadata),
 		TokenHash:         bytes.Clone(d.tokenHash),
+		Form:              d.form.Clone(),
 		CreatedAt:         d.created,
 		ExpiresAt:         d.deadline,
 		UpdatedAt:         st.updated,
@@ -981,6 +997,7 @@ func (d *qdata) session(id string, st *qstate) *Session {
 	if st.result != nil {
 		r := *st.result
 		r.SelectedOptions = slices.Clone(r.SelectedOptions)
+		r.Answers = bytes.Clone(r.Answers)
 		s.Result = &r
 	}
 	return s

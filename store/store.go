@@ -47,6 +47,12 @@ type Result struct {
 	// AnsweredBy is who answered, when known (the owner's subject for an
 	// owner answer); a holder of the link is anonymous.
 	AnsweredBy string `json:"answeredBy,omitempty"`
+	// Answers are a form's answers, {question id: value} (see Form), as a
+	// compact JSON object whose values have each question's type.
+	Answers json.RawMessage `json:"answers,omitempty"`
+	// ByTimeout: no person gave this answer; the question's timeout policy
+	// chose it when the deadline passed (Via is then "timeout").
+	ByTimeout bool `json:"byTimeout,omitempty"`
 }
 
 // Session is one question to a person and, once given, its answer.
@@ -58,11 +64,14 @@ type Session struct {
 	MultiSelect       bool            `json:"multiSelect"`
 	AllowFreeText     bool            `json:"allowFreeText"`
 	Metadata          json.RawMessage `json:"metadata,omitempty"`
-	CreatedAt         time.Time       `json:"createdAt"`
-	ExpiresAt         time.Time       `json:"expiresAt"`
-	UpdatedAt         time.Time       `json:"updatedAt"`
-	Status            Status          `json:"status"`
-	Result            *Result         `json:"result,omitempty"`
+	// Form holds option details, several questions and the timeout
+	// policy; nil for a plain question.
+	Form      *Form     `json:"form,omitempty"`
+	CreatedAt time.Time `json:"createdAt"`
+	ExpiresAt time.Time `json:"expiresAt"`
+	UpdatedAt time.Time `json:"updatedAt"`
+	Status    Status    `json:"status"`
+	Result    *Result   `json:"result,omitempty"`
 	// TokenHash is the SHA-256 of the capability token in the answer link.
 	// The token itself is never stored.
 	TokenHash []byte `json:"tokenHash"`
@@ -90,6 +99,8 @@ func HashToken(token string) []byte {
 type Answer struct {
 	SelectedOptions []string
 	FreeText        string
+	// Answers is a form's answers, already checked (Result.Answers).
+	Answers json.RawMessage
 	// Nonce, when not empty, makes the submit idempotent: repeating it after
 	// success returns the stored session instead of ErrConflict.
 	Nonce string

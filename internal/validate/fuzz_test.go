@@ -2,9 +2,13 @@ package validate
 
 import (
 	"encoding/json"
+	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/mcpfeedback/caddy-mcp-feedback/store"
 )
 
 // FuzzDecodeCreate: no input panics, and whatever is accepted is within
@@ -21,6 +25,21 @@ func FuzzDecodeCreate(f *testing.F) {
 		`{"message":"ok\udb40\udc69\udb40\udc67"}`, `{"message":"\ud83d\udc69\u200d\ud83d\udcbb"}`, `{"message":"a\u200db"}`,
 		`{"message":"\ud83c\udff4\udb40\udc67\udb40\udc62\udb40\udc73\udb40\udc63\udb40\udc74\udb40\udc7f"}`,
 		`{"message":"1\ufe0f\u20e3 \u0645\u06cc\u200c\u062e"}`, `{"message":"x\u00ad\u2060\ufeff\u3164\u034f"}`,
+		// described options, timeout policies, forms, clamped timeouts
+		`{"message":"Q","preselectRecommended":true,"predefinedOptions":[{"label":"a","description":"d\nmore","recommended":true},"b"]}`,
+		`{"message":"Q","predefinedOptions":[{"label":"a","recommended":true},{"label":"b","recommended":true}]}`,
+		`{"message":"Q","predefinedOptions":[{"label":"a"},"a"]}`, `{"message":"Q","predefinedOptions":[{"label":"a","x":1}]}`,
+		`{"message":"Q","predefinedOptions":["a","b"],"onTimeout":{"action":"choose","option":"b"}}`,
+		`{"message":"Q","onTimeout":{"action":"keep"},"timeout":1}`, `{"message":"Q","onTimeout":{"action":"choose","option":"z"}}`,
+		`{"message":"Q","timeout":-99999999999999999999}`, `{"message":"Q","timeout":99999999999999999999}`,
+		`{"message":"F","questions":[{"id":"a","message":"m","kind":"single","options":["x","y"],"default":"x","required":true},` +
+			`{"id":"b","message":"m","kind":"multi","options":["x","y"],"min":1,"max":2,"default":["y"]},{"id":"c","message":"m","kind":"text","max":5},` +
+			`{"id":"d","message":"m","kind":"boolean","default":false},{"id":"e","message":"m","kind":"number","min":-1.5,"max":1e6,"default":0}]}`,
+		`{"message":"F","questions":[{"id":"a","message":"m","kind":"number","min":5,"max":1}]}`,
+		`{"message":"I","images":[{"type":"image","data":"iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==","mimeType":"image/png"}]}`,
+		`{"message":"I","images":[{"data":"UklGRhoAAABXRUJQVlA4TA0AAAAvAAAAEAcQERGIiP4HAA==","mediaType":"image/webp","alt":"x"}]}`,
+		`{"message":"I","images":[{"data":"PGh0bWw+","mediaType":"image/png"}]}`, `{"message":"I","images":[{"data":"***","mediaType":"image/gif"}]}`,
+		`{"message":"F","questions":[{"id":"a","message":"m","kind":"date"},{"id":"a","message":"m","kind":"text"}]}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -60,6 +79,51 @@ func FuzzDecodeCreate(f *testing.F) {
 		if len(req.PredefinedOptions) == 0 && !req.AllowFreeText {
 			t.Fatal("accepted a question nobody could answer")
 		}
+		if fm := req.Form; fm != nil {
+			recommended := 0
+			for i, o := range fm.Options {
+				if o.Label != req.PredefinedOptions[i] {
+					t.Fatalf("option details out of step with labels: %+v", fm.Options)
+				}
+				if o.Recommended {
+					recommended++
+				}
+				if utf8.RuneCountInString(o.Description) > MaxDescriptionChars {
+					t.Fatalf("accepted a description of %d chars", utf8.RuneCountInString(o.Description))
+				}
+				checkVisible(t, o.Description)
+			}
+			if recommended > 1 || (fm.PreselectRecommended && recommended == 0) {
+				t.Fatalf("accepted %d recommended options, preselect %v", recommended, fm.PreselectRecommended)
+			}
+			if p := fm.OnTimeout; p != nil && (p.Action == "choose") != (p.Option != "") {
+				t.Fatalf("accepted policy %+v", p)
+			}
+			if p := fm.OnTimeout; p != nil && p.Action == "choose" && !slices.Contains(req.PredefinedOptions, p.Option) {
+				t.Fatalf("choose names %q, not an option", p.Option)
+			}
+			if len(fm.Questions) > lim.MaxQuestions || (fm.Questions != nil && len(req.PredefinedOptions) > 0) {
+				t.Fatalf("accepted %d questions beside %d options", len(fm.Questions), len(req.PredefinedOptions))
+			}
+			ids := map[string]bool{}
+			for _, q := range fm.Questions {
+				if ids[q.ID] || !validQuestionID(q.ID) {
+					t.Fatalf("accepted question id %q", q.ID)
+				}
+				ids[q.ID] = true
+				if len(q.Default) > 0 {
+					if _, verr := checkValue(&q, q.Default, "default"); verr != nil {
+						t.Fatalf("accepted a default its own question refuses: %s", verr.Message)
+					}
+				}
+			}
+		}
+		for i, im := range req.Images {
+			if len(im.Data) > MaxImageBytes || http.DetectContentType(im.Data) != im.Ref.MediaType || !slices.Contains(ImageTypes, im.Ref.MediaType) ||
+				req.Form == nil || req.Form.Images[i] != im.Ref {
+				t.Fatalf("accepted image %d: %+v", i, im.Ref)
+			}
+		}
 		for k := range extra {
 			if k != "wait" {
 				t.Fatalf("unexpected extra field %q", k)
@@ -75,10 +139,20 @@ func FuzzDecodeSubmit(f *testing.F) {
 		`{"selectedOptions":["a"]}`, `{"freeText":"x","nonce":"n-1"}`, `{"selectedOptions":"a"}`,
 		`{"selectedOptions":["a","a"]}`, `{"nonce":"a b"}`, `{}`, `null`, "{\"freeText\":\"\xff\"}",
 		`{"freeText":"ok\udb40\udc69"}`, `{"freeText":"ok\u200b"}`, `{"freeText":"\ud83e\uddd1\u200d\ud83d\ude80"}`,
+		`{"answers":{"s":"x","m":["x","y"],"t":"hello","b":true,"n":2.5}}`, `{"answers":{"s":"z","n":1e999}}`,
+		`{"answers":{"s":"x","s":"y"}}`, `{"answers":[1]}`, `{"answers":{"b":"true","n":"2"}}`, `{"answers":{"m":["x","x"],"t":"a\u202eb"}}`,
 	} {
 		f.Add([]byte(s))
 	}
 	options := []string{"a", "b", "c"}
+	lo, hi := 0.0, 5.0
+	form := []store.Question{
+		{ID: "s", Kind: store.KindSingle, Options: []store.Option{{Label: "x"}, {Label: "y"}}, Required: true},
+		{ID: "m", Kind: store.KindMulti, Options: []store.Option{{Label: "x"}, {Label: "y"}}, Max: &hi},
+		{ID: "t", Kind: store.KindText, Max: &hi},
+		{ID: "b", Kind: store.KindBoolean},
+		{ID: "n", Kind: store.KindNumber, Min: &lo, Max: &hi},
+	}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		req, verr := DecodeSubmit(body)
 		if verr != nil {
@@ -106,6 +180,45 @@ func FuzzDecodeSubmit(f *testing.F) {
 				t.Fatalf("accepted freeText of %d chars", utf8.RuneCountInString(req.FreeText))
 			}
 			checkVisible(t, req.FreeText)
+		}
+		// An accepted form answer is an object of the questions' ids, each
+		// value of its question's type and within its bounds.
+		out, verr := CheckForm(req, form, true)
+		if verr != nil {
+			return
+		}
+		var got map[string]any
+		if err := json.Unmarshal(out, &got); err != nil {
+			t.Fatalf("answers %s are not an object: %v", out, err)
+		}
+		if _, ok := got["s"].(string); !ok {
+			t.Fatalf("required single missing or mistyped in %s", out)
+		}
+		for k, v := range got {
+			switch k {
+			case "s":
+				if v != "x" && v != "y" {
+					t.Fatalf("single answered %v", v)
+				}
+			case "m":
+				if a, ok := v.([]any); !ok || len(a) > 2 {
+					t.Fatalf("multi answered %v", v)
+				}
+			case "t":
+				if s, ok := v.(string); !ok || utf8.RuneCountInString(s) > 5 {
+					t.Fatalf("text answered %v", v)
+				}
+			case "b":
+				if _, ok := v.(bool); !ok {
+					t.Fatalf("boolean answered %v", v)
+				}
+			case "n":
+				if n, ok := v.(float64); !ok || n < 0 || n > 5 {
+					t.Fatalf("number answered %v", v)
+				}
+			default:
+				t.Fatalf("answer to an unknown question %q", k)
+			}
 		}
 	})
 }

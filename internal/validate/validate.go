@@ -21,6 +21,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/mcpfeedback/caddy-mcp-feedback/store"
 )
 
 // Fixed limits (the configurable ones are in Limits).
@@ -29,6 +31,16 @@ const (
 	MaxMetadataBytes = 2 << 10
 	MaxFreeTextChars = 10000
 	MaxNonceLength   = 128
+	// MaxDescriptionChars caps an option's description, in characters.
+	MaxDescriptionChars = 500
+	// MaxQuestionIDLength caps a form question's id.
+	MaxQuestionIDLength = 64
+)
+
+// What an out-of-range timeout gets (Limits.TimeoutOutOfRange).
+const (
+	TimeoutClamp  = "clamp"  // the nearest allowed value, with a warning
+	TimeoutReject = "reject" // a 400 naming the range
 )
 
 // Limits are the operator-configurable bounds of a session.
@@ -39,6 +51,13 @@ type Limits struct {
 	MaxMessageLength int // in characters (Unicode code points)
 	MaxOptions       int
 	MaxOptionLength  int // in characters
+	// MaxQuestions caps the questions of one form.
+	MaxQuestions int
+	// MaxImages caps the images of one question (at most MaxImages, the
+	// fixed ceiling); 0 refuses images.
+	MaxImages int
+	// TimeoutOutOfRange is TimeoutClamp or TimeoutReject; "" is clamp.
+	TimeoutOutOfRange string
 }
 
 // DefaultLimits are the seed's limits.
@@ -50,6 +69,11 @@ func DefaultLimits() Limits {
 		MaxMessageLength: 1000,
 		MaxOptions:       10,
 		MaxOptionLength:  100,
+		MaxQuestions:     10,
+		MaxImages:        MaxImages,
+		// Clients send timeouts outside any range (Cursor sends 1): the
+		// nearest allowed one serves them better than an error.
+		TimeoutOutOfRange: TimeoutClamp,
 	}
 }
 
@@ -69,16 +93,26 @@ func invalid(format string, args ...any) *Error {
 // CreateRequest is a validated create.
 type CreateRequest struct {
 	Message           string
-	PredefinedOptions []string
+	PredefinedOptions []string // the labels
 	Timeout           time.Duration
 	Metadata          json.RawMessage // compact JSON object, or nil
 	MultiSelect       bool
 	AllowFreeText     bool
+	// Form is nil for a plain question: no option details, no questions,
+	// the default timeout policy.
+	Form *store.Form
+	// Warnings say what was changed rather than refused (a clamped
+	// timeout); the asker gets them back.
+	Warnings []string
+	// Images are the attached images, checked; their refs are also in
+	// Form.Images, in the same order.
+	Images []Image
 }
 
 // CreateFields are the members a create body may have. Extra lists members
 // the caller handles itself (the MCP tool's "wait"); they are returned raw.
-var createFields = []string{"message", "predefinedOptions", "timeout", "metadata", "multiSelect", "allowFreeText"}
+var createFields = []string{"message", "predefinedOptions", "timeout", "metadata", "multiSelect", "allowFreeText",
+	"preselectRecommended", "onTimeout", "questions", "images"}
 
 // DecodeCreate parses and validates a create body.
 func DecodeCreate(body []byte, lim Limits, extra ...string) (*CreateRequest, map[string]json.RawMessage, *Error) {
@@ -107,19 +141,26 @@ func DecodeCreate(body []byte, lim Limits, extra ...string) (*CreateRequest, map
 	}
 	req.Message = msg
 
+	form := &store.Form{}
 	if raw, ok := fields["predefinedOptions"]; ok && !isNull(raw) {
-		opts, verr := decodeOptions(raw, lim)
+		opts, verr := decodeOptions(raw, "predefinedOptions", lim)
 		if verr != nil {
 			return nil, nil, verr
 		}
-		req.PredefinedOptions = opts
+		req.PredefinedOptions = labels(opts)
+		if detailed(opts) {
+			form.Options = opts
+		}
 	}
 	if raw, ok := fields["timeout"]; ok && !isNull(raw) {
-		d, verr := decodeTimeout(raw, lim)
+		d, warn, verr := decodeTimeout(raw, lim)
 		if verr != nil {
 			return nil, nil, verr
 		}
 		req.Timeout = d
+		if warn != "" {
+			req.Warnings = append(req.Warnings, warn)
+		}
 	}
 	if raw, ok := fields["metadata"]; ok && !isNull(raw) {
 		md, verr := decodeMetadata(raw)
@@ -137,11 +178,27 @@ func DecodeCreate(body []byte, lim Limits, extra ...string) (*CreateRequest, map
 			*dst = b
 		}
 	}
-	if len(req.PredefinedOptions) == 0 && !req.AllowFreeText {
+	if verr := decodeForm(fields, req, form, lim); verr != nil {
+		return nil, nil, verr
+	}
+	if raw, ok := fields["images"]; ok && !isNull(raw) {
+		ims, verr := decodeImages(raw, lim.MaxImages)
+		if verr != nil {
+			return nil, nil, verr
+		}
+		req.Images = ims
+		for _, im := range ims {
+			form.Images = append(form.Images, im.Ref)
+		}
+	}
+	if len(req.PredefinedOptions) == 0 && !req.AllowFreeText && form.Questions == nil {
 		return nil, nil, invalid("with no predefinedOptions, allowFreeText must be true, or the person could not answer")
 	}
 	if req.MultiSelect && len(req.PredefinedOptions) == 0 {
 		return nil, nil, invalid("multiSelect needs predefinedOptions")
+	}
+	if form.Options != nil || form.PreselectRecommended || form.Questions != nil || form.OnTimeout != nil || form.Images != nil {
+		req.Form = form
 	}
 	rest := map[string]json.RawMessage{}
 	for _, name := range extra {
@@ -157,15 +214,28 @@ type SubmitRequest struct {
 	SelectedOptions []string
 	FreeText        string
 	Nonce           string
+	// Answers is a form's {question id: value}, raw until CheckForm checks
+	// it against the questions; nil when absent.
+	Answers map[string]json.RawMessage
 }
 
 // DecodeSubmit parses a submit body.
 func DecodeSubmit(body []byte) (*SubmitRequest, *Error) {
-	fields, verr := decodeObject(body, []string{"selectedOptions", "freeText", "nonce"})
+	fields, verr := decodeObject(body, []string{"selectedOptions", "freeText", "nonce", "answers"})
 	if verr != nil {
 		return nil, verr
 	}
 	req := &SubmitRequest{}
+	if raw, ok := fields["answers"]; ok && !isNull(raw) {
+		if raw[0] != '{' {
+			return nil, invalid(`answers must be an object {"<question id>": <answer>}`)
+		}
+		ans, verr := decodeObject(raw, nil)
+		if verr != nil {
+			return nil, &Error{Code: verr.Code, Message: "answers: " + verr.Message}
+		}
+		req.Answers = ans
+	}
 	if raw, ok := fields["selectedOptions"]; ok && !isNull(raw) {
 		var arr []json.RawMessage
 		if err := json.Unmarshal(raw, &arr); err != nil {
@@ -199,8 +269,12 @@ func DecodeSubmit(body []byte) (*SubmitRequest, *Error) {
 	return req, nil
 }
 
-// CheckAnswer checks a submit against the session's question.
+// CheckAnswer checks a submit against the session's question (a single
+// question; a form is CheckForm's).
 func CheckAnswer(req *SubmitRequest, options []string, multiSelect, allowFreeText bool) *Error {
+	if req.Answers != nil {
+		return invalid("answers belong to a form of several questions; this question takes selectedOptions and freeText")
+	}
 	seen := map[string]bool{}
 	for _, o := range req.SelectedOptions {
 		if !slices.Contains(options, o) {
@@ -218,10 +292,7 @@ func CheckAnswer(req *SubmitRequest, options []string, multiSelect, allowFreeTex
 		if !allowFreeText {
 			return invalid("this question does not take free text; pick one of the options")
 		}
-		if n := utf8.RuneCountInString(req.FreeText); n > MaxFreeTextChars {
-			return invalid("freeText is %d characters long; the limit is %d", n, MaxFreeTextChars)
-		}
-		if verr := checkText(req.FreeText, "freeText", true); verr != nil {
+		if verr := checkFreeText(req.FreeText); verr != nil {
 			return verr
 		}
 	}
@@ -234,8 +305,16 @@ func CheckAnswer(req *SubmitRequest, options []string, multiSelect, allowFreeTex
 	return nil
 }
 
+func checkFreeText(s string) *Error {
+	if n := utf8.RuneCountInString(s); n > MaxFreeTextChars {
+		return invalid("freeText is %d characters long; the limit is %d", n, MaxFreeTextChars)
+	}
+	return checkText(s, "freeText", true)
+}
+
 // decodeObject reads exactly one JSON object whose member names are all in
-// allowed (case-sensitive, each at most once) and returns the raw members.
+// allowed (case-sensitive, each at most once; nil allows any name) and
+// returns the raw members.
 func decodeObject(body []byte, allowed []string) (map[string]json.RawMessage, *Error) {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return nil, invalid("the request body is empty; send a JSON object")
@@ -258,7 +337,8 @@ func decodeObject(body []byte, allowed []string) (map[string]json.RawMessage, *E
 			return nil, invalid("the request body is not valid JSON: %s", jsonErr(err))
 		}
 		name, _ := tok.(string)
-		if !slices.Contains(allowed, name) {
+		// nil allows any name (a map such as a form's answers).
+		if allowed != nil && !slices.Contains(allowed, name) {
 			return nil, invalid("unknown field %q; allowed fields are %s", truncate(name, 40), strings.Join(allowed, ", "))
 		}
 		if _, dup := fields[name]; dup {
@@ -313,24 +393,30 @@ func jsonBool(raw json.RawMessage, name string) (bool, *Error) {
 	return false, invalid("%s must be true or false", name)
 }
 
-func decodeOptions(raw json.RawMessage, lim Limits) ([]string, *Error) {
+// decodeOptions reads an array of options, each a label string or an
+// object {label, description?, recommended?}; field is the member's name
+// in messages.
+func decodeOptions(raw json.RawMessage, field string, lim Limits) ([]store.Option, *Error) {
+	shape := field + ` must be an array of strings or {"label","description","recommended"} objects`
 	if raw[0] != '[' {
-		return nil, invalid("predefinedOptions must be an array of strings")
+		return nil, invalid("%s", shape)
 	}
 	var arr []json.RawMessage
 	if err := json.Unmarshal(raw, &arr); err != nil {
-		return nil, invalid("predefinedOptions must be an array of strings")
+		return nil, invalid("%s", shape)
 	}
 	if len(arr) > lim.MaxOptions {
-		return nil, invalid("predefinedOptions has %d entries; the limit is %d", len(arr), lim.MaxOptions)
+		return nil, invalid("%s has %d entries; the limit is %d", field, len(arr), lim.MaxOptions)
 	}
-	opts := make([]string, 0, len(arr))
+	opts := make([]store.Option, 0, len(arr))
+	recommended := -1
 	for i, el := range arr {
-		name := fmt.Sprintf("predefinedOptions[%d]", i)
-		s, verr := jsonString(el, name)
+		name := fmt.Sprintf("%s[%d]", field, i)
+		o, verr := decodeOption(el, name)
 		if verr != nil {
 			return nil, verr
 		}
+		s := o.Label
 		if strings.TrimSpace(s) == "" {
 			return nil, invalid("%s is empty", name)
 		}
@@ -340,19 +426,102 @@ func decodeOptions(raw json.RawMessage, lim Limits) ([]string, *Error) {
 		if verr := checkText(s, name, false); verr != nil {
 			return nil, verr
 		}
-		if slices.Contains(opts, s) {
+		if slices.ContainsFunc(opts, func(p store.Option) bool { return p.Label == s }) {
 			return nil, invalid("%s repeats the option %q", name, truncate(s, 60))
 		}
-		if j := slices.IndexFunc(opts, func(o string) bool { return skeleton(o) == skeleton(s) }); j >= 0 {
-			return nil, invalid("%s looks the same as predefinedOptions[%d] (they differ only in invisible characters)", name, j)
+		if j := slices.IndexFunc(opts, func(p store.Option) bool { return skeleton(p.Label) == skeleton(s) }); j >= 0 {
+			return nil, invalid("%s looks the same as %s[%d] (they differ only in invisible characters)", name, field, j)
 		}
-		opts = append(opts, s)
+		if o.Recommended {
+			if recommended >= 0 {
+				return nil, invalid("%s and %s[%d] are both recommended; at most one option may be", name, field, recommended)
+			}
+			recommended = i
+		}
+		opts = append(opts, o)
 	}
 	return opts, nil
 }
 
-func decodeTimeout(raw json.RawMessage, lim Limits) (time.Duration, *Error) {
-	return decodeSeconds(raw, "timeout", lim)
+// decodeOption reads one option: a label, or {label, description?, recommended?}.
+func decodeOption(raw json.RawMessage, name string) (store.Option, *Error) {
+	if raw[0] != '{' {
+		s, verr := jsonString(raw, name)
+		if verr != nil {
+			return store.Option{}, invalid(`%s must be a string or an object {"label","description","recommended"}`, name)
+		}
+		return store.Option{Label: s}, nil
+	}
+	fields, verr := decodeObject(raw, []string{"label", "description", "recommended"})
+	if verr != nil {
+		return store.Option{}, &Error{Code: verr.Code, Message: name + ": " + verr.Message}
+	}
+	var o store.Option
+	lraw, ok := fields["label"]
+	if !ok || isNull(lraw) {
+		return o, invalid("%s.label is required", name)
+	}
+	if o.Label, verr = jsonString(lraw, name+".label"); verr != nil {
+		return o, verr
+	}
+	if raw, ok := fields["description"]; ok && !isNull(raw) {
+		if o.Description, verr = jsonString(raw, name+".description"); verr != nil {
+			return o, verr
+		}
+		if n := utf8.RuneCountInString(o.Description); n > MaxDescriptionChars {
+			return o, invalid("%s.description is %d characters long; the limit is %d", name, n, MaxDescriptionChars)
+		}
+		if verr := checkText(o.Description, name+".description", true); verr != nil {
+			return o, verr
+		}
+	}
+	if raw, ok := fields["recommended"]; ok && !isNull(raw) {
+		if o.Recommended, verr = jsonBool(raw, name+".recommended"); verr != nil {
+			return o, verr
+		}
+	}
+	return o, nil
+}
+
+func labels(opts []store.Option) []string {
+	out := make([]string, len(opts))
+	for i, o := range opts {
+		out[i] = o.Label
+	}
+	return out
+}
+
+// detailed reports whether any option has more than a label.
+func detailed(opts []store.Option) bool {
+	return slices.ContainsFunc(opts, func(o store.Option) bool { return o.Description != "" || o.Recommended })
+}
+
+// decodeTimeout reads the timeout in seconds; a whole number outside the
+// range is clamped with a warning, or refused, as lim.TimeoutOutOfRange says.
+func decodeTimeout(raw json.RawMessage, lim Limits) (time.Duration, string, *Error) {
+	if lim.TimeoutOutOfRange == TimeoutReject {
+		d, verr := decodeSeconds(raw, "timeout", lim)
+		return d, "", verr
+	}
+	s := string(raw)
+	digits := strings.TrimPrefix(s, "-")
+	if digits == "" || strings.TrimLeft(digits, "0123456789") != "" || (len(digits) > 1 && digits[0] == '0') {
+		return 0, "", invalid("timeout must be a whole number of seconds (from %d to %d)", int64(lim.MinTimeout/time.Second), int64(lim.MaxTimeout/time.Second))
+	}
+	// Past what an int64 of nanoseconds holds is past any maximum.
+	d := lim.MaxTimeout + time.Second
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil && n <= math.MaxInt64/int64(time.Second) && n >= math.MinInt64/int64(time.Second) {
+		d = time.Duration(n) * time.Second
+	} else if s[0] == '-' {
+		d = lim.MinTimeout - time.Second
+	}
+	switch {
+	case d < lim.MinTimeout:
+		return lim.MinTimeout, fmt.Sprintf("timeout %s is below the minimum; using %d seconds", string(raw), int64(lim.MinTimeout/time.Second)), nil
+	case d > lim.MaxTimeout:
+		return lim.MaxTimeout, fmt.Sprintf("timeout %s is above the maximum; using %d seconds", string(raw), int64(lim.MaxTimeout/time.Second)), nil
+	}
+	return d, "", nil
 }
 
 // decodeSeconds reads a whole number of seconds from lim.MinTimeout to

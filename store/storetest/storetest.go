@@ -52,6 +52,8 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 	t.Run("TTL", func(t *testing.T) { testTTL(t, newStore(t)) })
 	t.Run("ConcurrentSubmits", func(t *testing.T) { testConcurrentSubmits(t, newStore(t)) })
 	t.Run("Close", func(t *testing.T) { testClose(t, newStore(t)) })
+	t.Run("FormRoundTrip", func(t *testing.T) { testFormRoundTrip(t, newStore(t)) })
+	t.Run("TimeoutChoose", func(t *testing.T) { testTimeoutChoose(t, newStore(t)) })
 	runKV(t, newStore)
 }
 

@@ -165,8 +165,18 @@
       input.id = "opt-" + i;
       var span = document.createElement("span");
       span.textContent = opt;
+      var d = (v.optionDetails || [])[i];
+      if (d && d.recommended) span.textContent += " (" + S.recommended + ")";
+      if (v.preselect && d && d.recommended) input.checked = true;
       label.appendChild(input);
       label.appendChild(span);
+      if (d && d.description) {
+        var desc = document.createElement("small");
+        desc.className = "option-desc";
+        desc.textContent = d.description;
+        span.appendChild(document.createElement("br"));
+        span.appendChild(desc);
+      }
       list.appendChild(label);
     });
     // The agent's metadata, as display text the server prepared.
@@ -192,7 +202,13 @@
     $("options-legend").textContent = v.multiSelect ? S["options.many"] : S["options.one"];
     $("freetext-label").textContent = v.options && v.options.length ? S["freetext.optional"] : S["freetext.label"];
     var state = v.status;
-    if (state === "pending" && !q.token) state = "readonly";
+    // A form of several questions or a question with images is answered on
+    // the answer page: this view shows neither (it would send an answer
+    // the form refuses, or one given without seeing the images).
+    var onPage = (v.questions && v.questions.length) || (v.images && v.images.length);
+    if (state === "pending" && (!q.token || onPage)) state = "readonly";
+    var note = document.querySelector('[data-panel="readonly"].note');
+    if (note) note.textContent = S[onPage ? "app.form" : "app.readonly"] || "";
     setState(state);
     if (v.status === "submitted" && v.result) {
       $("given-options").textContent = (v.result.selectedOptions || []).join("; ") || S.none;

@@ -57,6 +57,7 @@
   var lastExpiryCheck = 0;
   var loading = null;
   var again = false;
+  var submittedHere = false;
   var connects = 0;
 
   // readLink returns the capability token of this page's link, or null when
@@ -224,6 +225,15 @@
     if (v.status === 'submitted' && v.result) {
       renderGiven(v.result);
     }
+    if (v.status === 'expired' && v.result && v.result.byTimeout) {
+      el('timeout-choice-option').textContent = (v.result.selectedOptions || []).join(', ');
+      el('timeout-choice').hidden = false;
+    }
+    if (!submittedHere) {
+      // Closed without this page's answer (expired, withdrawn, or
+      // answered elsewhere): what was typed here stays in view.
+      showDraft(v);
+    }
     stopLive();
     setState(v.status === 'submitted' || v.status === 'expired' || v.status === 'cancelled' ? v.status : 'notfound');
   }
@@ -237,6 +247,7 @@
       frag.appendChild(document.adoptNode(doc.body.firstChild));
     }
     el('message').replaceChildren(frag);
+    showImages(v.images || []);
     var md = v.metadata || [];
     if (md.length) {
       var dl = el('metadata');
@@ -252,38 +263,435 @@
     }
   }
 
+  // showImages fetches the asker's images with the token in the body (as
+  // the view) and shows them from blob: URLs: the page's CSP allows only
+  // data: and blob: images, never remote ones.
+  function showImages(refs) {
+    var box = el('images');
+    refs.forEach(function (ref, i) {
+      var fig = document.createElement('figure');
+      var img = document.createElement('img');
+      img.alt = ref.alt || fill(S['image.alt'], { n: i + 1 });
+      img.width = ref.width;
+      img.height = ref.height;
+      img.id = 'image-' + i;
+      fig.appendChild(img);
+      if (ref.alt) {
+        var cap = document.createElement('figcaption');
+        cap.dir = 'auto';
+        cap.textContent = ref.alt;
+        fig.appendChild(cap);
+      }
+      box.appendChild(fig);
+      fetch(prefix + '/feedback/' + id + '/image/' + i, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ token: token }),
+        cache: 'no-store', credentials: 'omit', referrerPolicy: 'no-referrer'
+      }).then(function (r) {
+        if (!r.ok) {
+          throw new Error('HTTP ' + r.status);
+        }
+        return r.blob();
+      }).then(function (b) {
+        img.src = URL.createObjectURL(b);
+        img.setAttribute('data-loaded', '1');
+      }).catch(function () {
+        img.setAttribute('data-loaded', 'failed');
+      });
+    });
+    box.hidden = !refs.length;
+  }
+
+  // optionEl builds one choice: the label, a "Recommended" badge and the
+  // description under it (all as text), the description tied to the input
+  // for screen readers.
+  function optionEl(type, name, idBase, i, label, detail) {
+    var wrap = document.createElement('label');
+    wrap.className = 'option';
+    var input = document.createElement('input');
+    input.type = type;
+    input.name = name;
+    input.value = label;
+    input.id = idBase + '-' + i;
+    var text = document.createElement('span');
+    text.className = 'option-text';
+    var title = document.createElement('span');
+    title.textContent = label;
+    title.dir = 'auto';
+    text.appendChild(title);
+    if (detail && detail.recommended) {
+      wrap.className += ' recommended';
+      var badge = document.createElement('span');
+      badge.className = 'badge';
+      badge.textContent = form.getAttribute('data-recommended');
+      title.appendChild(badge);
+    }
+    if (detail && detail.description) {
+      var desc = document.createElement('span');
+      desc.className = 'option-desc';
+      desc.id = input.id + '-desc';
+      desc.dir = 'auto';
+      desc.textContent = detail.description;
+      input.setAttribute('aria-describedby', desc.id);
+      text.appendChild(desc);
+    }
+    wrap.appendChild(input);
+    wrap.appendChild(text);
+    return wrap;
+  }
+
   function buildForm(v) {
     built = true;
     var opts = v.options || [];
+    var details = v.optionDetails || [];
     if (opts.length) {
       var legend = el('options-legend');
       legend.textContent = legend.getAttribute(v.multiSelect ? 'data-label-multi' : 'data-label-single');
       var list = el('options');
       for (var i = 0; i < opts.length; i++) {
-        var label = document.createElement('label');
-        label.className = 'option';
-        var input = document.createElement('input');
-        input.type = v.multiSelect ? 'checkbox' : 'radio';
-        input.name = 'option';
-        input.value = opts[i];
-        input.id = 'option-' + i;
-        var span = document.createElement('span');
-        span.textContent = opts[i];
-        span.dir = 'auto';
-        label.appendChild(input);
-        label.appendChild(span);
-        list.appendChild(label);
+        var o = optionEl(v.multiSelect ? 'checkbox' : 'radio', 'option', 'option', i, opts[i], details[i]);
+        if (v.preselect && details[i] && details[i].recommended) {
+          // Only because the asker said so (preselectRecommended).
+          o.querySelector('input').checked = true;
+        }
+        list.appendChild(o);
       }
       el('options-set').hidden = false;
     }
+    if (v.questions && v.questions.length) {
+      buildQuestions(v.questions);
+    }
     if (v.allowFreeText) {
       var fl = el('freetext-label');
-      fl.textContent = fl.getAttribute(opts.length ? 'data-label-extra' : 'data-label-alone');
+      fl.textContent = fl.getAttribute(opts.length || (v.questions && v.questions.length) ? 'data-label-extra' : 'data-label-alone');
       el('freetext-wrap').hidden = false;
+    }
+    restoreDraft();
+  }
+
+  // setHTML puts server-rendered, sanitised HTML (a question's Markdown)
+  // into node; DOMParser never runs scripts.
+  function setHTML(node, html) {
+    var doc = new DOMParser().parseFromString(html, 'text/html');
+    while (doc.body.firstChild) {
+      node.appendChild(document.adoptNode(doc.body.firstChild));
     }
   }
 
+  // buildQuestions renders a form of several questions: one fieldset (or
+  // labelled field) per question, the inputs named q-<id>.
+  function buildQuestions(qs) {
+    var box = el('questions');
+    for (var i = 0; i < qs.length; i++) {
+      var q = qs[i];
+      var base = 'q-' + q.id;
+      var field;
+      var title;
+      if (q.kind === 'text' || q.kind === 'number') {
+        field = document.createElement('div');
+        title = document.createElement('label');
+        title.htmlFor = base;
+      } else {
+        field = document.createElement('fieldset');
+        title = document.createElement('legend');
+      }
+      field.className = 'question-field';
+      field.setAttribute('data-question', q.id);
+      title.id = base + '-title';
+      setHTML(title, q.messageHtml);
+      if (q.required) {
+        var req = document.createElement('span');
+        req.className = 'req';
+        req.textContent = '(' + form.getAttribute('data-required') + ')';
+        // Beside the question's last line, not under it.
+        var last = title.lastElementChild;
+        (last && last.tagName === 'P' ? last : title).appendChild(req);
+      }
+      field.appendChild(title);
+      var def = q['default'];
+      if (q.kind === 'single' || q.kind === 'multi') {
+        var list = document.createElement('div');
+        list.className = 'option-list';
+        for (var j = 0; j < q.options.length; j++) {
+          var o = optionEl(q.kind === 'multi' ? 'checkbox' : 'radio', base, base, j, q.options[j].label, q.options[j]);
+          var inp = o.querySelector('input');
+          inp.checked = q.kind === 'single' ? def === q.options[j].label : Array.isArray(def) && def.indexOf(q.options[j].label) >= 0;
+          list.appendChild(o);
+        }
+        field.appendChild(list);
+      } else if (q.kind === 'boolean') {
+        var yn = document.createElement('div');
+        yn.className = 'option-list';
+        [['true', 'data-yes'], ['false', 'data-no']].forEach(function (b, k) {
+          var o = optionEl('radio', base, base, k, form.getAttribute(b[1]), null);
+          var inp = o.querySelector('input');
+          inp.value = b[0];
+          inp.checked = def === (b[0] === 'true');
+          yn.appendChild(o);
+        });
+        field.appendChild(yn);
+      } else if (q.kind === 'text') {
+        var ta = document.createElement('textarea');
+        ta.id = base;
+        ta.name = base;
+        ta.rows = 3;
+        ta.maxLength = q.max != null ? q.max : 10000;
+        ta.autocomplete = 'off';
+        ta.value = typeof def === 'string' ? def : '';
+        field.appendChild(ta);
+      } else {
+        var num = document.createElement('input');
+        num.type = 'number';
+        num.id = base;
+        num.name = base;
+        num.step = 'any';
+        num.inputMode = 'decimal';
+        if (q.min != null) {
+          num.min = String(q.min);
+        }
+        if (q.max != null) {
+          num.max = String(q.max);
+        }
+        num.value = typeof def === 'number' ? String(def) : '';
+        field.appendChild(num);
+      }
+      if (q.required) {
+        var inputs = field.querySelectorAll('input, textarea');
+        for (var r = 0; r < inputs.length; r++) {
+          inputs[r].setAttribute('aria-required', 'true');
+        }
+      }
+      box.appendChild(field);
+    }
+    box.hidden = false;
+  }
+
+  // formAnswers reads the form: {answers, missing, bad}, where missing is
+  // the first required question without an answer and bad the first
+  // number that is not one. The server checks everything again.
+  function formAnswers() {
+    var out = { answers: {}, missing: null, bad: null };
+    var qs = view.questions || [];
+    for (var i = 0; i < qs.length; i++) {
+      var q = qs[i];
+      var base = 'q-' + q.id;
+      var value;
+      if (q.kind === 'single' || q.kind === 'boolean' || q.kind === 'multi') {
+        var picked = [];
+        var inputs = form.querySelectorAll('input[name="' + base + '"]');
+        for (var j = 0; j < inputs.length; j++) {
+          if (inputs[j].checked) {
+            picked.push(inputs[j].value);
+          }
+        }
+        if (q.kind === 'multi') {
+          value = picked.length ? picked : undefined;
+        } else if (picked.length) {
+          value = q.kind === 'boolean' ? picked[0] === 'true' : picked[0];
+        }
+      } else {
+        var f = el(base);
+        if (q.kind === 'text') {
+          value = f.value.trim() ? f.value : undefined;
+        } else if (f.value !== '' || (f.validity && f.validity.badInput)) {
+          value = Number(f.value);
+          if (f.value === '' || !isFinite(value)) {
+            out.bad = out.bad || q;
+            value = undefined;
+          }
+        }
+      }
+      if (value === undefined) {
+        if (q.required && !out.missing) {
+          out.missing = q;
+        }
+      } else {
+        out.answers[q.id] = value;
+      }
+    }
+    return out;
+  }
+
+  function questionTitle(q) {
+    var t = el('q-' + q.id + '-title');
+    return t ? t.textContent : q.id;
+  }
+
+  function focusQuestion(q) {
+    var first = form.querySelector('[name="q-' + q.id + '"]');
+    if (first) {
+      first.focus();
+    }
+  }
+
+  // Drafts: what the person has entered but not sent stays in this
+  // browser's storage per question, so a reload (or a phone discarding the
+  // tab) loses nothing, and a question that closes still shows it. Sent
+  // answers are removed. Drafts older than a week are dropped.
+  var draftKey = 'fb-draft:' + id;
+  var draftMaxAge = 7 * 24 * 3600 * 1000;
+
+  function storage() {
+    try {
+      return window.localStorage;
+    } catch (e) {
+      return null; // storage disabled: the page works without drafts
+    }
+  }
+
+  function readDraft() {
+    var st = storage();
+    if (!st) {
+      return null;
+    }
+    try {
+      var d = JSON.parse(st.getItem(draftKey) || 'null');
+      return d && typeof d === 'object' && Date.now() - d.at < draftMaxAge ? d : null;
+    } catch (e) {
+      return null;
+    }
+  }
+
+  function saveDraft() {
+    var st = storage();
+    if (!st || !view || state !== 'pending') {
+      return;
+    }
+    var d = { at: Date.now(), sel: selected(), text: freetext.value, answers: {} };
+    if (view.questions) {
+      d.answers = formAnswers().answers;
+      var nums = form.querySelectorAll('.question-field input[type="number"]');
+      for (var i = 0; i < nums.length; i++) {
+        if (nums[i].value !== '') {
+          d.answers[nums[i].name.slice(2)] = nums[i].value;
+        }
+      }
+    }
+    try {
+      st.setItem(draftKey, JSON.stringify(d));
+    } catch (e) {
+      // quota or private mode: nothing to do
+    }
+  }
+
+  function dropDraft() {
+    var st = storage();
+    if (st) {
+      try {
+        st.removeItem(draftKey);
+      } catch (e) {
+        // ignore
+      }
+    }
+  }
+
+  function dropOldDrafts() {
+    var st = storage();
+    if (!st) {
+      return;
+    }
+    try {
+      for (var i = st.length - 1; i >= 0; i--) {
+        var k = st.key(i);
+        if (k && k.indexOf('fb-draft:') === 0) {
+          var d = JSON.parse(st.getItem(k) || 'null');
+          if (!d || !(Date.now() - d.at < draftMaxAge)) {
+            st.removeItem(k);
+          }
+        }
+      }
+    } catch (e) {
+      // ignore
+    }
+  }
+
+  function restoreDraft() {
+    var d = readDraft();
+    if (!d) {
+      return;
+    }
+    var sel = Array.isArray(d.sel) ? d.sel : [];
+    var inputs = el('options').querySelectorAll('input');
+    for (var i = 0; i < inputs.length; i++) {
+      inputs[i].checked = sel.indexOf(inputs[i].value) >= 0;
+    }
+    if (typeof d.text === 'string') {
+      freetext.value = d.text;
+    }
+    var qs = view.questions || [];
+    var ans = d.answers || {};
+    for (var j = 0; j < qs.length; j++) {
+      var q = qs[j];
+      if (!Object.prototype.hasOwnProperty.call(ans, q.id)) {
+        continue;
+      }
+      var v = ans[q.id];
+      var base = 'q-' + q.id;
+      if (q.kind === 'text' || q.kind === 'number') {
+        el(base).value = String(v);
+        continue;
+      }
+      var opts = form.querySelectorAll('input[name="' + base + '"]');
+      for (var k = 0; k < opts.length; k++) {
+        opts[k].checked = q.kind === 'multi' ? Array.isArray(v) && v.indexOf(opts[k].value) >= 0 : String(v) === opts[k].value;
+      }
+    }
+  }
+
+  // showDraft shows an unsent draft, read-only, once the question closed
+  // without this answer (expired or withdrawn).
+  function showDraft(v) {
+    var d = readDraft();
+    if (!d) {
+      return;
+    }
+    var dl = el('draft-body');
+    dl.replaceChildren();
+    var add = function (k, val) {
+      if (val === undefined || val === null || val === '' || (Array.isArray(val) && !val.length)) {
+        return;
+      }
+      var dt = document.createElement('dt');
+      dt.textContent = k;
+      var dd = document.createElement('dd');
+      dd.dir = 'auto';
+      dd.textContent = Array.isArray(val) ? val.join(', ') : typeof val === 'boolean' ? form.getAttribute(val ? 'data-yes' : 'data-no') : String(val);
+      dl.appendChild(dt);
+      dl.appendChild(dd);
+    };
+    add(S['draft.choices'], d.sel);
+    var qs = v.questions || [];
+    var ans = d.answers || {};
+    for (var i = 0; i < qs.length; i++) {
+      add(qs[i].message, ans[qs[i].id]);
+    }
+    add(S['draft.text'], d.text);
+    el('draft').hidden = !dl.firstChild;
+  }
+
   function renderGiven(res) {
+    var given = el('given-answers');
+    if (res.answers && view && view.questions) {
+      var dl = document.createElement('dl');
+      for (var i = 0; i < view.questions.length; i++) {
+        var q = view.questions[i];
+        if (!Object.prototype.hasOwnProperty.call(res.answers, q.id)) {
+          continue;
+        }
+        var a = res.answers[q.id];
+        var dt = document.createElement('dt');
+        dt.textContent = q.message;
+        var dd = document.createElement('dd');
+        dd.dir = 'auto';
+        dd.textContent = Array.isArray(a) ? a.join(', ') : typeof a === 'boolean' ? form.getAttribute(a ? 'data-yes' : 'data-no') : String(a);
+        dl.appendChild(dt);
+        dl.appendChild(dd);
+      }
+      given.replaceChildren(dl);
+      given.hidden = false;
+      el('given-answers-label').hidden = false;
+    }
     var opts = res.selectedOptions || [];
     el('given-options').textContent = opts.length ? opts.join(', ') : S.none;
     el('given-text').textContent = res.freeText ? res.freeText : S.none;
@@ -521,7 +929,24 @@
       invisible.button.focus();
       return;
     }
-    if (!sel.length && !text.trim()) {
+    var fa = null;
+    if (view.questions && view.questions.length) {
+      fa = formAnswers();
+      if (fa.bad) {
+        showError(fill(S['err.number'], { q: questionTitle(fa.bad) }));
+        focusQuestion(fa.bad);
+        return;
+      }
+      if (fa.missing) {
+        showError(fill(S['err.required'], { q: questionTitle(fa.missing) }));
+        focusQuestion(fa.missing);
+        return;
+      }
+      if (!Object.keys(fa.answers).length && !text.trim()) {
+        showError(S['err.form']);
+        return;
+      }
+    } else if (!sel.length && !text.trim()) {
       showError(view.allowFreeText ? S['err.choose'] : S['err.chooseOnly']);
       return;
     }
@@ -529,7 +954,7 @@
     submitting = true;
     submitBtn.disabled = true;
     submitBtn.textContent = S.sending;
-    var answer = { selectedOptions: sel, nonce: nonce };
+    var answer = fa ? { answers: fa.answers, nonce: nonce } : { selectedOptions: sel, nonce: nonce };
     if (view.allowFreeText) {
       answer.freeText = text;
     }
@@ -540,6 +965,10 @@
       cache: 'no-store', credentials: 'omit', referrerPolicy: 'no-referrer'
     }).then(function (r) {
       return r.json().catch(function () { return {}; }).then(function (b) {
+        if (r.ok) {
+          submittedHere = true;
+          dropDraft();
+        }
         if (r.ok || r.status === 409 || r.status === 410 || r.status === 404) {
           // Sent, or closed meanwhile: the view says which state to show.
           return load();
@@ -698,10 +1127,13 @@
     e.preventDefault();
     submit();
   });
+  // Every change is kept as a draft (see saveDraft).
+  form.addEventListener('input', saveDraft);
+  form.addEventListener('change', saveDraft);
   // Enter on an option selects it (Space does too, natively); it does not
   // send, so that a stray Enter never answers for the person.
-  el('options').addEventListener('keydown', function (e) {
-    if (e.key === 'Enter' && !e.ctrlKey && !e.metaKey && e.target.tagName === 'INPUT') {
+  form.addEventListener('keydown', function (e) {
+    if (e.key === 'Enter' && !e.ctrlKey && !e.metaKey && e.target.tagName === 'INPUT' && (e.target.type === 'radio' || e.target.type === 'checkbox')) {
       e.preventDefault();
       if (e.target.type === 'radio') {
         e.target.checked = true;
@@ -709,11 +1141,13 @@
         e.target.checked = !e.target.checked;
       }
       showError('');
+      saveDraft();
     }
   });
   // A keypress (or a synthetic char event) after Enter would trigger the
-  // form's implicit submission; an option's Enter only selects.
-  el('options').addEventListener('keypress', function (e) {
+  // form's implicit submission; an option's (or a number's) Enter only
+  // selects.
+  form.addEventListener('keypress', function (e) {
     if (e.key === 'Enter' && !e.ctrlKey && !e.metaKey && e.target.tagName === 'INPUT') {
       e.preventDefault();
     }
@@ -726,5 +1160,6 @@
   });
 
   invisible = invisibleWarning();
+  dropOldDrafts();
   load();
 })();
