@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -125,6 +124,12 @@ type MCP struct {
 
 	stopSweep context.CancelFunc
 	swept     chan struct{}
+	notified  chan struct{} // closed when runTaskNotifier has returned
+
+	// taskKV is the store's KV the task notifier reads (set by TaskEvents);
+	// taskQueue carries changed questions to it (see mcp_tasks.go).
+	taskKV    atomic.Pointer[store.KV]
+	taskQueue chan *store.Session
 	closeOnce sync.Once
 }
 
@@ -206,7 +211,8 @@ func NewMCP(opts MCPOptions) *MCP {
 	if opts.KeepAlive <= 0 {
 		opts.KeepAlive = 25 * time.Second
 	}
-	m := &MCP{opts: opts, log: opts.Logger, calls: map[*inflight]struct{}{}, callsBy: map[store.Owner]int{}, swept: make(chan struct{})}
+	m := &MCP{opts: opts, log: opts.Logger, calls: map[*inflight]struct{}{}, callsBy: map[store.Owner]int{}, swept: make(chan struct{}),
+		notified: make(chan struct{}), taskQueue: make(chan *store.Session, 256)}
 
 	hooks := &server.Hooks{}
 	hooks.AddOnRegisterSession(m.onRegister)
@@ -215,6 +221,9 @@ func NewMCP(opts MCPOptions) *MCP {
 		server.WithInstructions(serverInstructions),
 		server.WithToolCapabilities(false),
 		server.WithLogging(),
+		// Advertised here, answered in mcp_tasks.go before mcp-go sees
+		// the request: the library's own task handling is not used.
+		server.WithTaskCapabilities(true, true, true),
 		server.WithHooks(hooks),
 		server.WithRecovery(),
 		// The structured result of every tool is checked against its
@@ -258,6 +267,10 @@ func NewMCP(opts MCPOptions) *MCP {
 	ctx, cancel := context.WithCancel(context.Background())
 	m.stopSweep = cancel
 	go m.sweep(ctx)
+	go func() {
+		defer close(m.notified)
+		m.runTaskNotifier(ctx)
+	}()
 	return m
 }
 
@@ -334,7 +347,7 @@ func (m *MCP) serve(svc *Service, cfg MCPConfig, next http.Handler, sse bool, se
 				WriteError(w, http.StatusBadRequest, "invalid_request", "the request body could not be read")
 				return
 			}
-			r.Body = io.NopCloser(bytes.NewReader(body))
+			r.Body = bodyBytes{bytes.NewReader(body), body}
 		}
 		owner := OwnerOf(claims)
 		if sessionID != nil {
@@ -399,6 +412,14 @@ func (m *MCP) serve(svc *Service, cfg MCPConfig, next http.Handler, sse bool, se
 			rq.stream = &streamState{flushed: make(chan struct{}, 1)}
 		}
 		ctx := context.WithValue(r.Context(), mcpRequestKey{}, rq)
+		if r.Method == http.MethodPost && sessionID != nil {
+			if body, ok := r.Body.(interface{ Bytes() []byte }); ok {
+				if msg, ok := taskRoute(body.Bytes()); ok {
+					m.routeTask(ctx, w, r, rq, msg, sse, sessionID(r))
+					return
+				}
+			}
+		}
 		next.ServeHTTP(flushWriter{w, rq.stream}, r.WithContext(ctx))
 	}
 }
@@ -719,6 +740,7 @@ func (m *MCP) Close() {
 		m.Shutdown(ctx)
 		m.stopSweep()
 		<-m.swept
+		<-m.notified
 	})
 }
 
