@@ -64,10 +64,10 @@ const relatedTaskKey = "io.modelcontextprotocol/related-task"
 // KV key prefixes. A task id is random (no question id in it, so a task
 // id reveals nothing and cannot be guessed from a question).
 const (
-	kvTask       = "mcptask:"       // + task id → taskRecord
-	kvOwnerTasks = "mcptasks:own:"  // + owner hash → set of task ids
-	kvQTasks     = "mcptasks:q:"    // + question id → set of task ids
-	taskIDPrefix = "fbt-"           // task ids look like fbt-<random>
+	kvTask       = "mcptask:"      // + task id → taskRecord
+	kvOwnerTasks = "mcptasks:own:" // + owner hash → set of task ids
+	kvQTasks     = "mcptasks:q:"   // + question id → set of task ids
+	taskIDPrefix = "fbt-"          // task ids look like fbt-<random>
 	maxTaskIDLen = len(taskIDPrefix) + 64
 )
 
