@@ -267,7 +267,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.stopHooks = append(h.stopHooks, human.Stop)
 	h.mux = h.routes(handlers.MCPConfig{Elicitation: cfg.elicitation, Prefix: strippedPrefix,
 		AllowedOrigins: cfg.origins, MaxSessionsPerSubject: cfg.mcpPerSubj, MaxCallsPerSubject: cfg.mcpCallsPerSubj,
-		SessionKey: deriveKey(cfg.secret, "MCP session ids")})
+		SessionKey: deriveKey(cfg.secret, "MCP session ids"), StateKey: deriveKey(cfg.secret, "MCP request state")})
 	// On a reload the MCP streams stay: the next configuration serves them.
 	// On exit they must end, or Caddy waits for them.
 	h.stopHooks = append(h.stopHooks, sh.stopMCP)

@@ -3,6 +3,7 @@ package handlers
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -72,6 +73,10 @@ type MCPConfig struct {
 	// sharing the site's secret recognises them (mcp_sessionid.go). Empty:
 	// ids are known only to the instance that minted them.
 	SessionKey []byte
+	// StateKey signs the requestState of 2026-07-28 input-required results
+	// (mcp_stateless.go), so a retry may reach any instance sharing the
+	// site's secret. Empty: a key of this process only.
+	StateKey []byte
 	// MaxCallsPerSubject caps the tool calls one subject may have in flight
 	// at once (each waiting call holds a connection for up to an hour).
 	// 0 means DefaultMaxMCPCallsPerSubject.
@@ -121,6 +126,10 @@ type MCP struct {
 	// callsBy counts the calls in flight per subject (under callsMu).
 	callsBy map[store.Owner]int
 	closing atomic.Bool
+
+	// localStateKey signs requestStates when the configuration has no
+	// StateKey (no shared secret).
+	localStateKey []byte
 
 	stopSweep context.CancelFunc
 	swept     chan struct{}
@@ -212,7 +221,7 @@ func NewMCP(opts MCPOptions) *MCP {
 		opts.KeepAlive = 25 * time.Second
 	}
 	m := &MCP{opts: opts, log: opts.Logger, calls: map[*inflight]struct{}{}, callsBy: map[store.Owner]int{}, swept: make(chan struct{}),
-		notified: make(chan struct{}), taskQueue: make(chan *store.Session, 256)}
+		notified: make(chan struct{}), taskQueue: make(chan *store.Session, 256), localStateKey: []byte(rand.Text() + rand.Text())}
 
 	hooks := &server.Hooks{}
 	hooks.AddOnRegisterSession(m.onRegister)
@@ -416,6 +425,9 @@ func (m *MCP) serve(svc *Service, cfg MCPConfig, next http.Handler, sse bool, se
 			if body, ok := r.Body.(interface{ Bytes() []byte }); ok {
 				if msg, ok := taskRoute(body.Bytes()); ok {
 					m.routeTask(ctx, w, r, rq, msg, sse, sessionID(r))
+					return
+				}
+				if !sse && m.checkRequestState(w, r, rq, body.Bytes()) {
 					return
 				}
 			}

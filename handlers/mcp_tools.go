@@ -253,6 +253,11 @@ func (m *MCP) ask(ctx context.Context, rq *mcpRequest, raw []byte) (*store.Sessi
 }
 
 func (m *MCP) getFeedbackResult(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+	if rq := requestFrom(ctx); rq != nil && rq.claims.HasScope(auth.ScopeRead) {
+		if res, handled := m.stateless(ctx, rq, req); handled {
+			return res, nil
+		}
+	}
 	rq, args, sess, fail := sessionCall(ctx, req, auth.ScopeRead, true)
 	if fail != nil {
 		return fail, nil

@@ -41,7 +41,16 @@ func (m *MCP) waitResult(ctx context.Context, rq *mcpRequest, req mcp.CallToolRe
 		log.Debug("mcp: stopped waiting", zap.String("reason", reason), zap.Duration("waited", time.Since(started)))
 	}
 
-	el := m.startElicitation(ctx, rq, sess, link)
+	var el *elicitation
+	if server.IsModernRequest(ctx) {
+		// 2026-07-28: no server-to-client requests; the elicitation goes
+		// out as an input-required result, once (mcp_stateless.go).
+		if res := m.inputRequired(ctx, rq, req, sess, until, link); res != nil {
+			return res, nil
+		}
+	} else {
+		el = m.startElicitation(ctx, rq, sess, link)
+	}
 	defer el.stop()
 
 	// Progress rides on the waiting goroutine: a held call costs no
@@ -236,6 +245,46 @@ func (e *elicitation) stop() {
 // submits an accepted answer through the store like an answer from the
 // page; the waiting loop then sees it like any other.
 func (m *MCP) formElicitation(ctx context.Context, rq *mcpRequest, sess *store.Session, log *zap.Logger) {
+	res, err := m.server.RequestElicitation(ctx, mcp.ElicitationRequest{Params: mcp.ElicitationParams{
+		Mode: mcp.ElicitationModeForm, Message: sess.Message, RequestedSchema: formSchema(sess),
+	}})
+	if err != nil {
+		if ctx.Err() == nil {
+			log.Debug("mcp: form elicitation failed", zap.Error(err))
+		}
+		return
+	}
+	if res.Action != mcp.ElicitationResponseActionAccept {
+		// The person dismissed the form; the link still works until the deadline.
+		log.Debug("mcp: form elicitation not accepted", zap.String("action", string(res.Action)))
+		return
+	}
+	if err := m.answerForm(ctx, rq, sess.ID, res.Content); err != nil {
+		log.Info("mcp: form elicitation answer not stored", zap.Error(err))
+		return
+	}
+	log.Debug("mcp: answer submitted from a form elicitation")
+}
+
+// answerForm submits a form elicitation's content through the core's
+// exactly-once answer path, like an answer from the page.
+func (m *MCP) answerForm(ctx context.Context, rq *mcpRequest, id string, content any) error {
+	sub, err := formAnswer(content)
+	if err != nil {
+		return fmt.Errorf("form answer unusable: %w", err)
+	}
+	cur, err := rq.svc.core.Get(ctx, OwnerOf(rq.claims), id)
+	if err != nil {
+		return fmt.Errorf("read question %s: %w", id, err)
+	}
+	if _, err := rq.svc.core.Answer(ctx, cur, sub, feedback.Via{How: feedback.ViaElicitation}); err != nil {
+		return fmt.Errorf("answer question %s: %w", id, err)
+	}
+	return nil
+}
+
+// formSchema is the form an option question is asked in.
+func formSchema(sess *store.Session) map[string]any {
 	answer := map[string]any{"title": "Answer", "description": "Pick one"}
 	if sess.MultiSelect {
 		answer = map[string]any{"type": "array", "title": "Answer", "description": "Pick one or more",
@@ -255,34 +304,7 @@ func (m *MCP) formElicitation(ctx context.Context, rq *mcpRequest, sess *store.S
 	if required != nil {
 		schema["required"] = required
 	}
-	res, err := m.server.RequestElicitation(ctx, mcp.ElicitationRequest{Params: mcp.ElicitationParams{
-		Mode: mcp.ElicitationModeForm, Message: sess.Message, RequestedSchema: schema,
-	}})
-	if err != nil {
-		if ctx.Err() == nil {
-			log.Debug("mcp: form elicitation failed", zap.Error(err))
-		}
-		return
-	}
-	if res.Action != mcp.ElicitationResponseActionAccept {
-		// The person dismissed the form; the link still works until the deadline.
-		log.Debug("mcp: form elicitation not accepted", zap.String("action", string(res.Action)))
-		return
-	}
-	sub, err := formAnswer(res.Content)
-	if err != nil {
-		log.Info("mcp: form elicitation answer unusable", zap.Error(err))
-		return
-	}
-	cur, err := rq.svc.core.Get(ctx, OwnerOf(rq.claims), sess.ID)
-	if err != nil {
-		return
-	}
-	if _, err := rq.svc.core.Answer(ctx, cur, sub, feedback.Via{How: feedback.ViaElicitation}); err != nil {
-		log.Info("mcp: form elicitation answer not stored", zap.Error(err))
-		return
-	}
-	log.Debug("mcp: answer submitted from a form elicitation")
+	return schema
 }
 
 // formAnswer turns {"answer": "a" | ["a","b"], "comment": "..."} into a submit.
