@@ -424,8 +424,12 @@ func (m *MCP) serve(svc *Service, cfg MCPConfig, next http.Handler, sse bool, se
 		if r.Method == http.MethodPost && sessionID != nil {
 			if body, ok := r.Body.(interface{ Bytes() []byte }); ok {
 				if msg, ok := taskRoute(body.Bytes()); ok {
-					m.routeTask(ctx, w, r, rq, msg, sse, sessionID(r))
-					return
+					plain, handled := m.routeTask(ctx, w, r, rq, msg, sse, sessionID(r))
+					if handled {
+						return
+					}
+					nb := bodyBytes{bytes.NewReader(plain), plain}
+					r.Body, body = nb, nb
 				}
 				if !sse && m.checkRequestState(w, r, rq, body.Bytes()) {
 					return

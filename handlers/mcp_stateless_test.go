@@ -53,6 +53,27 @@ func TestMCPStateless(t *testing.T) {
 	t.Run("url", testStatelessURL)
 	t.Run("no elicitation capability", testStatelessNoCapability)
 	t.Run("forged state", testStatelessForgedState)
+	t.Run("no 2025 tasks", testStatelessNoTasks)
+}
+
+// testStatelessNoTasks: 2026-07-28 requests do not get 2025-11-25 tasks: a
+// params.task on tools/call (a field that version lacks) is ignored and the
+// call runs as a plain one; the task methods are unknown (404, -32601).
+func testStatelessNoTasks(t *testing.T) {
+	e := newMCPEnv(t, store.NewMemory())
+	s := &rpcSession{t: t, e: e, tok: mint(t, "alice")}
+	meta := map[string]any{"io.modelcontextprotocol/protocolVersion": mcp.ProtocolVersion20260728, "io.modelcontextprotocol/clientCapabilities": map[string]any{}}
+	body, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": map[string]any{
+		"name": ToolInteractiveFeedback, "arguments": map[string]any{"message": "plain"}, "task": map[string]any{"ttl": 1000}, "_meta": meta}})
+	status, res, _ := s.modernPost(string(body))
+	if r := resultOf(t, res); status != 200 || r["task"] != nil || r["structuredContent"] == nil {
+		t.Fatalf("HTTP %d %v", status, res)
+	}
+	body, _ = json.Marshal(map[string]any{"jsonrpc": "2.0", "id": 2, "method": "tasks/get", "params": map[string]any{"taskId": "fbt-AAAA", "_meta": meta}})
+	status, res, _ = s.modernPost(string(body))
+	if msg := errorOf(t, res); status != http.StatusNotFound || !strings.Contains(msg, "-32601") || !strings.Contains(msg, "2025-11-25") {
+		t.Fatalf("HTTP %d %s", status, msg)
+	}
 }
 
 // testStatelessForm: with elicitation form, a 2026-07-28 client gets the
@@ -235,6 +256,11 @@ func testStatelessForgedState(t *testing.T) {
 			}
 		})
 	}
+	// A retry without the response is asked again, not failed (SEP-2322).
+	status, again := call(alice, state, map[string]any{"unrelated": map[string]any{"action": "accept"}})
+	if r := resultOf(t, again); status != 200 || r["resultType"] != "input_required" || r["requestState"] == "" {
+		t.Fatalf("retry without a response: HTTP %d %v", status, again)
+	}
 	// The question is still open: nothing was answered with a forged state.
 	dec, _ := base64.RawURLEncoding.DecodeString(body)
 	var issued requestState
@@ -245,6 +271,12 @@ func testStatelessForgedState(t *testing.T) {
 	b, _ := json.Marshal(callTool(context.Background(), t, c, ToolCheckFeedbackStatus, map[string]any{"sessionId": issued.Question}, nil).StructuredContent)
 	if !strings.Contains(string(b), `"status":"pending"`) {
 		t.Fatalf("question after forged retries: %s", b)
+	}
+	// The genuine state answers, and a response key it did not ask for is ignored.
+	accept["extra"] = map[string]any{"action": "decline"}
+	status, done := call(alice, state, accept)
+	if sc, _ := resultOf(t, done)["structuredContent"].(map[string]any); status != 200 || sc["status"] != "submitted" {
+		t.Fatalf("genuine retry: HTTP %d %v", status, done)
 	}
 }
 

@@ -739,13 +739,21 @@ func (b bodyBytes) Bytes() []byte { return b.b }
 // routeTask sends a task message where it can be answered: Streamable HTTP
 // requests of a session, here. Tasks are not offered over the legacy SSE
 // transport (its answers travel on the event stream, and mcp-go would run
-// its own in-memory tasks), nor, in the 2025-11-25 form, to 2026-07-28
-// requests; both are told so instead of getting a task that goes nowhere.
-func (m *MCP) routeTask(ctx context.Context, w http.ResponseWriter, r *http.Request, rq *mcpRequest, msg *rpcMessage, sse bool, sid string) {
+// its own in-memory tasks): those requests are refused with a reason. A
+// 2026-07-28 request has no session and no 2025-11-25 tasks: its task
+// methods are unknown (serveModernTask), and a params.task on its
+// tools/call, a field that version does not define, is dropped so that the
+// call runs as a plain one (the body to use is returned, handled false).
+func (m *MCP) routeTask(ctx context.Context, w http.ResponseWriter, r *http.Request, rq *mcpRequest, msg *rpcMessage, sse bool, sid string) ([]byte, bool) {
 	switch {
 	case sse:
 		WriteError(w, http.StatusBadRequest, "tasks_need_streamable_http",
 			"MCP tasks (tasks/*, tools/call with params.task) are served on the Streamable HTTP endpoint /mcp, not on the legacy SSE transport")
+	case sid == "" && msg.Method == methodToolsCall && mcp.IsModernProtocol(r.Header.Get(mcp.HeaderProtocolVersion)):
+		if plain, err := withoutTask(msg); err == nil {
+			return plain, false
+		}
+		writeRPC(w, msg.ID, nil, invalidParams("params of tools/call must be an object"))
 	case sid == "":
 		m.serveModernTask(ctx, w, r, rq, msg)
 	default:
@@ -754,4 +762,23 @@ func (m *MCP) routeTask(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		}
 		m.serveTask(ctx, w, r, rq, msg)
 	}
+	return nil, true
+}
+
+// withoutTask re-encodes a tools/call without params.task.
+func withoutTask(msg *rpcMessage) ([]byte, error) {
+	var params map[string]json.RawMessage
+	if err := json.Unmarshal(msg.Params, &params); err != nil {
+		return nil, fmt.Errorf("decode tools/call params: %w", err)
+	}
+	delete(params, "task")
+	p, err := json.Marshal(params)
+	if err != nil {
+		return nil, fmt.Errorf("encode tools/call params: %w", err)
+	}
+	b, err := json.Marshal(map[string]any{"jsonrpc": msg.JSONRPC, "id": msg.ID, "method": msg.Method, "params": json.RawMessage(p)})
+	if err != nil {
+		return nil, fmt.Errorf("encode tools/call: %w", err)
+	}
+	return b, nil
 }
