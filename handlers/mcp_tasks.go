@@ -546,7 +546,11 @@ func (m *MCP) taskResult(ctx context.Context, w http.ResponseWriter, r *http.Req
 		writeRPC(w, msg.ID, nil, e)
 		return
 	}
-	ctx, done := m.track(ctx, OwnerOf(rq.claims))
+	ctx, done, ok := m.track(ctx, rq)
+	if !ok {
+		writeRPC(w, msg.ID, nil, &rpcError{Code: mcp.INVALID_REQUEST, Message: "this token's subject already has the most calls in flight it may have; wait for one to finish or cancel one, then call tasks/result again (or poll tasks/get)"})
+		return
+	}
 	defer done()
 
 	stream := strings.Contains(r.Header.Get("Accept"), "text/event-stream")
@@ -616,12 +620,23 @@ func (m *MCP) awaitTask(ctx context.Context, rq *mcpRequest, rec *taskRecord, ev
 	return res, nil
 }
 
-// track registers a blocking task request like a tool call, so that
-// Shutdown ends it and it counts towards the owner's calls in flight.
-func (m *MCP) track(ctx context.Context, owner store.Owner) (context.Context, func()) {
+// track registers a blocking task request like a tool call: Shutdown ends
+// it, and it counts towards (and is held to) the owner's cap on calls in
+// flight. ok is false when the cap is reached.
+func (m *MCP) track(ctx context.Context, rq *mcpRequest) (context.Context, func(), bool) {
+	owner := OwnerOf(rq.claims)
+	limit := rq.cfg.MaxCallsPerSubject
+	if limit <= 0 {
+		limit = DefaultMaxMCPCallsPerSubject
+	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	c := &inflight{cancel: cancel, done: make(chan struct{})}
 	m.callsMu.Lock()
+	if m.callsBy[owner] >= limit {
+		m.callsMu.Unlock()
+		cancel(nil)
+		return ctx, nil, false
+	}
 	m.calls[c] = struct{}{}
 	m.callsBy[owner]++
 	m.callsMu.Unlock()
@@ -637,7 +652,7 @@ func (m *MCP) track(ctx context.Context, owner store.Owner) (context.Context, fu
 			delete(m.callsBy, owner)
 		}
 		m.callsMu.Unlock()
-	}
+	}, true
 }
 
 // TaskEvents returns the hub subscriber that sends notifications/tasks/status

@@ -2,15 +2,22 @@ package handlers
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/mark3labs/mcp-go/client"
+	"github.com/mark3labs/mcp-go/client/transport"
+	"github.com/mark3labs/mcp-go/mcp"
+
+	"github.com/mcpfeedback/caddy-mcp-feedback/internal/validate"
 	"github.com/mcpfeedback/caddy-mcp-feedback/store"
 )
 
@@ -115,6 +122,100 @@ func TestMCPTasks(t *testing.T) {
 	t.Run("wait task", testTaskWait)
 	t.Run("isolation", testTaskIsolation)
 	t.Run("hostile", testTaskHostile)
+	t.Run("status notifications", testTaskNotifications)
+	t.Run("calls cap", testTaskCallsCap)
+}
+
+// listener is an MCP client with the server's GET stream open, which
+// records the task status notifications it receives.
+type listener struct {
+	mu   sync.Mutex
+	seen []map[string]any
+	got  chan map[string]any
+}
+
+func (e *mcpEnv) listen(t *testing.T, tok string) *listener {
+	t.Helper()
+	tr, err := transport.NewStreamableHTTP(e.srv.URL+"/mcp", transport.WithHTTPHeaders(map[string]string{"Authorization": "Bearer " + tok}), transport.WithContinuousListening())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := client.NewClient(tr, client.WithProtocolVersion("2025-11-25"))
+	if err := c.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	l := &listener{got: make(chan map[string]any, 16)}
+	c.OnNotification(func(n mcp.JSONRPCNotification) {
+		if n.Method != mcp.MethodNotificationTasksStatus {
+			return
+		}
+		p := n.Params.AdditionalFields
+		l.mu.Lock()
+		l.seen = append(l.seen, p)
+		l.mu.Unlock()
+		l.got <- p
+	})
+	init := mcp.InitializeRequest{}
+	init.Params.ProtocolVersion = "2025-11-25"
+	init.Params.ClientInfo = mcp.Implementation{Name: "listener", Version: "0"}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := c.Initialize(ctx, init); err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// testTaskNotifications: when a task's question is answered, the owner's
+// sessions (not only the one that created the task) get
+// notifications/tasks/status; another identity's sessions get nothing.
+func testTaskNotifications(t *testing.T) {
+	e := newMCPEnv(t, store.NewMemory())
+	unsub := e.svc.core.Hub().Subscribe(e.m.TaskEvents(e.svc.core.Hub().Records()))
+	t.Cleanup(unsub)
+	aliceL, bobL := e.listen(t, mint(t, "alice")), e.listen(t, mint(t, "bob"))
+	alice, bob := e.rpcSession(t, "alice"), e.rpcSession(t, "bob")
+	task, link := alice.createTask(map[string]any{"message": "notify me"})
+	e.submit(link, `{"freeText":"done"}`)
+	n := recv(t, aliceL.got, "alice's status notification")
+	if n["taskId"] != task["taskId"] || n["status"] != "completed" {
+		t.Fatalf("notification %v", n)
+	}
+	// Bob's own task, answered after Alice's: the notifier works in order,
+	// so by the time Bob hears of his, he would have heard of hers.
+	btask, blink := bob.createTask(map[string]any{"message": "bob's"})
+	e.submit(blink, `{"freeText":"mine"}`)
+	if n := recv(t, bobL.got, "bob's status notification"); n["taskId"] != btask["taskId"] {
+		t.Fatalf("bob got %v", n)
+	}
+	bobL.mu.Lock()
+	defer bobL.mu.Unlock()
+	for _, n := range bobL.seen {
+		if n["taskId"] == task["taskId"] {
+			t.Fatalf("bob was told of alice's task: %v", n)
+		}
+	}
+}
+
+// testTaskCallsCap: tasks/result holds a connection like a waiting call,
+// so it counts towards the subject's cap on calls in flight.
+func testTaskCallsCap(t *testing.T) {
+	e := newMCPEnv(t, store.NewMemory(), func(_ *MCPOptions, c *MCPConfig, _ *validate.Limits) { c.MaxCallsPerSubject = 1 })
+	s := e.rpcSession(t, "alice")
+	t1, _ := s.createTask(map[string]any{"message": "one"})
+	t2, _ := s.createTask(map[string]any{"message": "two"})
+	done := make(chan map[string]any, 1)
+	go func() { done <- s.call("tasks/result", map[string]any{"taskId": t1["taskId"]}) }()
+	e.waitInFlight(1)
+	if msg := errorOf(t, s.call("tasks/result", map[string]any{"taskId": t2["taskId"]})); !strings.Contains(msg, "calls in flight") {
+		t.Fatalf("second tasks/result over the cap: %s", msg)
+	}
+	if got := resultOf(t, s.call("tasks/get", map[string]any{"taskId": t2["taskId"]})); got["status"] != "working" {
+		t.Fatalf("tasks/get is not held to the cap: %v", got)
+	}
+	resultOf(t, s.call("tasks/cancel", map[string]any{"taskId": t1["taskId"]}))
+	recv(t, done, "the first tasks/result")
 }
 
 func (s *rpcSession) createTask(args map[string]any) (task map[string]any, link string) {
