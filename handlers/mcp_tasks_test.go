@@ -136,6 +136,9 @@ type listener struct {
 
 func (e *mcpEnv) listen(t *testing.T, tok string) *listener {
 	t.Helper()
+	// The 2025-11-25 GET stream is exactly what is under test here (the
+	// notifications of a session), hence the deprecated option.
+	//lint:ignore SA1019 a 2025-11-25 session's GET stream is what this test listens on
 	tr, err := transport.NewStreamableHTTP(e.srv.URL+"/mcp", transport.WithHTTPHeaders(map[string]string{"Authorization": "Bearer " + tok}), transport.WithContinuousListening())
 	if err != nil {
 		t.Fatal(err)
