@@ -411,8 +411,10 @@ func (m *MCP) taskView(rec *taskRecord, sess *store.Session, link string) mcp.Ta
 	return t
 }
 
+// question reads a task's question exactly (not PeekOwned: a pending
+// copy cached here may be stale when another instance took the answer).
 func (m *MCP) question(ctx context.Context, rq *mcpRequest, rec *taskRecord) (*store.Session, *rpcError) {
-	sess, err := rq.svc.core.PeekOwned(ctx, rec.owner(), rec.Question)
+	sess, err := rq.svc.core.Get(ctx, rec.owner(), rec.Question)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, nil
 	}
