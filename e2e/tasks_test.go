@@ -120,21 +120,29 @@ func TestMCPTasksAcrossInstances(t *testing.T) {
 	p.finish()
 }
 
-// TestMCPTasksSurviveReload: a client polling a task keeps polling across
-// a `caddy reload` that replaces the configuration, and gets the answer.
-func TestMCPTasksSurviveReload(t *testing.T) {
+// TestMCPTasksSurviveReloadAndRestart: a client polling a task keeps
+// polling across a `caddy reload` that replaces the configuration and a
+// restart of the process (the task lives in Redis, the session id is
+// signed), gets the answer, and a reconnected client reads it as well.
+func TestMCPTasksSurviveReloadAndRestart(t *testing.T) {
 	rs := redistest.Start(t)
 	sites := mcpRedisSites(rs.URL())
 	c := startMCPCaddy(t, sites)
 	p := runTasksClient(t, token(t, "alice"), token(t, "mallory"), "reload", c.HTTP+"/mcp")
 	created := p.expect("task")
+	id := created["task"].(map[string]any)["taskId"]
 	// Another configuration, so the reload really replaces the handlers.
 	c.reload(strings.Replace(sites, "jwt_secret {env.JWT_SECRET}\n", "jwt_secret {env.JWT_SECRET}\n\t\tmax_options 7\n", 1))
+	c.stop()
+	c.start(sites)
 	answer(t, c, created["link"].(string), `{"selectedOptions":["no"]}`)
 	p.proceed()
 	res := p.expect("a-result")
-	if res["error"] != nil || res["status"] != "submitted" || res["related"] != created["task"].(map[string]any)["taskId"] {
-		t.Fatalf("after reload: %v", res)
+	if res["error"] != nil || res["status"] != "submitted" || res["related"] != id {
+		t.Fatalf("after reload and restart: %v", res)
+	}
+	if again := p.expect("reconnected"); again["taskStatus"] != "completed" || again["status"] != "submitted" || again["related"] != id || again["result"].(map[string]any)["selectedOptions"].([]any)[0] != "no" {
+		t.Fatalf("reconnected client: %v", again)
 	}
 	p.finish()
 }

@@ -13,8 +13,9 @@
 //   sees the task in tasks/get and tasks/list, and reads tasks/result;
 //   client C (urlB, other identity) sees nothing of it; B cancels a second
 //   task of A's, and A's stream ends cancelled.
-// reload: A creates a task, waits for the Go side to reload Caddy, and its
-//   polling goes on to the result.
+// reload: A creates a task, waits for the Go side to reload and then
+//   restart Caddy, and its polling goes on to the result; a new client
+//   (a reconnect) reads the task and its result too.
 import { createInterface } from 'node:readline';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
@@ -105,9 +106,15 @@ async function main() {
     case 'reload': {
       const t = await ask(a, 'Across a reload?');
       emit('task', { task: t.task, link: t.link });
-      await waitGo(); // Caddy reloaded, then the person answered
+      await waitGo(); // Caddy reloaded, restarted, then the person answered
       const end = await finish(t.it);
       emit('a-result', { statuses: end.statuses, error: end.error ?? null, ...(end.result ? outcome(end.result) : {}) });
+      // A new client (a reconnect) of the same identity reads it too.
+      const again = await connect(urlA, token, 'tasks-reconnected');
+      const got = await again.experimental.tasks.getTask(t.task.taskId);
+      const res = await again.experimental.tasks.getTaskResult(t.task.taskId, CallToolResultSchema);
+      emit('reconnected', { taskStatus: got.status, ...outcome(res) });
+      await again.close();
       break;
     }
     default: throw new Error(`unknown scenario ${scenario}`);
