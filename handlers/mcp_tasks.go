@@ -149,6 +149,11 @@ func (m *MCP) serveTask(ctx context.Context, w http.ResponseWriter, r *http.Requ
 	switch msg.Method {
 	case methodToolsCall:
 		res, e = m.createTask(ctx, rq, msg.Params)
+		outcome := "task"
+		if e != nil {
+			outcome = "tool_error"
+		}
+		m.opts.Observer.ToolCall(toolName(msg.Params), outcome)
 	case methodTasksGet:
 		res, e = m.getTask(ctx, rq, msg.Params)
 	case methodTasksCancel:
@@ -160,6 +165,20 @@ func (m *MCP) serveTask(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		return
 	}
 	writeRPC(w, msg.ID, res, e)
+}
+
+// toolName is the name a tools/call names, if it is one of ours (metric
+// labels must stay a small set).
+func toolName(params json.RawMessage) string {
+	var p struct {
+		Name string `json:"name"`
+	}
+	_ = json.Unmarshal(params, &p)
+	switch p.Name {
+	case ToolInteractiveFeedback, ToolGetFeedbackResult, ToolCheckFeedbackStatus, ToolCancelFeedback:
+		return p.Name
+	}
+	return "unknown"
 }
 
 // writeRPC writes a JSON-RPC answer as application/json.

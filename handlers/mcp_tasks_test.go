@@ -240,7 +240,8 @@ func (s *rpcSession) createTask(args map[string]any) (task map[string]any, link 
 // until the person answers; tasks/result, called before the answer,
 // blocks and then carries the answer, tied to the task.
 func testTaskLifecycle(t *testing.T) {
-	e := newMCPEnv(t, store.NewMemory())
+	obs := &callCounter{n: map[string]int{}}
+	e := newMCPEnv(t, store.NewMemory(), func(o *MCPOptions, _ *MCPConfig, _ *validate.Limits) { o.Observer = obs })
 	s := e.rpcSession(t, "alice")
 	task, link := s.createTask(map[string]any{"message": "ship it?", "predefinedOptions": []string{"yes", "no"}})
 	id, _ := task["taskId"].(string)
@@ -271,6 +272,24 @@ func testTaskLifecycle(t *testing.T) {
 	if ts := list["tasks"].([]any); len(ts) != 1 || ts[0].(map[string]any)["taskId"] != id {
 		t.Fatalf("tasks/list %v", list)
 	}
+	obs.mu.Lock()
+	defer obs.mu.Unlock()
+	if obs.n["interactive_feedback/task"] != 1 {
+		t.Fatalf("tool call metrics %v", obs.n)
+	}
+}
+
+// callCounter records the tool call outcomes the metrics would count.
+type callCounter struct {
+	nopObserver
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (c *callCounter) ToolCall(tool, outcome string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.n[tool+"/"+outcome]++
 }
 
 // waitInFlight waits (bounded) until n blocking calls are in flight.
