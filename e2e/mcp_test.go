@@ -463,8 +463,10 @@ http://:{HTTP} {
 `, "CONFORMANCE_TOKEN="+token(t, "conformance"))
 	want := map[string][]string{
 		"draft": {"input-required-result-missing-input-response: 1 passed, 0 failed", "input-required-result-unsupported-methods: 2 passed, 0 failed",
-			"input-required-result-validate-input: 3 passed, 0 failed", "http-header-validation: 14 passed, 0 failed",
-			"server-stateless: 24 passed, 4 failed"},
+			// server-stateless is not asserted: besides its fixture checks, its
+			// subscriptions/listen checks read for under a second and vary
+			// with load.
+			"input-required-result-validate-input: 3 passed, 0 failed", "http-header-validation: 14 passed, 0 failed"},
 		"pending": {"http-header-validation: 14 passed, 0 failed"},
 	}
 	for _, suite := range []string{"draft", "pending"} {

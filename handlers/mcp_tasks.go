@@ -791,7 +791,7 @@ func (m *MCP) routeTask(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		}
 		writeRPC(w, msg.ID, nil, invalidParams("params of tools/call must be an object"))
 	case sid == "":
-		m.serveModernTask(ctx, w, r, rq, msg)
+		m.serveModernTask(w, r, msg)
 	default:
 		if cs := m.clientSession(sid); cs != nil {
 			ctx = m.server.WithContext(ctx, cs)
