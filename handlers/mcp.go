@@ -226,6 +226,13 @@ func NewMCP(opts MCPOptions) *MCP {
 	hooks := &server.Hooks{}
 	hooks.AddOnRegisterSession(m.onRegister)
 	hooks.AddOnUnregisterSession(m.onUnregister)
+	// 2026-07-28 clients (server/discover) get tasks as the extension only:
+	// the 2025-11-25 capabilities.tasks slot is not theirs.
+	hooks.AddAfterDiscover(func(_ context.Context, _ any, _ *mcp.DiscoverRequest, res *mcp.DiscoverResult) {
+		if res != nil {
+			res.Capabilities.Tasks = nil
+		}
+	})
 	m.server = server.NewMCPServer("caddy-mcp-feedback", moduleVersion(),
 		server.WithInstructions(serverInstructions),
 		server.WithToolCapabilities(false),
@@ -233,6 +240,10 @@ func NewMCP(opts MCPOptions) *MCP {
 		// Advertised here, answered in mcp_tasks.go before mcp-go sees
 		// the request: the library's own task handling is not used.
 		server.WithTaskCapabilities(true, true, true),
+		// The 2026-07-28 tasks extension (mcp_tasksext.go). NB: mcp-go's
+		// WithExtensions replaces the whole map, so every extension this
+		// server speaks must be named in this one call.
+		server.WithExtensions(map[string]any{TasksExtension: map[string]any{}}),
 		server.WithHooks(hooks),
 		server.WithRecovery(),
 		// The structured result of every tool is checked against its
@@ -430,6 +441,9 @@ func (m *MCP) serve(svc *Service, cfg MCPConfig, next http.Handler, sse bool, se
 					}
 					nb := bodyBytes{bytes.NewReader(plain), plain}
 					r.Body, body = nb, nb
+				} else if msg, ok := extRoute(r, body.Bytes()); ok && !sse && sessionID(r) == "" {
+					m.serveModernTask(ctx, w, r, rq, msg)
+					return
 				}
 				if !sse && m.checkRequestState(w, r, rq, body.Bytes()) {
 					return

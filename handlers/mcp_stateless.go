@@ -233,20 +233,3 @@ func (m *MCP) stateless(ctx context.Context, rq *mcpRequest, req mcp.CallToolReq
 	}
 	return res, true
 }
-
-// serveModernTask answers a task message that came without a session id:
-// 2026-07-28 clients use the tasks extension's form, which this server
-// does not speak yet, so the request is refused in the way the extension
-// prescribes for a client that has not negotiated it.
-func (m *MCP) serveModernTask(w http.ResponseWriter, r *http.Request, msg *rpcMessage) {
-	if !mcp.IsModernProtocol(r.Header.Get(mcp.HeaderProtocolVersion)) {
-		WriteError(w, http.StatusBadRequest, "session_required",
-			"this request needs the Mcp-Session-Id header of an open session; start one with an initialize POST")
-		return
-	}
-	b, _ := rpcBytes(msg.ID, nil, &rpcError{Code: mcp.METHOD_NOT_FOUND,
-		Message: "MCP tasks are served in their 2025-11-25 form (initialize a session with protocol 2025-11-25 on /mcp); the 2026-07-28 tasks extension is not implemented"})
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(http.StatusNotFound)
-	_, _ = w.Write(b)
-}

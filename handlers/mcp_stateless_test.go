@@ -54,11 +54,12 @@ func TestMCPStateless(t *testing.T) {
 	t.Run("no elicitation capability", testStatelessNoCapability)
 	t.Run("forged state", testStatelessForgedState)
 	t.Run("no 2025 tasks", testStatelessNoTasks)
+	t.Run("tasks extension", testTasksExtension)
 }
 
 // testStatelessNoTasks: 2026-07-28 requests do not get 2025-11-25 tasks: a
 // params.task on tools/call (a field that version lacks) is ignored and the
-// call runs as a plain one; the task methods are unknown (404, -32601).
+// call runs as a plain one.
 func testStatelessNoTasks(t *testing.T) {
 	e := newMCPEnv(t, store.NewMemory())
 	s := &rpcSession{t: t, e: e, tok: mint(t, "alice")}
@@ -69,10 +70,83 @@ func testStatelessNoTasks(t *testing.T) {
 	if r := resultOf(t, res); status != 200 || r["task"] != nil || r["structuredContent"] == nil {
 		t.Fatalf("HTTP %d %v", status, res)
 	}
+	// Without the tasks extension declared, its methods are refused as the
+	// extension says: 400, -32021, naming the capability.
 	body, _ = json.Marshal(map[string]any{"jsonrpc": "2.0", "id": 2, "method": "tasks/get", "params": map[string]any{"taskId": "fbt-AAAA", "_meta": meta}})
 	status, res, _ = s.modernPost(string(body))
-	if msg := errorOf(t, res); status != http.StatusNotFound || !strings.Contains(msg, "-32601") || !strings.Contains(msg, "2025-11-25") {
-		t.Fatalf("HTTP %d %s", status, msg)
+	rpcErr, _ := res["error"].(map[string]any)
+	if status != http.StatusBadRequest || rpcErr["code"] != float64(mcp.MISSING_REQUIRED_CLIENT_CAPABILITY) ||
+		rpcErr["data"].(map[string]any)["requiredCapabilities"].(map[string]any)["extensions"].(map[string]any)[TasksExtension] == nil {
+		t.Fatalf("HTTP %d %v", status, res)
+	}
+}
+
+// testTasksExtension: a 2026-07-28 client that declares the tasks
+// extension gets a task instead of a held request for a waiting call
+// (flat CreateTaskResult), reads the answer inlined in tasks/get, and gets
+// the extension's answers for cancel, update and the methods it dropped.
+func testTasksExtension(t *testing.T) {
+	e := newMCPEnv(t, store.NewMemory())
+	s := &rpcSession{t: t, e: e, tok: mint(t, "alice")}
+	meta := map[string]any{"io.modelcontextprotocol/protocolVersion": mcp.ProtocolVersion20260728,
+		"io.modelcontextprotocol/clientCapabilities": map[string]any{"extensions": map[string]any{TasksExtension: map[string]any{}}}}
+	post := func(method string, params map[string]any) (int, map[string]any) {
+		params["_meta"] = meta
+		b, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
+		st, res, _ := s.modernPost(string(b))
+		return st, res
+	}
+	status, res := post("tools/call", map[string]any{"name": ToolInteractiveFeedback, "arguments": map[string]any{"message": "ext?", "wait": true}})
+	created := resultOf(t, res)
+	id, _ := created["taskId"].(string)
+	if status != 200 || created["resultType"] != "task" || created["task"] != nil || created["result"] != nil || created["status"] != "working" ||
+		created["ttlMs"] == nil || created["pollIntervalMs"] != float64(2000) || !strings.HasPrefix(id, taskIDPrefix) {
+		t.Fatalf("create: HTTP %d %v", status, res)
+	}
+	msg, _ := created["statusMessage"].(string)
+	link := msg[strings.Index(msg, "http"):strings.Index(msg, " (")]
+	if _, res := post("tasks/get", map[string]any{"taskId": id}); resultOf(t, res)["status"] != "working" || resultOf(t, res)["result"] != nil {
+		t.Fatalf("tasks/get while working: %v", res)
+	}
+	e.submit(link, `{"freeText":"inline"}`)
+	_, res = post("tasks/get", map[string]any{"taskId": id})
+	got := resultOf(t, res)
+	r, _ := got["result"].(map[string]any)
+	if got["status"] != "completed" || r == nil || r["structuredContent"].(map[string]any)["status"] != "submitted" {
+		t.Fatalf("tasks/get after the answer: %v", res)
+	}
+	// Cancel: an empty ack, even for a finished task; unknown ids are -32602.
+	if _, res := post("tasks/cancel", map[string]any{"taskId": id}); resultOf(t, res)["resultType"] != "complete" || len(resultOf(t, res)) != 1 {
+		t.Fatalf("tasks/cancel of a finished task: %v", res)
+	}
+	if st, res := post("tasks/cancel", map[string]any{"taskId": "fbt-NOPE"}); st != 400 || !strings.Contains(errorOf(t, res), "-32602") {
+		t.Fatalf("tasks/cancel of an unknown task: HTTP %d %v", st, res)
+	}
+	if st, res := post("tasks/update", map[string]any{"taskId": id, "inputResponses": map[string]any{}}); st != 400 || !strings.Contains(errorOf(t, res), "does not wait for input") {
+		t.Fatalf("tasks/update: HTTP %d %v", st, res)
+	}
+	for _, m := range []string{"tasks/result", "tasks/list"} {
+		if st, res := post(m, map[string]any{"taskId": id}); st != 404 || !strings.Contains(errorOf(t, res), "-32601") {
+			t.Fatalf("%s: HTTP %d %v", m, st, res)
+		}
+	}
+	// A working task cancelled: the question is withdrawn, tasks/get says so.
+	_, res = post("tools/call", map[string]any{"name": ToolInteractiveFeedback, "arguments": map[string]any{"message": "cancel?", "wait": true}})
+	id2 := resultOf(t, res)["taskId"].(string)
+	post("tasks/cancel", map[string]any{"taskId": id2})
+	if _, res := post("tasks/get", map[string]any{"taskId": id2}); resultOf(t, res)["status"] != "cancelled" {
+		t.Fatalf("tasks/get after cancel: %v", res)
+	}
+	// Another identity sees none of it.
+	bob := &rpcSession{t: t, e: e, tok: mint(t, "bob")}
+	b, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": 1, "method": "tasks/get", "params": map[string]any{"taskId": id, "_meta": meta}})
+	if _, res, _ := bob.modernPost(string(b)); !strings.Contains(errorOf(t, res), "not found") {
+		t.Fatalf("bob's tasks/get: %v", res)
+	}
+	// A call that would not wait is not a task.
+	_, res = post("tools/call", map[string]any{"name": ToolInteractiveFeedback, "arguments": map[string]any{"message": "no wait"}})
+	if r := resultOf(t, res); r["resultType"] == "task" || r["structuredContent"] == nil {
+		t.Fatalf("a call without wait: %v", res)
 	}
 }
 

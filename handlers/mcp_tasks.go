@@ -112,6 +112,9 @@ type rpcError struct {
 	Code    int    `json:"code"`
 	Message string `json:"message"`
 	Data    any    `json:"data,omitempty"`
+	// done: the task is already finished (tasks/cancel), which the
+	// extension's cancel acknowledges rather than refuses.
+	done bool
 }
 
 func invalidParams(format string, args ...any) *rpcError {
@@ -126,7 +129,7 @@ func taskRoute(body []byte) (*rpcMessage, bool) {
 		return nil, false // batches, notifications, responses, junk: mcp-go's
 	}
 	switch msg.Method {
-	case methodTasksGet, methodTasksResult, methodTasksCancel, methodTasksList:
+	case methodTasksGet, methodTasksResult, methodTasksCancel, methodTasksList, methodTasksUpdate:
 		return &msg, true
 	case methodToolsCall:
 		var p struct {
@@ -474,7 +477,9 @@ func (m *MCP) cancelTask(ctx context.Context, rq *mcpRequest, params json.RawMes
 		return nil, e
 	}
 	if st := taskStatus(rec, sess, time.Now()); st != mcp.TaskStatusWorking {
-		return nil, invalidParams("task %s is already %s, so it cannot be cancelled", id, st)
+		e := invalidParams("task %s is already %s, so it cannot be cancelled", id, st)
+		e.done = true
+		return nil, e
 	}
 	if rec.Tool == ToolInteractiveFeedback {
 		if !rq.claims.HasScope(auth.ScopeCreate) {
@@ -485,7 +490,9 @@ func (m *MCP) cancelTask(ctx context.Context, rq *mcpRequest, params json.RawMes
 		case errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrGone):
 			// Answered or expired in the meantime: the task completed.
 			cur, _ = m.question(ctx, rq, rec)
-			return nil, invalidParams("task %s is already %s, so it cannot be cancelled", id, taskStatus(rec, cur, time.Now()))
+			e := invalidParams("task %s is already %s, so it cannot be cancelled", id, taskStatus(rec, cur, time.Now()))
+			e.done = true
+			return nil, e
 		case err != nil:
 			return nil, &rpcError{Code: mcp.INTERNAL_ERROR, Message: "the question could not be withdrawn (session store unavailable); try again"}
 		}
@@ -776,22 +783,28 @@ func (b bodyBytes) Bytes() []byte { return b.b }
 // requests of a session, here. Tasks are not offered over the legacy SSE
 // transport (its answers travel on the event stream, and mcp-go would run
 // its own in-memory tasks): those requests are refused with a reason. A
-// 2026-07-28 request has no session and no 2025-11-25 tasks: its task
-// methods are unknown (serveModernTask), and a params.task on its
-// tools/call, a field that version does not define, is dropped so that the
-// call runs as a plain one (the body to use is returned, handled false).
+// 2026-07-28 request has no session and no 2025-11-25 tasks: it gets the
+// tasks extension's form (mcp_tasksext.go) when it declares it, and a
+// params.task on its tools/call, a field that version does not define, is
+// dropped so that the call runs as a plain one (the body to use is
+// returned, handled false).
 func (m *MCP) routeTask(ctx context.Context, w http.ResponseWriter, r *http.Request, rq *mcpRequest, msg *rpcMessage, sse bool, sid string) ([]byte, bool) {
 	switch {
 	case sse:
 		WriteError(w, http.StatusBadRequest, "tasks_need_streamable_http",
 			"MCP tasks (tasks/*, tools/call with params.task) are served on the Streamable HTTP endpoint /mcp, not on the legacy SSE transport")
+	case sid == "" && msg.Method == methodToolsCall && extTaskCall(r, msg):
+		m.serveModernTask(ctx, w, r, rq, msg)
 	case sid == "" && msg.Method == methodToolsCall && mcp.IsModernProtocol(r.Header.Get(mcp.HeaderProtocolVersion)):
 		if plain, err := withoutTask(msg); err == nil {
 			return plain, false
 		}
 		writeRPC(w, msg.ID, nil, invalidParams("params of tools/call must be an object"))
 	case sid == "":
-		m.serveModernTask(w, r, msg)
+		m.serveModernTask(ctx, w, r, rq, msg)
+	case msg.Method == methodTasksUpdate:
+		// Only the 2026-07-28 extension has it.
+		writeRPC(w, msg.ID, nil, &rpcError{Code: mcp.METHOD_NOT_FOUND, Message: "tasks/update is a method of the 2026-07-28 tasks extension; this session speaks the 2025-11-25 form"})
 	default:
 		if cs := m.clientSession(sid); cs != nil {
 			ctx = m.server.WithContext(ctx, cs)
