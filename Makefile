@@ -38,6 +38,8 @@ deps:
 	@test e2e/oidcjs/node_modules/.package-lock.json -nt e2e/oidcjs/package-lock.json || { cd e2e/oidcjs && npm ci --no-audit --no-fund --loglevel=error; }
 	@# The MCP Apps test host: ext-apps' AppBridge, the TS SDK and esbuild, pinned by their lock file.
 	@test e2e/appsjs/node_modules/.package-lock.json -nt e2e/appsjs/package-lock.json || { cd e2e/appsjs && npm ci --no-audit --no-fund --loglevel=error; }
+	@# A stateless (2026-07-28) client: the TypeScript SDK v2, pinned by its lock file.
+	@test e2e/statelessjs/node_modules/.package-lock.json -nt e2e/statelessjs/package-lock.json || { cd e2e/statelessjs && npm ci --no-audit --no-fund --loglevel=error; }
 	$(GO) mod download
 
 vet:

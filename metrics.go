@@ -48,7 +48,7 @@ var (
 	})
 	metricToolCalls = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "mcp_feedback", Name: "mcp_tool_calls_total",
-		Help: "MCP tool calls by tool and outcome (ok, tool_error, cancelled, error, refused).",
+		Help: "MCP tool calls by tool and outcome (ok, tool_error, cancelled, error, refused, task).",
 	}, []string{"tool", "outcome"})
 	metricDeliveries = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "mcp_feedback", Name: "webhook_deliveries_total",

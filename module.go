@@ -378,9 +378,16 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
+	// requestState of stateless clients is signed like session ids: with
+	// the shared secret, or (login alone) the key kept in the store, so a
+	// retry may reach any instance; JWKS-only sites sign per process.
+	stateKey := deriveKey(cfg.secret, "MCP request state")
+	if stateKey == nil && sessionKey != nil {
+		stateKey = deriveKey(string(sessionKey), "MCP request state")
+	}
 	h.mux = h.routes(handlers.MCPConfig{Elicitation: cfg.elicitation, Prefix: strippedPrefix,
 		AllowedOrigins: cfg.origins, MaxSessionsPerSubject: cfg.mcpPerSubj, MaxCallsPerSubject: cfg.mcpCallsPerSubj,
-		SessionKey: sessionKey})
+		SessionKey: sessionKey, StateKey: stateKey})
 	// On a reload the MCP streams stay: the next configuration serves them.
 	// On exit they must end, or Caddy waits for them.
 	h.stopHooks = append(h.stopHooks, sh.stopMCP)

@@ -32,11 +32,14 @@ type shared struct {
 	hub  *feedback.Hub
 	life *lifecycle
 	mcp  *handlers.MCP
+	// unsubTasks ends the MCP task notifier's subscription to the hub.
+	unsubTasks func()
 }
 
 // Destruct ends every MCP session, then closes the store, once no
 // configuration uses them.
 func (s *shared) Destruct() error {
+	s.unsubTasks()
 	s.mcp.Close()
 	s.life.close()
 	return s.hub.Close()
@@ -51,8 +54,9 @@ func acquireShared(b StoreBackend, logger *zap.Logger) (*shared, error) {
 		}
 		hub := feedback.NewHub(st)
 		life := newLifecycle(hub)
-		return &shared{key: key, hub: hub, life: life,
-			mcp: handlers.NewMCP(handlers.MCPOptions{Logger: logger, Observer: life})}, nil
+		m := handlers.NewMCP(handlers.MCPOptions{Logger: logger, Observer: life})
+		return &shared{key: key, hub: hub, life: life, mcp: m,
+			unsubTasks: hub.Subscribe(m.TaskEvents(hub.Records()))}, nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("opening session store: %w", err)

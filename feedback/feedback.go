@@ -58,6 +58,11 @@ func NewService(hub *Hub, cfg Config) *Service {
 // Limits are the configured bounds of a question.
 func (s *Service) Limits() validate.Limits { return s.cfg.Limits }
 
+// Retention is how long a finished question stays readable after its
+// deadline (records that live beside a question, such as MCP tasks, last
+// as long).
+func (s *Service) Retention() time.Duration { return s.cfg.Retention }
+
 // Hub is the shared part this Service runs on.
 func (s *Service) Hub() *Hub { return s.hub }
 

@@ -3,9 +3,9 @@ package handlers
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -73,6 +73,10 @@ type MCPConfig struct {
 	// sharing the site's secret recognises them (mcp_sessionid.go). Empty:
 	// ids are known only to the instance that minted them.
 	SessionKey []byte
+	// StateKey signs the requestState of 2026-07-28 input-required results
+	// (mcp_stateless.go), so a retry may reach any instance sharing the
+	// site's secret. Empty: a key of this process only.
+	StateKey []byte
 	// MaxCallsPerSubject caps the tool calls one subject may have in flight
 	// at once (each waiting call holds a connection for up to an hour).
 	// 0 means DefaultMaxMCPCallsPerSubject.
@@ -123,8 +127,18 @@ type MCP struct {
 	callsBy map[store.Owner]int
 	closing atomic.Bool
 
+	// localStateKey signs requestStates when the configuration has no
+	// StateKey (no shared secret).
+	localStateKey []byte
+
 	stopSweep context.CancelFunc
 	swept     chan struct{}
+	notified  chan struct{} // closed when runTaskNotifier has returned
+
+	// taskKV is the store's KV the task notifier reads (set by TaskEvents);
+	// taskQueue carries changed questions to it (see mcp_tasks.go).
+	taskKV    atomic.Pointer[store.KV]
+	taskQueue chan *store.Session
 	closeOnce sync.Once
 }
 
@@ -206,15 +220,30 @@ func NewMCP(opts MCPOptions) *MCP {
 	if opts.KeepAlive <= 0 {
 		opts.KeepAlive = 25 * time.Second
 	}
-	m := &MCP{opts: opts, log: opts.Logger, calls: map[*inflight]struct{}{}, callsBy: map[store.Owner]int{}, swept: make(chan struct{})}
+	m := &MCP{opts: opts, log: opts.Logger, calls: map[*inflight]struct{}{}, callsBy: map[store.Owner]int{}, swept: make(chan struct{}),
+		notified: make(chan struct{}), taskQueue: make(chan *store.Session, 256), localStateKey: []byte(rand.Text() + rand.Text())}
 
 	hooks := &server.Hooks{}
 	hooks.AddOnRegisterSession(m.onRegister)
 	hooks.AddOnUnregisterSession(m.onUnregister)
+	// 2026-07-28 clients (server/discover) get tasks as the extension only:
+	// the 2025-11-25 capabilities.tasks slot is not theirs.
+	hooks.AddAfterDiscover(func(_ context.Context, _ any, _ *mcp.DiscoverRequest, res *mcp.DiscoverResult) {
+		if res != nil {
+			res.Capabilities.Tasks = nil
+		}
+	})
 	m.server = server.NewMCPServer("caddy-mcp-feedback", moduleVersion(), append(m.appsOptions(hooks),
 		server.WithInstructions(serverInstructions),
 		server.WithToolCapabilities(false),
 		server.WithLogging(),
+		// Advertised here, answered in mcp_tasks.go before mcp-go sees
+		// the request: the library's own task handling is not used.
+		server.WithTaskCapabilities(true, true, true),
+		// The 2026-07-28 tasks extension (mcp_tasksext.go). NB: mcp-go's
+		// WithExtensions replaces the whole map, so every extension this
+		// server speaks must be named in this one call.
+		server.WithExtensions(map[string]any{TasksExtension: map[string]any{}}),
 		server.WithHooks(hooks),
 		server.WithRecovery(),
 		// The structured result of every tool is checked against its
@@ -259,6 +288,10 @@ func NewMCP(opts MCPOptions) *MCP {
 	ctx, cancel := context.WithCancel(context.Background())
 	m.stopSweep = cancel
 	go m.sweep(ctx)
+	go func() {
+		defer close(m.notified)
+		m.runTaskNotifier(ctx)
+	}()
 	return m
 }
 
@@ -335,7 +368,7 @@ func (m *MCP) serve(svc *Service, cfg MCPConfig, next http.Handler, sse bool, se
 				WriteError(w, http.StatusBadRequest, "invalid_request", "the request body could not be read")
 				return
 			}
-			r.Body = io.NopCloser(bytes.NewReader(body))
+			r.Body = bodyBytes{bytes.NewReader(body), body}
 		}
 		owner := OwnerOf(claims)
 		if sessionID != nil {
@@ -400,6 +433,24 @@ func (m *MCP) serve(svc *Service, cfg MCPConfig, next http.Handler, sse bool, se
 			rq.stream = &streamState{flushed: make(chan struct{}, 1)}
 		}
 		ctx := context.WithValue(r.Context(), mcpRequestKey{}, rq)
+		if r.Method == http.MethodPost && sessionID != nil {
+			if body, ok := r.Body.(interface{ Bytes() []byte }); ok {
+				if msg, ok := taskRoute(body.Bytes()); ok {
+					plain, handled := m.routeTask(ctx, w, r, rq, msg, sse, sessionID(r))
+					if handled {
+						return
+					}
+					nb := bodyBytes{bytes.NewReader(plain), plain}
+					r.Body, body = nb, nb
+				} else if msg, ok := extRoute(r, body.Bytes()); ok && !sse && sessionID(r) == "" {
+					m.serveModernTask(ctx, w, r, rq, msg)
+					return
+				}
+				if !sse && m.checkRequestState(w, r, rq, body.Bytes()) {
+					return
+				}
+			}
+		}
 		next.ServeHTTP(flushWriter{w, rq.stream}, r.WithContext(ctx))
 	}
 }
@@ -720,6 +771,7 @@ func (m *MCP) Close() {
 		m.Shutdown(ctx)
 		m.stopSweep()
 		<-m.swept
+		<-m.notified
 	})
 }
 

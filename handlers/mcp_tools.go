@@ -158,6 +158,8 @@ If the result says expired, the user is away: continue with your best judgement 
 			mcp.Description("Block until the user answers, the question expires or it is cancelled. Default false (return the link at once).")),
 		mcp.WithRawOutputSchema(outcomeSchema),
 		annotations("Ask the user", false, false, false, true),
+		// A task-augmented call (params.task) returns a task at once; see mcp_tasks.go.
+		mcp.WithTaskSupport(mcp.TaskSupportOptional),
 	)
 	// Hosts that render MCP Apps show the question in the conversation
 	// (mcp_apps.go); others never see this (filterTools).
@@ -172,6 +174,7 @@ status submitted: result holds the answer. pending: not answered yet, call again
 			mcp.Description("Seconds to wait for the answer, from 0 to 3600 by default; waiting stops at the question's expiry anyway. Send a progressToken and allow a long timeout: progress is reported at least every 15 seconds.")),
 		mcp.WithRawOutputSchema(outcomeSchema),
 		annotations("Get the user's answer", true, false, true, false),
+		mcp.WithTaskSupport(mcp.TaskSupportOptional),
 	), m.getFeedbackResult)
 
 	m.server.AddTool(mcp.NewTool(ToolCheckFeedbackStatus,
@@ -250,30 +253,16 @@ func (m *MCP) interactiveFeedback(ctx context.Context, req mcp.CallToolRequest) 
 	if fail != nil {
 		return fail, nil
 	}
-	creq, style, extra, verr := decodeAsk(raw, rq.svc.core.Limits(), "wait")
-	if verr != nil {
-		return toolError("%s", verr.Message), nil
+	if res, handled := m.stateless(ctx, rq, req); handled {
+		return res, nil
 	}
-	wait, verr := validate.Bool(extra["wait"], "wait")
-	if verr != nil {
-		return toolError("%s", verr.Message), nil
+	a, fail := m.ask(ctx, rq, raw)
+	if fail != nil {
+		return fail, nil
 	}
-	if wait && !rq.claims.HasScope(auth.ScopeRead) {
-		return toolError("this token's scope does not include %s, which waiting for the answer needs; call without wait", auth.ScopeRead), nil
-	}
-	owner := OwnerOf(rq.claims)
-	created, err := rq.svc.core.Ask(ctx, owner, creq, rq.base, style)
-	if err != nil {
-		return storeToolError(rq, "create", err), nil
-	}
-	sess, link := created.Session, created.Link
-	if rq.svc.cfg.WithholdLink {
-		link = "" // the person gets it from a notification, not from us
-	}
-	m.rememberLink(ctx, sess.ID, link)
-	rq.svc.log.Debug("mcp: question created", zap.String("session", sess.ID), zap.String("sub", owner.Subject), zap.Bool("wait", wait))
+	sess, link, wait, creq := a.sess, a.link, a.wait, a.req
 	if appsClient(ctx) {
-		return appOutcome(rq, sess, created, link, wait), nil
+		return appOutcome(rq, sess, a.created, link, wait), nil
 	}
 	if !wait {
 		out := Outcome{SessionID: sess.ID, Status: sess.Status, FeedbackURL: link, ExpiresAt: sess.ExpiresAt, Warnings: creq.Warnings}
@@ -297,7 +286,49 @@ func (m *MCP) interactiveFeedback(ctx context.Context, req mcp.CallToolRequest) 
 	return res, err
 }
 
+// ask validates interactive_feedback's arguments and creates the question
+// (a plain call and a task-augmented one share it). wait is the argument.
+func (m *MCP) ask(ctx context.Context, rq *mcpRequest, raw []byte) (*asked, *mcp.CallToolResult) {
+	creq, style, extra, verr := decodeAsk(raw, rq.svc.core.Limits(), "wait")
+	if verr != nil {
+		return nil, toolError("%s", verr.Message)
+	}
+	wait, verr := validate.Bool(extra["wait"], "wait")
+	if verr != nil {
+		return nil, toolError("%s", verr.Message)
+	}
+	if wait && !rq.claims.HasScope(auth.ScopeRead) {
+		return nil, toolError("this token's scope does not include %s, which waiting for the answer needs; call without wait", auth.ScopeRead)
+	}
+	owner := OwnerOf(rq.claims)
+	created, err := rq.svc.core.Ask(ctx, owner, creq, rq.base, style)
+	if err != nil {
+		return nil, storeToolError(rq, "create", err)
+	}
+	a := &asked{sess: created.Session, link: created.Link, wait: wait, req: creq, created: created}
+	if rq.svc.cfg.WithholdLink {
+		a.link = "" // the person gets it from a notification, not from us
+	}
+	m.rememberLink(ctx, a.sess.ID, a.link)
+	rq.svc.log.Debug("mcp: question created", zap.String("session", a.sess.ID), zap.String("sub", owner.Subject), zap.Bool("wait", wait))
+	return a, nil
+}
+
+// asked is a question interactive_feedback created, and how it was asked.
+type asked struct {
+	sess    *store.Session
+	link    string // "" when the agent does not get it (link_to_agent off)
+	wait    bool
+	req     *validate.CreateRequest
+	created *feedback.Asked
+}
+
 func (m *MCP) getFeedbackResult(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+	if rq := requestFrom(ctx); rq != nil && rq.claims.HasScope(auth.ScopeRead) {
+		if res, handled := m.stateless(ctx, rq, req); handled {
+			return res, nil
+		}
+	}
 	rq, args, sess, fail := sessionCall(ctx, req, auth.ScopeRead, true)
 	if fail != nil {
 		return fail, nil

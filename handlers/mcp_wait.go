@@ -42,7 +42,16 @@ func (m *MCP) waitResult(ctx context.Context, rq *mcpRequest, req mcp.CallToolRe
 		log.Debug("mcp: stopped waiting", zap.String("reason", reason), zap.Duration("waited", time.Since(started)))
 	}
 
-	el := m.startElicitation(ctx, rq, sess, link)
+	var el *elicitation
+	if server.IsModernRequest(ctx) {
+		// 2026-07-28: no server-to-client requests; the elicitation goes
+		// out as an input-required result, once (mcp_stateless.go).
+		if res := m.inputRequired(ctx, rq, req, sess, until, link); res != nil {
+			return res, nil
+		}
+	} else {
+		el = m.startElicitation(ctx, rq, sess, link)
+	}
 	defer el.stop()
 
 	// Progress rides on the waiting goroutine: a held call costs no
@@ -237,14 +246,8 @@ func (e *elicitation) stop() {
 // submits an accepted answer through the store like an answer from the
 // page; the waiting loop then sees it like any other.
 func (m *MCP) formElicitation(ctx context.Context, rq *mcpRequest, sess *store.Session, log *zap.Logger) {
-	var schema map[string]any
-	if isForm(sess) {
-		schema = questionsSchema(sess)
-	} else {
-		schema = optionsSchema(sess)
-	}
 	res, err := m.server.RequestElicitation(ctx, mcp.ElicitationRequest{Params: mcp.ElicitationParams{
-		Mode: mcp.ElicitationModeForm, Message: sess.Message, RequestedSchema: schema,
+		Mode: mcp.ElicitationModeForm, Message: sess.Message, RequestedSchema: formSchema(sess),
 	}})
 	if err != nil {
 		if ctx.Err() == nil {
@@ -257,25 +260,43 @@ func (m *MCP) formElicitation(ctx context.Context, rq *mcpRequest, sess *store.S
 		log.Debug("mcp: form elicitation not accepted", zap.String("action", string(res.Action)))
 		return
 	}
-	var sub *validate.SubmitRequest
-	if isForm(sess) {
-		sub, err = questionsAnswer(res.Content, hasComment(sess))
-	} else {
-		sub, err = formAnswer(res.Content)
-	}
-	if err != nil {
-		log.Info("mcp: form elicitation answer unusable", zap.Error(err))
-		return
-	}
-	cur, err := rq.svc.core.Get(ctx, OwnerOf(rq.claims), sess.ID)
-	if err != nil {
-		return
-	}
-	if _, err := rq.svc.core.Answer(ctx, cur, sub, feedback.Via{How: feedback.ViaElicitation}); err != nil {
+	if err := m.answerForm(ctx, rq, sess.ID, res.Content); err != nil {
 		log.Info("mcp: form elicitation answer not stored", zap.Error(err))
 		return
 	}
 	log.Debug("mcp: answer submitted from a form elicitation")
+}
+
+// answerForm submits a form elicitation's content through the core's
+// exactly-once answer path, like an answer from the page. The stateful
+// wait and the stateless (input-required) retry share it.
+func (m *MCP) answerForm(ctx context.Context, rq *mcpRequest, id string, content any) error {
+	cur, err := rq.svc.core.Get(ctx, OwnerOf(rq.claims), id)
+	if err != nil {
+		return fmt.Errorf("read question %s: %w", id, err)
+	}
+	var sub *validate.SubmitRequest
+	if isForm(cur) {
+		sub, err = questionsAnswer(content, hasComment(cur))
+	} else {
+		sub, err = formAnswer(content)
+	}
+	if err != nil {
+		return fmt.Errorf("form answer unusable: %w", err)
+	}
+	if _, err := rq.svc.core.Answer(ctx, cur, sub, feedback.Via{How: feedback.ViaElicitation}); err != nil {
+		return fmt.Errorf("answer question %s: %w", id, err)
+	}
+	return nil
+}
+
+// formSchema is the requestedSchema a question is asked in: one field per
+// question of a form, else the options (and a comment).
+func formSchema(sess *store.Session) map[string]any {
+	if isForm(sess) {
+		return questionsSchema(sess)
+	}
+	return optionsSchema(sess)
 }
 
 // isForm reports whether sess is a form of several questions.

@@ -14,7 +14,7 @@ type Observer interface {
 	MCPSessions(delta int)
 	// ToolCall: an MCP tool call ended with outcome ok, tool_error (isError),
 	// cancelled (the client left, cancelled, or the server stopped) or error
-	// (a protocol error).
+	// (a protocol error), or task (a task-augmented call returned a task).
 	ToolCall(tool, outcome string)
 }
 
