@@ -134,6 +134,19 @@ type Handler struct {
 	// never delays the request that created the question.
 	Notify []WebhookConfig `json:"notify,omitempty"`
 
+	// Ntfy lists ntfy topics (`notify ntfy <topic-url> { token … }`) each
+	// new question is published to, with a button per option (up to 3)
+	// that answers it from the phone with a one-tap answer token, and one
+	// that opens it. Needs public_url.
+	Ntfy []NtfyConfig `json:"ntfy,omitempty"`
+
+	// Push turns on Web Push (`push { … }`): people turn notifications on
+	// per device in the inbox, and each new question of theirs (owner
+	// subject = their id) reaches those devices with a button per option
+	// (up to 2) that answers it; answered, withdrawn and expired questions
+	// close their notification. Needs public_url.
+	Push *PushConfig `json:"push,omitempty"`
+
 	// AllowedOrigins lists other origins, each `scheme://host[:port]` (e.g.
 	// `https://app.example.com`), whose pages may open the live-update
 	// WebSocket and post answers. The site's own origin is always allowed;
@@ -187,6 +200,7 @@ type Handler struct {
 	stopHooks []func(exiting bool)
 	notifier  *notify.Notifier
 	verifier  *auth.Verifier
+	reach     *reacher
 }
 
 // CaddyModule returns the Caddy module information.
@@ -281,6 +295,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	// The newest configuration's webhooks get the events of the shared store.
 	sh.life.notifier.Store(h.notifier)
+	if h.reach, err = h.newReacher(ctx, cfg, core, sh.hub.Records()); err != nil {
+		return err
+	}
+	sh.life.reach.Store(h.reach)
 	return h.subscribeStopping(ctx)
 }
 
@@ -334,6 +352,9 @@ func (h *Handler) routes(mcpCfg handlers.MCPConfig) *http.ServeMux {
 	mux.Handle("/feedback/{id}", hp.Protect(handlers.Methods(hp.Page, http.MethodGet, http.MethodHead)))
 	mux.Handle("/feedback/{id}/view", hp.Protect(handlers.Methods(hp.View, http.MethodPost)))
 	mux.Handle("/feedback/{id}/submit", hp.Protect(handlers.Methods(hp.Submit, http.MethodPost)))
+	// One-tap answers from a notification's button, with its answer token
+	// in the body (handlers/quick.go).
+	mux.Handle("/feedback/{id}/quick", hp.Protect(handlers.Methods(hp.Quick, http.MethodPost)))
 	mux.Handle(handlers.StaticPrefix+"{name}", handlers.Methods(hp.Static, http.MethodGet, http.MethodHead))
 	mux.Handle("/ws/{id}", handlers.Methods(hp.WS, http.MethodGet))
 	return mux
@@ -364,6 +385,12 @@ func (h *Handler) Cleanup() error {
 			h.shared.life.notifier.CompareAndSwap(h.notifier, nil)
 		}
 		h.notifier.Close()
+	}
+	if h.reach != nil {
+		if h.shared != nil {
+			h.shared.life.reach.CompareAndSwap(h.reach, nil)
+		}
+		h.reach.close()
 	}
 	if h.shared == nil {
 		return nil

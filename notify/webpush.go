@@ -304,7 +304,7 @@ type Pusher struct {
 // NewPusher starts a Pusher; Close stops it.
 func NewPusher(opt PushOptions) *Pusher {
 	if opt.Client == nil {
-		opt.Client = PublicClient()
+		opt.Client = PublicClient(false)
 	} else {
 		c := *opt.Client
 		opt.Client = &c
@@ -344,14 +344,20 @@ func NewPusher(opt PushOptions) *Pusher {
 
 // PublicClient is an HTTP client that connects only to public addresses:
 // the check runs on the address actually dialled, after DNS, so a name
-// that resolves to 127.0.0.1 or 10.x is refused too.
-func PublicClient() *http.Client {
+// that resolves to 127.0.0.1 or 10.x is refused too. allowLoopback admits
+// loopback as well (a local push service in tests), never private or
+// link-local ranges.
+func PublicClient(allowLoopback bool) *http.Client {
 	d := &net.Dialer{Timeout: 10 * time.Second, Control: func(_, address string, _ syscall.RawConn) error {
 		ap, err := netip.ParseAddrPort(address)
 		if err != nil {
 			return fmt.Errorf("push: cannot parse dialled address: %w", err)
 		}
-		if a := ap.Addr().Unmap(); !a.IsGlobalUnicast() || a.IsPrivate() || a.IsLoopback() || a.IsLinkLocalUnicast() {
+		a := ap.Addr().Unmap()
+		if allowLoopback && a.IsLoopback() {
+			return nil
+		}
+		if !a.IsGlobalUnicast() || a.IsPrivate() || a.IsLoopback() || a.IsLinkLocalUnicast() {
 			return fmt.Errorf("push: refusing to connect to non-public address %s", a)
 		}
 		return nil

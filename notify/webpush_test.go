@@ -298,7 +298,7 @@ func TestCheckSubscriptionHostile(t *testing.T) {
 func TestPublicClientRefusesLoopback(t *testing.T) {
 	r := newPushRig(t)
 	d := r.device(t, "alice", "phone")
-	c := PublicClient()
+	c := PublicClient(false)
 	resp, err := c.Post(r.recv.Endpoint(d), "text/plain", strings.NewReader("x"))
 	if err == nil {
 		resp.Body.Close()
