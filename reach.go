@@ -2,7 +2,6 @@ package mcpfeedback
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -14,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/mcpfeedback/caddy-mcp-feedback/feedback"
+	"github.com/mcpfeedback/caddy-mcp-feedback/handlers"
 	"github.com/mcpfeedback/caddy-mcp-feedback/notify"
 	"github.com/mcpfeedback/caddy-mcp-feedback/store"
 )
@@ -61,25 +61,6 @@ type reacher struct {
 	logger *zap.Logger
 }
 
-// agentName is the asking agent's display name: the agent may name itself
-// in metadata (agent_name, agentName or agent); "" otherwise.
-func agentName(s *store.Session) string {
-	if len(s.Metadata) == 0 {
-		return ""
-	}
-	var m map[string]json.RawMessage
-	if json.Unmarshal(s.Metadata, &m) != nil {
-		return ""
-	}
-	for _, k := range []string{"agent_name", "agentName", "agent"} {
-		var v string
-		if json.Unmarshal(m[k], &v) == nil && strings.TrimSpace(v) != "" {
-			return notify.FirstLine(v, 60)
-		}
-	}
-	return ""
-}
-
 // pushTopic is a question's Topic header: 32 URL-safe characters (RFC
 // 8030 §5.4), so a close replaces an undelivered ask at the push service.
 func pushTopic(id string) string { return strings.ReplaceAll(id, "-", "") }
@@ -99,7 +80,7 @@ func (r *reacher) event(e feedback.Event) {
 			}})
 		return
 	}
-	q := notify.Question{ID: s.ID, Message: s.Message, Agent: agentName(s), Options: s.PredefinedOptions, Quick: feedback.Quick(s),
+	q := notify.Question{ID: s.ID, Message: s.Message, Agent: handlers.AgentName(s), Options: s.PredefinedOptions, Quick: feedback.Quick(s),
 		Link: e.Link, AnswerURL: r.base + "/feedback/" + s.ID + "/quick", ExpiresAt: s.ExpiresAt}
 	r.pusher.Send(notify.PushJob{Person: s.Owner.Subject, Event: notify.EventCreated, SessionID: s.ID,
 		Deadline: s.ExpiresAt, Urgency: webpush.UrgencyHigh, Topic: pushTopic(s.ID),

@@ -21,6 +21,8 @@ import (
 const (
 	ViaPush = "push"
 	ViaNtfy = "ntfy"
+	// ViaInbox: answered in the signed-in person's inbox.
+	ViaInbox = "inbox"
 )
 
 // ErrNotQuick is returned by IssueAnswerToken for a question that cannot be
