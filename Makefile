@@ -34,6 +34,8 @@ deps:
 		cd e2e/browserjs && npm ci --no-audit --no-fund --loglevel=error; }
 	@# The MCP tests' real clients (TS SDK, mcp-remote, Inspector, conformance, and Node 22 from npm), pinned by their lock file.
 	@test e2e/mcpjs/node_modules/.package-lock.json -nt e2e/mcpjs/package-lock.json || { cd e2e/mcpjs && npm ci --no-audit --no-fund --loglevel=error; }
+	@# A real OpenID provider (oidc-provider) for the login oidc tests, pinned by its lock file.
+	@test e2e/oidcjs/node_modules/.package-lock.json -nt e2e/oidcjs/package-lock.json || { cd e2e/oidcjs && npm ci --no-audit --no-fund --loglevel=error; }
 	$(GO) mod download
 
 vet:

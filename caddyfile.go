@@ -56,6 +56,9 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		ws_max_per_subject <n>
 //		elicitation        off | url | form
 //		mcp_max_sessions_per_subject <n>
+//		login              caddy [header <Name>] | oidc <issuer> { … }  (see unmarshalLogin)
+//		oauth_registrations_per_hour <n> | off
+//		oauth_cimd_insecure_loopback_for_tests
 //	}
 //
 // Every subdirective may appear once; an unknown one is an error, so that a
@@ -142,13 +145,22 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if on, err = oneSwitch(d); err == nil {
 				h.LinkToAgent = &on
 			}
+		case "login":
+			err = h.unmarshalLogin(d)
+		case "oauth_registrations_per_hour":
+			err = oneLimit(d, &h.OAuthRegistrationsPerHour)
+		case "oauth_cimd_insecure_loopback_for_tests":
+			if d.NextArg() {
+				return d.Errf("%s takes no value", name)
+			}
+			h.OAuthCIMDInsecureLoopbackForTests = true
 		case "elicitation":
 			if err = oneString(d, &h.Elicitation); err == nil && h.Elicitation != "off" && h.Elicitation != "url" && h.Elicitation != "form" {
 				return d.Errf("elicitation must be off, url or form, not %q", h.Elicitation)
 			}
 		default:
 			return d.Errf("unknown mcp_feedback option %q (known: jwt_secret, jwt_issuer, jwt_audience, jwt_max_ttl, jwt_denied_jtis, jwt_previous_secrets, jwt_jwks, jwt_oidc_issuer, jwt_jwks_insecure_loopback_for_tests, public_url, store, "+
-				"default_timeout, min_timeout, max_timeout, max_message_length, max_options, max_option_length, retention, max_pending_per_subject, creates_per_minute, notify, push, allowed_origins, ws_max_per_session, ws_max_per_subject, elicitation, mcp_max_sessions_per_subject, mcp_max_calls_per_subject, link_to_agent)", name)
+				"default_timeout, min_timeout, max_timeout, max_message_length, max_options, max_option_length, retention, max_pending_per_subject, creates_per_minute, notify, push, allowed_origins, ws_max_per_session, ws_max_per_subject, elicitation, mcp_max_sessions_per_subject, mcp_max_calls_per_subject, link_to_agent, login, oauth_registrations_per_hour, oauth_cimd_insecure_loopback_for_tests)", name)
 		}
 		if err != nil {
 			return err

@@ -14,6 +14,7 @@ import (
 	"github.com/mcpfeedback/caddy-mcp-feedback/handlers"
 	"github.com/mcpfeedback/caddy-mcp-feedback/internal/auth"
 	"github.com/mcpfeedback/caddy-mcp-feedback/internal/validate"
+	"github.com/mcpfeedback/caddy-mcp-feedback/oauth"
 	"github.com/mcpfeedback/caddy-mcp-feedback/store"
 )
 
@@ -28,22 +29,26 @@ func Defaults() Handler {
 	// this table gathers them, and is what the README quotes.
 	lim := validate.DefaultLimits()
 	return Handler{
-		JWTMaxTTL:                caddy.Duration(auth.DefaultMaxTTL),
-		DefaultTimeout:           caddy.Duration(lim.DefaultTimeout),
-		MinTimeout:               caddy.Duration(lim.MinTimeout),
-		MaxTimeout:               caddy.Duration(lim.MaxTimeout),
-		MaxMessageLength:         lim.MaxMessageLength,
-		MaxOptions:               lim.MaxOptions,
-		MaxOptionLength:          lim.MaxOptionLength,
-		Retention:                caddy.Duration(time.Hour),
-		MaxPendingPerSubject:     100,
-		CreatesPerMinute:         60,
-		WSMaxPerSession:          handlers.DefaultMaxSocketsPerSession,
-		WSMaxPerSubject:          handlers.DefaultMaxSocketsPerSubject,
-		Elicitation:              handlers.ElicitationURL,
-		MCPMaxSessionsPerSubject: handlers.DefaultMaxMCPSessionsPerSubject,
-		MCPMaxCallsPerSubject:    handlers.DefaultMaxMCPCallsPerSubject,
-		LinkToAgent:              &yes,
+		JWTMaxTTL:                 caddy.Duration(auth.DefaultMaxTTL),
+		DefaultTimeout:            caddy.Duration(lim.DefaultTimeout),
+		MinTimeout:                caddy.Duration(lim.MinTimeout),
+		MaxTimeout:                caddy.Duration(lim.MaxTimeout),
+		MaxMessageLength:          lim.MaxMessageLength,
+		MaxOptions:                lim.MaxOptions,
+		MaxOptionLength:           lim.MaxOptionLength,
+		Retention:                 caddy.Duration(time.Hour),
+		MaxPendingPerSubject:      100,
+		CreatesPerMinute:          60,
+		WSMaxPerSession:           handlers.DefaultMaxSocketsPerSession,
+		WSMaxPerSubject:           handlers.DefaultMaxSocketsPerSubject,
+		Elicitation:               handlers.ElicitationURL,
+		MCPMaxSessionsPerSubject:  handlers.DefaultMaxMCPSessionsPerSubject,
+		MCPMaxCallsPerSubject:     handlers.DefaultMaxMCPCallsPerSubject,
+		LinkToAgent:               &yes,
+		OAuthRegistrationsPerHour: oauth.DefaultRegistrationsPerHour,
+		// The defaults inside a `login` block; login itself is off unless
+		// configured.
+		Login: &LoginConfig{Claim: "sub", SessionTTL: caddy.Duration(12 * time.Hour)},
 	}
 }
 
@@ -77,6 +82,8 @@ type settings struct {
 	mcpCallsPerSubj int
 	// linkToAgent: the answer link goes to the agent (create, tools).
 	linkToAgent bool
+	// login is the resolved `login` block; nil when sign-in is off.
+	login *loginSettings
 }
 
 // resolve fills unset fields from Defaults and checks and derives every
@@ -107,6 +114,7 @@ func (h *Handler) resolve() (*settings, error) {
 	setInt(&h.WSMaxPerSubject, d.WSMaxPerSubject)
 	setInt(&h.MCPMaxSessionsPerSubject, d.MCPMaxSessionsPerSubject)
 	setInt(&h.MCPMaxCallsPerSubject, d.MCPMaxCallsPerSubject)
+	setInt(&h.OAuthRegistrationsPerHour, d.OAuthRegistrationsPerHour)
 	if h.LinkToAgent == nil {
 		h.LinkToAgent = d.LinkToAgent
 	}
@@ -184,6 +192,9 @@ func (h *Handler) resolve() (*settings, error) {
 		}
 		s.origins = append(s.origins, canon)
 	}
+	if err := h.resolveLogin(repl, s); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -194,8 +205,8 @@ func (h *Handler) resolveAuth(repl *caddy.Replacer, s *settings) error {
 	s.oidcIssuer = repl.ReplaceKnown(h.JWTOIDCIssuer, "")
 	s.jwksInsecure = h.JWTJWKSInsecureLoopbackForTests
 	jwks := s.jwksURL != "" || s.oidcIssuer != ""
-	if s.secret == "" && !jwks {
-		return errors.New("jwt_secret is required (e.g. `jwt_secret {env.JWT_SECRET}` with JWT_SECRET set), or an identity provider's keys (jwt_jwks or jwt_oidc_issuer); the module never runs without authentication")
+	if s.secret == "" && !jwks && h.Login == nil {
+		return errors.New("jwt_secret is required (e.g. `jwt_secret {env.JWT_SECRET}` with JWT_SECRET set), or an identity provider's keys (jwt_jwks or jwt_oidc_issuer), or login (agents then get tokens from its OAuth server); the module never runs without authentication")
 	}
 	if s.secret != "" && len(s.secret) < auth.MinSecretLength {
 		return fmt.Errorf("jwt_secret must be at least %d bytes, got %d", auth.MinSecretLength, len(s.secret))

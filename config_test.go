@@ -36,11 +36,21 @@ func TestDefaultsDocumented(t *testing.T) {
 			}
 		}
 	}
-	d := reflect.ValueOf(Defaults())
+	check(t, reflect.ValueOf(Defaults()), rows, string(module))
+}
+
+// check tests each default of d, the Handler or a block of it (such as
+// login's), against the README rows and module.go.
+func check(t *testing.T, d reflect.Value, rows map[string]string, module string) {
+	t.Helper()
 	typ := d.Type()
 	for i := range typ.NumField() {
 		f, v := typ.Field(i), d.Field(i)
 		if !f.IsExported() || v.IsZero() {
+			continue
+		}
+		if v.Kind() == reflect.Pointer && v.Elem().Kind() == reflect.Struct {
+			check(t, v.Elem(), rows, module)
 			continue
 		}
 		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
@@ -73,8 +83,8 @@ func TestDefaultsDocumented(t *testing.T) {
 			t.Errorf("%s: the README's row does not show the default `%s`: %s", name, want, row)
 		}
 		// The field's doc comment names the default too.
-		decl := strings.Index(string(module), "\t"+f.Name+" ")
-		doc := string(module)[:max(decl, 0)]
+		decl := strings.Index(module, "\t"+f.Name+" ")
+		doc := module[:max(decl, 0)]
 		doc = doc[strings.LastIndex(doc, "\n\n")+1:]
 		if decl < 0 || !strings.Contains(doc, "Default: "+want) && !strings.Contains(doc, "`"+want+"` (the default)") {
 			t.Errorf("%s: its doc comment in module.go does not give the default %s", f.Name, want)

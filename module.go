@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyevents"
@@ -19,8 +20,10 @@ import (
 
 	"github.com/mcpfeedback/caddy-mcp-feedback/feedback"
 	"github.com/mcpfeedback/caddy-mcp-feedback/handlers"
+	"github.com/mcpfeedback/caddy-mcp-feedback/identity"
 	"github.com/mcpfeedback/caddy-mcp-feedback/internal/auth"
 	"github.com/mcpfeedback/caddy-mcp-feedback/notify"
+	"github.com/mcpfeedback/caddy-mcp-feedback/oauth"
 )
 
 func init() {
@@ -189,6 +192,27 @@ type Handler struct {
 	// Default: on.
 	LinkToAgent *bool `json:"link_to_agent,omitempty"`
 
+	// Login turns on sign-in, so that the module knows who the person in
+	// front of a browser is: `caddy` trusts Caddy's own authentication in
+	// front of the handler, `oidc` signs people in with an OpenID
+	// provider. It needs public_url (https, or http on loopback): the
+	// provider's callback and the sign-in cookies are bound to one origin.
+	// Off unless set.
+	Login *LoginConfig `json:"login,omitempty"`
+
+	// OAuthRegistrationsPerHour caps Dynamic Client Registrations (RFC
+	// 7591, at /oauth/register) from one client address per hour, across
+	// every instance sharing the store; registrations nobody uses expire
+	// after a day. Only with `login`, which turns on the OAuth
+	// authorization server. Default: 20; -1 turns it off.
+	OAuthRegistrationsPerHour int `json:"oauth_registrations_per_hour,omitempty"`
+
+	// OAuthCIMDInsecureLoopbackForTests lets the authorization server fetch
+	// Client ID Metadata Documents over plain http from loopback addresses
+	// (normally only https to public addresses). For tests only; a warning
+	// is logged when it is on.
+	OAuthCIMDInsecureLoopbackForTests bool `json:"oauth_cimd_insecure_loopback_for_tests,omitempty"`
+
 	svc    *handlers.Service
 	human  *handlers.Human
 	mux    *http.ServeMux
@@ -201,6 +225,62 @@ type Handler struct {
 	notifier  *notify.Notifier
 	verifier  *auth.Verifier
 	reach     *reacher
+	// login is the configured sign-in (nil without `login`); the OAuth
+	// authorization server and the inbox ask it who the person is.
+	login identity.Login
+	// oauth is the authorization server for MCP clients, on with login.
+	oauth *oauth.Server
+}
+
+// LoginConfig is the `login` block: `login caddy [header <Name>]` or
+// `login oidc <issuer> { … }`.
+type LoginConfig struct {
+	// Mode is `caddy` or `oidc`.
+	Mode string `json:"mode"`
+
+	// Header (caddy mode) names the request header that forward_auth
+	// copies the user into (`copy_headers Remote-User`); it is believed
+	// only on a request forward_auth answered with 2xx, because Caddy
+	// then replaces any copy the client sent. Without it the person is
+	// `{http.auth.user.id}`, which basic_auth (or any Caddy
+	// authentication provider) sets.
+	Header string `json:"header,omitempty"`
+
+	// Issuer (oidc mode) is the OpenID provider's issuer URL, exactly as
+	// in its tokens' `iss`; https (http only on loopback with
+	// insecure_loopback_for_tests).
+	Issuer string `json:"issuer,omitempty"`
+
+	// ClientID (oidc mode) is this site's client id at the provider.
+	ClientID string `json:"client_id,omitempty"`
+
+	// ClientSecret (oidc mode) is its secret, as a placeholder such as
+	// `{env.OIDC_CLIENT_SECRET}` (resolved at load time, never written into
+	// adapted JSON). Empty for a public client (PKCE only).
+	ClientSecret string `json:"client_secret,omitempty"`
+
+	// Scopes (oidc mode) to ask for; `openid` is always added. Default:
+	// openid, email and profile.
+	Scopes []string `json:"scopes,omitempty"`
+
+	// Claim (oidc mode) is the ID-token claim that names the person:
+	// `sub` (stable, what OpenID recommends), `email` (only when the
+	// provider says `email_verified`) or `preferred_username`. That id is
+	// the `sub` whose questions the person sees. Default: sub.
+	Claim string `json:"claim,omitempty"`
+
+	// Allow (oidc mode, required) lists who may sign in: exact ids, and
+	// `@example.com` for every verified email address of a domain (with
+	// claim email); `*` lets in everyone the provider signs in.
+	Allow []string `json:"allow,omitempty"`
+
+	// SessionTTL (oidc mode) is how long a sign-in lasts. Default: 12h.
+	SessionTTL caddy.Duration `json:"session_ttl,omitempty"`
+
+	// InsecureLoopbackForTests (oidc mode) lets the issuer be plain
+	// http:// on 127.0.0.1, ::1 or localhost. For tests only; a warning is
+	// logged when it is on.
+	InsecureLoopbackForTests bool `json:"insecure_loopback_for_tests,omitempty"`
 }
 
 // CaddyModule returns the Caddy module information.
@@ -227,7 +307,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	verifier, err := auth.NewVerifierFrom(ctx, auth.Options{
 		VerifierOptions: auth.VerifierOptions{Issuer: cfg.issuer, Audience: cfg.audience, MaxTTL: cfg.maxTTL, DeniedJTIs: h.JWTDeniedJTIs},
-		Secret:          []byte(cfg.secret), PreviousSecrets: cfg.previousSecrets,
+		Secret:          jwtSecret(cfg), PreviousSecrets: cfg.previousSecrets,
 		JWKS: auth.JWKSOptions{URL: cfg.jwksURL, OIDCIssuer: cfg.oidcIssuer, InsecureLoopbackForTests: cfg.jwksInsecure,
 			Logger: h.logger.Named("jwks")},
 	})
@@ -257,8 +337,16 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
 
+	// The login first: the authorization server built on it checks the
+	// tokens the transports accept.
+	if h.login, err = h.newLogin(cfg, sh); err != nil {
+		return err
+	}
+	if h.oauth, err = h.newOAuth(cfg, sh); err != nil {
+		return err
+	}
 	core := feedback.NewService(sh.hub, feedback.Config{Limits: cfg.limits, Retention: cfg.retention, Quota: cfg.quota})
-	h.svc = handlers.New(handlers.Config{
+	hcfg := handlers.Config{
 		Core:         core,
 		Verifier:     verifier,
 		Observer:     sh.life,
@@ -266,7 +354,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		Issuer:       cfg.issuer,
 		Logger:       h.logger,
 		WithholdLink: !cfg.linkToAgent,
-	})
+	}
+	if h.oauth != nil {
+		hcfg.Tokens, hcfg.AuthServers = h.oauth, []string{h.oauth.Issuer()}
+	}
+	h.svc = handlers.New(hcfg)
 	human, err := handlers.NewHuman(h.svc, handlers.HumanConfig{
 		AllowedOrigins:       cfg.origins,
 		MaxSocketsPerSession: cfg.wsPerSess,
@@ -279,9 +371,13 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	// WebSockets are hijacked, so Caddy's shutdown does not see them: this
 	// configuration closes its own, 1012 on a reload and 1001 on exit.
 	h.stopHooks = append(h.stopHooks, human.Stop)
+	sessionKey, err := h.sessionKey(ctx, cfg, sh)
+	if err != nil {
+		return err
+	}
 	h.mux = h.routes(handlers.MCPConfig{Elicitation: cfg.elicitation, Prefix: strippedPrefix,
 		AllowedOrigins: cfg.origins, MaxSessionsPerSubject: cfg.mcpPerSubj, MaxCallsPerSubject: cfg.mcpCallsPerSubj,
-		SessionKey: deriveKey(cfg.secret, "MCP session ids")})
+		SessionKey: sessionKey})
 	// On a reload the MCP streams stay: the next configuration serves them.
 	// On exit they must end, or Caddy waits for them.
 	h.stopHooks = append(h.stopHooks, sh.stopMCP)
@@ -357,6 +453,22 @@ func (h *Handler) routes(mcpCfg handlers.MCPConfig) *http.ServeMux {
 	mux.Handle("/feedback/{id}/quick", hp.Protect(handlers.Methods(hp.Quick, http.MethodPost)))
 	mux.Handle(handlers.StaticPrefix+"{name}", handlers.Methods(hp.Static, http.MethodGet, http.MethodHead))
 	mux.Handle("/ws/{id}", handlers.Methods(hp.WS, http.MethodGet))
+
+	// Sign-in (`login`): /login, /login/callback, /logout, /login/whoami.
+	if h.login != nil {
+		for pattern, handler := range h.login.Routes() {
+			mux.Handle(pattern, handler)
+		}
+	}
+	// The OAuth authorization server (with `login`): RFC 8414 metadata at
+	// /.well-known/oauth-authorization-server[/…], /oauth/authorize (and
+	// the consent page's POST), /oauth/token, /oauth/revoke,
+	// /oauth/register, /oauth/consents (oauth/server.go).
+	if h.oauth != nil {
+		for pattern, handler := range h.oauth.Routes() {
+			mux.Handle(pattern, handler)
+		}
+	}
 	return mux
 }
 
@@ -375,6 +487,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 // configuration using it is gone.
 func (h *Handler) Cleanup() error {
 	h.verifier.Close() // stops JWKS refreshes; nil-safe
+	if h.login != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := h.login.Close(ctx)
+		cancel()
+		if err != nil {
+			h.logger.Warn("closing login", zap.Error(err))
+		}
+	}
 	if h.human != nil {
 		// Normally done already by the "stopping" hook; this covers a
 		// configuration unloaded without that event. Idempotent.

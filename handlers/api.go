@@ -274,7 +274,10 @@ func (s *Service) ResourceMetadata(w http.ResponseWriter, r *http.Request) {
 		"scopes_supported":         []string{auth.ScopeCreate, auth.ScopeRead},
 		"resource_name":            s.cfg.Service,
 	}
-	if s.cfg.Issuer != "" {
+	switch {
+	case len(s.cfg.AuthServers) > 0:
+		md["authorization_servers"] = s.cfg.AuthServers
+	case s.cfg.Issuer != "":
 		md["authorization_servers"] = []string{s.cfg.Issuer}
 	}
 	writeJSON(w, http.StatusOK, md)
@@ -302,15 +305,32 @@ func (s *Service) Authenticate(w http.ResponseWriter, r *http.Request, scope str
 }
 
 func (s *Service) authenticate(w http.ResponseWriter, r *http.Request, scope string) (*auth.Claims, bool) {
-	// VerifyRequest refuses two Authorization headers (400): it is not a
-	// list header, and a proxy in front might read the other one.
-	claims, aerr := s.cfg.Verifier.VerifyRequest(r.Header)
+	claims, aerr := s.verify(r)
+	if aerr != nil && aerr.Reason == "store" {
+		// An access token of this site's authorization server that could
+		// not be looked up: the token may be fine, so no 401 (which would
+		// send the client through sign-in again).
+		s.cfg.Observer.StoreFailed("token")
+		s.log.Error("checking an access token failed", zap.Error(aerr.Err))
+		w.Header().Set("Retry-After", "1")
+		WriteError(w, http.StatusServiceUnavailable, "unavailable", aerr.Description())
+		return nil, false
+	}
 	if aerr != nil {
 		s.cfg.Observer.AuthFailed(aerr.Reason)
 		s.log.Info("authentication failed",
 			zap.String("reason", aerr.Reason), zap.String("remote_addr", r.RemoteAddr),
 			zap.String("method", r.Method), zap.String("path", r.URL.Path))
 		challenge := fmt.Sprintf("Bearer resource_metadata=%s", strconv.Quote(s.cfg.BaseURL(r)+"/.well-known/oauth-protected-resource"))
+		if len(s.cfg.AuthServers) > 0 {
+			// The scopes to ask the authorization server for (MCP: a 401
+			// SHOULD name them): the whole set at once, so one sign-in does.
+			need := scope
+			if need == "" || need == auth.ScopeCreate || need == auth.ScopeRead {
+				need = auth.ScopeCreate + " " + auth.ScopeRead
+			}
+			challenge += fmt.Sprintf(", scope=%q", need)
+		}
 		if aerr.Code != "" {
 			challenge += fmt.Sprintf(", error=%q, error_description=%q", aerr.Code, aerr.Description())
 		}
@@ -329,12 +349,37 @@ func (s *Service) authenticate(w http.ResponseWriter, r *http.Request, scope str
 		s.log.Info("authentication failed",
 			zap.String("reason", "insufficient_scope"), zap.String("remote_addr", r.RemoteAddr),
 			zap.String("sub", claims.Subject), zap.String("path", r.URL.Path))
-		w.Header().Set("WWW-Authenticate", fmt.Sprintf("Bearer error=\"insufficient_scope\", scope=%q, resource_metadata=%s",
-			scope, strconv.Quote(s.cfg.BaseURL(r)+"/.well-known/oauth-protected-resource")))
+		// Step-up (MCP): the scopes the token has plus the one it lacks, so
+		// a new authorization asks for everything at once.
+		want := scope
+		if claims.Scope != nil && *claims.Scope != "" {
+			want = *claims.Scope + " " + scope
+		}
+		w.Header().Set("WWW-Authenticate", fmt.Sprintf("Bearer error=\"insufficient_scope\", scope=%q, resource_metadata=%s, error_description=%q",
+			want, strconv.Quote(s.cfg.BaseURL(r)+"/.well-known/oauth-protected-resource"), "this token's scope does not include "+scope))
 		WriteError(w, http.StatusForbidden, "insufficient_scope", "this token's scope does not include "+scope)
 		return nil, false
 	}
 	return claims, true
+}
+
+// verify checks the bearer token of r: an access token of this site's
+// authorization server (recognised by its prefix; a JWT never has it) by
+// a store lookup, anything else by the JWT verifier. Two Authorization
+// headers are refused (400): it is not a list header, and a proxy in
+// front might read the other one.
+func (s *Service) verify(r *http.Request) (*auth.Claims, *auth.Error) {
+	if s.cfg.Tokens == nil {
+		return s.cfg.Verifier.VerifyRequest(r.Header)
+	}
+	tok, aerr := auth.BearerFrom(r.Header)
+	if aerr != nil {
+		return nil, aerr
+	}
+	if s.cfg.Tokens.Owns(tok) {
+		return s.cfg.Tokens.Check(r.Context(), tok)
+	}
+	return s.cfg.Verifier.Verify(tok)
 }
 
 // storeFailed counts and logs a failure of the store; expected outcomes

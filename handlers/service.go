@@ -6,6 +6,7 @@
 package handlers
 
 import (
+	"context"
 	"net/http"
 	"time"
 
@@ -28,6 +29,13 @@ type Config struct {
 	BaseURL func(r *http.Request) string
 	// Issuer is listed as the authorization server in the resource metadata.
 	Issuer string
+	// AuthServers, when set, are listed instead: this site's own
+	// authorization server (login). A 401 then also names the scopes to
+	// ask it for.
+	AuthServers []string
+	// Tokens checks the access tokens this site's authorization server
+	// issues, beside the JWT verifier; nil when there is none.
+	Tokens TokenChecker
 	// Service names this server in /health.
 	Service string
 	Logger  *zap.Logger
@@ -38,6 +46,15 @@ type Config struct {
 	// WithholdLink keeps the answer link from the agent: create and
 	// interactive_feedback return the session id only (link_to_agent off).
 	WithholdLink bool
+}
+
+// TokenChecker checks opaque access tokens (package oauth): Owns picks
+// them out by their form, Check looks them up and yields the claims a JWT
+// would carry, or an auth.Error whose Reason is "store" when the lookup
+// failed.
+type TokenChecker interface {
+	Owns(token string) bool
+	Check(ctx context.Context, token string) (*auth.Claims, *auth.Error)
 }
 
 // Service holds the configured transports. It is safe for concurrent use.

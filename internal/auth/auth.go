@@ -58,6 +58,9 @@ type Claims struct {
 	Scope *string `json:"scope,omitempty"`
 	// Name is an optional display name for logs.
 	Name string `json:"name,omitempty"`
+	// ClientID is the OAuth client the token was issued to (RFC 9068
+	// §2.2), when an authorization server says so.
+	ClientID string `json:"client_id,omitempty"`
 }
 
 // HasScope reports whether the token allows scope.
