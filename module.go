@@ -192,6 +192,13 @@ type Handler struct {
 	// Default: on.
 	LinkToAgent *bool `json:"link_to_agent,omitempty"`
 
+	// Inbox turns on /inbox (`inbox`): a signed-in person's open and
+	// recently finished questions (those whose owner subject is their id),
+	// answered inline, live, installable as an app, where notifications
+	// (push) are turned on per device. Needs login. Each question then
+	// costs one more store write (the per-person index). Off unless set.
+	Inbox bool `json:"inbox,omitempty"`
+
 	// Login turns on sign-in, so that the module knows who the person in
 	// front of a browser is: `caddy` trusts Caddy's own authentication in
 	// front of the handler, `oidc` signs people in with an OpenID
@@ -225,6 +232,7 @@ type Handler struct {
 	notifier  *notify.Notifier
 	verifier  *auth.Verifier
 	reach     *reacher
+	inbox     *handlers.Inbox
 	// login is the configured sign-in (nil without `login`); the OAuth
 	// authorization server and the inbox ask it who the person is.
 	login identity.Login
@@ -345,7 +353,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.oauth, err = h.newOAuth(cfg, sh); err != nil {
 		return err
 	}
-	core := feedback.NewService(sh.hub, feedback.Config{Limits: cfg.limits, Retention: cfg.retention, Quota: cfg.quota})
+	core := feedback.NewService(sh.hub, feedback.Config{Limits: cfg.limits, Retention: cfg.retention, Quota: cfg.quota,
+		IndexByOwner: h.Inbox})
+	// Push and ntfy before the routes: the inbox hands out push's key.
+	if h.reach, err = h.newReacher(ctx, cfg, core, sh.hub.Records()); err != nil {
+		return err
+	}
 	hcfg := handlers.Config{
 		Core:         core,
 		Verifier:     verifier,
@@ -368,6 +381,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.human = human
+	if h.inbox, err = h.newInbox(human); err != nil {
+		return err
+	}
 	// WebSockets are hijacked, so Caddy's shutdown does not see them: this
 	// configuration closes its own, 1012 on a reload and 1001 on exit.
 	h.stopHooks = append(h.stopHooks, human.Stop)
@@ -391,9 +407,6 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	// The newest configuration's webhooks get the events of the shared store.
 	sh.life.notifier.Store(h.notifier)
-	if h.reach, err = h.newReacher(ctx, cfg, core, sh.hub.Records()); err != nil {
-		return err
-	}
 	sh.life.reach.Store(h.reach)
 	return h.subscribeStopping(ctx)
 }
@@ -457,6 +470,14 @@ func (h *Handler) routes(mcpCfg handlers.MCPConfig) *http.ServeMux {
 	// Sign-in (`login`): /login, /login/callback, /logout, /login/whoami.
 	if h.login != nil {
 		for pattern, handler := range h.login.Routes() {
+			mux.Handle(pattern, handler)
+		}
+	}
+	// The inbox (`inbox`, with `login`): /inbox, its list, answers,
+	// socket, push subscriptions, service worker and manifest
+	// (handlers/inbox.go).
+	if h.inbox != nil {
+		for pattern, handler := range h.inbox.Routes() {
 			mux.Handle(pattern, handler)
 		}
 	}

@@ -238,3 +238,27 @@ func (h *Handler) unmarshalNtfy(d *caddyfile.Dispenser) error {
 	h.Ntfy = append(h.Ntfy, c)
 	return nil
 }
+
+// newInbox builds /inbox when it is on.
+func (h *Handler) newInbox(human *handlers.Human) (*handlers.Inbox, error) {
+	if !h.Inbox {
+		if h.Push != nil {
+			return nil, errors.New("push needs the inbox (`inbox`, with `login`): that is where a person turns notifications on for a device")
+		}
+		return nil, nil
+	}
+	if h.login == nil {
+		return nil, errors.New("inbox needs login (e.g. `login caddy` behind basic_auth): it shows the signed-in person's questions")
+	}
+	icfg := handlers.InboxConfig{Login: h.login}
+	if h.reach != nil && h.reach.pusher != nil {
+		icfg.Push, icfg.AllowLoopbackPush = h.reach.pusher, h.Push.InsecureLoopbackForTests
+	}
+	in, err := handlers.NewInbox(human, icfg)
+	if err != nil {
+		return nil, err
+	}
+	// Its sockets are hijacked too: closed on a reload or exit.
+	h.stopHooks = append(h.stopHooks, in.Stop)
+	return in, nil
+}
