@@ -79,7 +79,7 @@ func (in *Inbox) Routes() map[string]http.Handler {
 		"/inbox/questions/{id}/answer":    p(Methods(in.Answer, http.MethodPost)),
 		"/inbox/ws":                       Methods(in.WS, http.MethodGet),
 		"/inbox/push":                     p(Methods(in.Push, http.MethodPost, http.MethodDelete)),
-		"/inbox/sw.js":                    Methods(in.asset("sw.js", "/inbox/"), http.MethodGet, http.MethodHead),
+		"/inbox/sw.js":                    Methods(in.asset("sw.js", "../inbox"), http.MethodGet, http.MethodHead),
 		"/inbox/manifest.webmanifest":     Methods(in.asset("manifest.webmanifest", ""), http.MethodGet, http.MethodHead),
 		"/inbox/{rest...}":                http.HandlerFunc(UnknownEndpoint),
 		"/inbox/questions/{id}/{rest...}": http.HandlerFunc(UnknownEndpoint),
@@ -286,8 +286,10 @@ func (in *Inbox) Push(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, map[string]string{"id": id})
 }
 
-// asset serves an embedded file of the app at a fixed path: the service
-// worker must be served from within the scope it controls.
+// asset serves an embedded file of the app at a fixed path. The service
+// worker at /inbox/sw.js would control /inbox/ only; Service-Worker-Allowed
+// (resolved against the script's URL, so a path prefix is kept) lets it
+// control /inbox itself, the page.
 func (in *Inbox) asset(name, swScope string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		a, ok := ui.LookupAsset(name)

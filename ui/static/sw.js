@@ -57,6 +57,8 @@ self.addEventListener('push', function (e) {
     actions: actions,
     requireInteraction: true,
     icon: '../feedback-static/icon-192.png'
+  }).catch(function (err) {
+    console.error('showing the notification failed', err);
   }));
 });
 
