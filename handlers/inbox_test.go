@@ -265,3 +265,38 @@ func TestInboxSocket(t *testing.T) {
 		t.Fatalf("got %v, want alice's created event (and never bob's)", m)
 	}
 }
+
+// BenchmarkInboxList1000 is GET /inbox/questions for a person with 1,000
+// open questions (memory store): the index read, 1,000 reads, rendering
+// each message from Markdown and the JSON. A figure, not a test:
+//
+//	go test -run '^$' -bench InboxList1000 -benchtime 20x ./handlers/
+func BenchmarkInboxList1000(b *testing.B) {
+	st := store.NewMemory()
+	defer st.Close()
+	svc := newServiceWith(b, st, feedback.Config{IndexByOwner: true})
+	hp, err := NewHuman(svc, HumanConfig{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	in, err := NewInbox(hp, InboxConfig{Login: headerLogin{}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	tok := mint(b, "alice")
+	for i := range 1000 {
+		create(b, svc, tok, fmt.Sprintf(`{"message":"Question **%d**: deploy `+"`v%d`"+` to production?","predefinedOptions":["yes","no"],"metadata":{"agent_name":"bot-%d"}}`, i, i, i%7))
+	}
+	req := httptest.NewRequest("GET", "/inbox/questions", nil)
+	req.Header.Set("X-Test-Person", "alice")
+	var size int
+	for b.Loop() {
+		w := httptest.NewRecorder()
+		in.List(w, req)
+		if w.Code != 200 {
+			b.Fatalf("%d %s", w.Code, w.Body)
+		}
+		size = w.Body.Len()
+	}
+	b.ReportMetric(float64(size), "bytes")
+}
