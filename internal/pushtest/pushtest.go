@@ -155,7 +155,7 @@ func (r *Receiver) serve(w http.ResponseWriter, req *http.Request) {
 		m.Subject, err = r.checkVAPID(req.Header.Get("Authorization"))
 	}
 	if err == nil && req.Header.Get("Content-Encoding") != "aes128gcm" {
-		err = fmt.Errorf("Content-Encoding %q, want aes128gcm", req.Header.Get("Content-Encoding"))
+		err = fmt.Errorf("content encoding %q, want aes128gcm", req.Header.Get("Content-Encoding"))
 	}
 	if err == nil && req.Header.Get("TTL") == "" {
 		err = errors.New("no TTL header (RFC 8030 §5.2 requires one)")
@@ -179,7 +179,7 @@ func (r *Receiver) serve(w http.ResponseWriter, req *http.Request) {
 func (r *Receiver) checkVAPID(h string) (string, error) {
 	rest, ok := strings.CutPrefix(h, "vapid ")
 	if !ok {
-		return "", fmt.Errorf("Authorization %q is not the vapid scheme", h)
+		return "", fmt.Errorf("the Authorization header %q is not the vapid scheme", h)
 	}
 	var t, k string
 	for _, part := range strings.Split(rest, ",") {
@@ -211,7 +211,7 @@ func (r *Receiver) checkVAPID(h string) (string, error) {
 	}
 	sub, _ := claims["sub"].(string)
 	if !strings.HasPrefix(sub, "mailto:") && !strings.HasPrefix(sub, "https:") {
-		return "", fmt.Errorf("vapid sub %q is neither mailto: nor https:", sub)
+		return "", fmt.Errorf("vapid sub %q is neither a mailto: nor an https: URL", sub)
 	}
 	return sub, nil
 }
