@@ -18,7 +18,9 @@ import (
 type lifecycle struct {
 	logger atomic.Pointer[zap.Logger]
 	// notifier is the newest configuration's webhooks (nil: none).
-	notifier    atomic.Pointer[notify.Notifier]
+	notifier atomic.Pointer[notify.Notifier]
+	// reach is the newest configuration's push and ntfy (nil: none).
+	reach       atomic.Pointer[reacher]
 	unsubscribe func()
 }
 
@@ -35,6 +37,7 @@ func (l *lifecycle) close() { l.unsubscribe() }
 func (l *lifecycle) event(e feedback.Event) {
 	s := e.Session
 	log := l.logger.Load()
+	l.reach.Load().event(e)
 	switch e.Kind {
 	case feedback.EventCreated:
 		countCreated(s)

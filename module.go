@@ -153,6 +153,19 @@ type Handler struct {
 	// never delays the request that created the question.
 	Notify []WebhookConfig `json:"notify,omitempty"`
 
+	// Ntfy lists ntfy topics (`notify ntfy <topic-url> { token … }`) each
+	// new question is published to, with a button per option (up to 3)
+	// that answers it from the phone with a one-tap answer token, and one
+	// that opens it. Needs public_url.
+	Ntfy []NtfyConfig `json:"ntfy,omitempty"`
+
+	// Push turns on Web Push (`push { … }`): people turn notifications on
+	// per device in the inbox, and each new question of theirs (owner
+	// subject = their id) reaches those devices with a button per option
+	// (up to 2) that answers it; answered, withdrawn and expired questions
+	// close their notification. Needs public_url.
+	Push *PushConfig `json:"push,omitempty"`
+
 	// AllowedOrigins lists other origins, each `scheme://host[:port]` (e.g.
 	// `https://app.example.com`), whose pages may open the live-update
 	// WebSocket and post answers. The site's own origin is always allowed;
@@ -195,6 +208,13 @@ type Handler struct {
 	// Default: on.
 	LinkToAgent *bool `json:"link_to_agent,omitempty"`
 
+	// Inbox turns on /inbox (`inbox`): a signed-in person's open and
+	// recently finished questions (those whose owner subject is their id),
+	// answered inline, live, installable as an app, where notifications
+	// (push) are turned on per device. Needs login. Each question then
+	// costs one more store write (the per-person index). Off unless set.
+	Inbox bool `json:"inbox,omitempty"`
+
 	// Login turns on sign-in, so that the module knows who the person in
 	// front of a browser is: `caddy` trusts Caddy's own authentication in
 	// front of the handler, `oidc` signs people in with an OpenID
@@ -227,6 +247,8 @@ type Handler struct {
 	stopHooks []func(exiting bool)
 	notifier  *notify.Notifier
 	verifier  *auth.Verifier
+	reach     *reacher
+	inbox     *handlers.Inbox
 	// login is the configured sign-in (nil without `login`); the OAuth
 	// authorization server and the inbox ask it who the person is.
 	login identity.Login
@@ -348,7 +370,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.oauth, err = h.newOAuth(cfg, sh); err != nil {
 		return err
 	}
-	core := feedback.NewService(sh.hub, feedback.Config{Limits: cfg.limits, Retention: cfg.retention, Quota: cfg.quota})
+	core := feedback.NewService(sh.hub, feedback.Config{Limits: cfg.limits, Retention: cfg.retention, Quota: cfg.quota,
+		IndexByOwner: h.Inbox})
+	// Push and ntfy before the routes: the inbox hands out push's key.
+	if h.reach, err = h.newReacher(ctx, cfg, core, sh.hub.Records()); err != nil {
+		return err
+	}
 	hcfg := handlers.Config{
 		Core:         core,
 		Verifier:     verifier,
@@ -371,6 +398,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.human = human
+	if h.inbox, err = h.newInbox(human); err != nil {
+		return err
+	}
 	// WebSockets are hijacked, so Caddy's shutdown does not see them: this
 	// configuration closes its own, 1012 on a reload and 1001 on exit.
 	h.stopHooks = append(h.stopHooks, human.Stop)
@@ -401,6 +431,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	// The newest configuration's webhooks get the events of the shared store.
 	sh.life.notifier.Store(h.notifier)
+	sh.life.reach.Store(h.reach)
 	return h.subscribeStopping(ctx)
 }
 
@@ -455,12 +486,23 @@ func (h *Handler) routes(mcpCfg handlers.MCPConfig) *http.ServeMux {
 	mux.Handle("/feedback/{id}/view", hp.Protect(handlers.Methods(hp.View, http.MethodPost)))
 	mux.Handle("/feedback/{id}/submit", hp.Protect(handlers.Methods(hp.Submit, http.MethodPost)))
 	mux.Handle("/feedback/{id}/image/{n}", hp.Protect(handlers.Methods(hp.Image, http.MethodPost)))
+	// One-tap answers from a notification's button, with its answer token
+	// in the body (handlers/quick.go).
+	mux.Handle("/feedback/{id}/quick", hp.Protect(handlers.Methods(hp.Quick, http.MethodPost)))
 	mux.Handle(handlers.StaticPrefix+"{name}", handlers.Methods(hp.Static, http.MethodGet, http.MethodHead))
 	mux.Handle("/ws/{id}", handlers.Methods(hp.WS, http.MethodGet))
 
 	// Sign-in (`login`): /login, /login/callback, /logout, /login/whoami.
 	if h.login != nil {
 		for pattern, handler := range h.login.Routes() {
+			mux.Handle(pattern, handler)
+		}
+	}
+	// The inbox (`inbox`, with `login`): /inbox, its list, answers,
+	// socket, push subscriptions, service worker and manifest
+	// (handlers/inbox.go).
+	if h.inbox != nil {
+		for pattern, handler := range h.inbox.Routes() {
 			mux.Handle(pattern, handler)
 		}
 	}
@@ -509,6 +551,12 @@ func (h *Handler) Cleanup() error {
 			h.shared.life.notifier.CompareAndSwap(h.notifier, nil)
 		}
 		h.notifier.Close()
+	}
+	if h.reach != nil {
+		if h.shared != nil {
+			h.shared.life.reach.CompareAndSwap(h.reach, nil)
+		}
+		h.reach.close()
 	}
 	if h.shared == nil {
 		return nil

@@ -80,9 +80,14 @@ func (h *Handler) webhooks() ([]notify.Webhook, error) {
 //		events created answered expired cancelled
 //		include_answer
 //	}
+//
+// or `notify ntfy <topic-url> { token <t> }` (unmarshalNtfy).
 func (h *Handler) unmarshalNotify(d *caddyfile.Dispenser) error {
-	if !d.NextArg() || d.Val() != "webhook" {
-		return d.Errf("notify supports one kind: `notify webhook <url> { … }`")
+	if d.NextArg() && d.Val() == "ntfy" {
+		return h.unmarshalNtfy(d)
+	}
+	if d.Val() != "webhook" {
+		return d.Errf("notify takes `notify webhook <url> { … }` or `notify ntfy <topic-url> { token … }`")
 	}
 	var c WebhookConfig
 	if !d.NextArg() {

@@ -38,7 +38,7 @@ func TestNotifyCaddyfile(t *testing.T) {
 		t.Fatalf("resolved %+v", hooks[0])
 	}
 	for in, want := range map[string]string{
-		"mcp_feedback {\n notify email a@b\n}":                           "one kind",
+		"mcp_feedback {\n notify email a@b\n}":                           "`notify ntfy <topic-url>",
 		"mcp_feedback {\n notify webhook\n}":                             "needs a URL",
 		"mcp_feedback {\n notify webhook https://x {\n retries 3\n }\n}": "unknown notify webhook option",
 		"mcp_feedback {\n notify webhook https://x {\n header a\n }\n}":  "name and a value",

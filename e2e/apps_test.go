@@ -363,15 +363,3 @@ func clickInView(t *testing.T, tab, frame context.Context, css string) {
 	}
 	step(t, tab, "click "+css, chromedp.MouseClickXY(origin[0]+x, origin[1]+y))
 }
-
-// evalAwait evaluates expr in the host page and awaits the promise it gives.
-func evalAwait[T any](t *testing.T, tab context.Context, expr string) T {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(tab, 30*time.Second)
-	defer cancel()
-	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr, chromedp.EvalAwaitPromise))
-	if err != nil {
-		t.Fatalf("evaluating %.80s: %v", expr, err)
-	}
-	return v
-}

@@ -39,6 +39,10 @@ type Config struct {
 	Quota store.Quota
 	// Now is the clock for new questions; nil means time.Now.
 	Now func() time.Time
+	// IndexByOwner keeps, in the store, the set of each owner subject's
+	// questions (until their retention ends), which Inbox reads. It costs
+	// one more store write per question, so it is on only with the inbox.
+	IndexByOwner bool
 }
 
 // Service is one configuration's view of a Hub. Safe for concurrent use.
@@ -152,6 +156,14 @@ func (s *Service) Ask(ctx context.Context, owner Owner, req *validate.CreateRequ
 			if err := s.hub.store.Put(ctx, store.ImageKey(sess.ID, i, c), chunk, ttl+s.cfg.Retention); err != nil {
 				return nil, fmt.Errorf("asking: storing image %d: %w", i, err)
 			}
+		}
+	}
+	if s.cfg.IndexByOwner {
+		// Before the question exists: if this fails the agent gets an
+		// error and no question is left out of its owner's inbox. An id
+		// whose create then fails is skipped by Inbox.
+		if err := s.hub.store.AddMember(ctx, ownerIndexKey(owner.Subject), sess.ID, sess.ExpiresAt.Add(s.cfg.Retention)); err != nil {
+			return nil, fmt.Errorf("asking: indexing by owner: %w", err)
 		}
 	}
 	if err := s.hub.store.Create(ctx, sess, ttl+s.cfg.Retention); err != nil {

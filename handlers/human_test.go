@@ -49,6 +49,7 @@ func newHumanServerOn(t *testing.T, cfg HumanConfig, st store.Store) *humanServe
 	mux.Handle("/feedback/{id}", hp.Protect(Methods(hp.Page, http.MethodGet, http.MethodHead)))
 	mux.Handle("/feedback/{id}/view", hp.Protect(Methods(hp.View, http.MethodPost)))
 	mux.Handle("/feedback/{id}/submit", hp.Protect(Methods(hp.Submit, http.MethodPost)))
+	mux.Handle("/feedback/{id}/quick", hp.Protect(Methods(hp.Quick, http.MethodPost)))
 	mux.Handle(StaticPrefix+"{name}", Methods(hp.Static, http.MethodGet, http.MethodHead))
 	mux.Handle("/ws/{id}", Methods(hp.WS, http.MethodGet))
 	srv := httptest.NewServer(mux)

@@ -94,6 +94,42 @@ var texts = map[Lang]map[string]string{
 		"js.draft.text":      "Your words",
 		"js.image.alt":       "Image {n} from your agent",
 
+		"inbox.title":      "Inbox",
+		"inbox.heading":    "Your questions",
+		"inbox.signedin":   "Signed in as",
+		"inbox.open":       "Waiting for you",
+		"inbox.empty":      "No question is waiting for you.",
+		"inbox.done":       "Recently finished",
+		"inbox.done.empty": "Nothing finished recently.",
+		"inbox.push.on":    "Turn on notifications on this device",
+		"inbox.push.off":   "Turn off notifications on this device",
+
+		"inboxjs.offline":             "The server cannot be reached. The page keeps trying.",
+		"inboxjs.closed":              "A question was closed: {s}",
+		"inboxjs.status.pending":      "Waiting for your answer",
+		"inboxjs.status.submitted":    "Answered",
+		"inboxjs.status.expired":      "Expired",
+		"inboxjs.status.cancelled":    "Withdrawn",
+		"inboxjs.asks":                "{a} asks",
+		"inboxjs.agent":               "Your agent asks",
+		"inboxjs.chooseOne":           "Choose one",
+		"inboxjs.chooseMany":          "Choose one or more",
+		"inboxjs.writeOwn":            "Or write your own answer",
+		"inboxjs.yourAnswer":          "Your answer",
+		"inboxjs.send":                "Send answer",
+		"inboxjs.sending":             "Sending…",
+		"inboxjs.sent":                "Answer sent",
+		"inboxjs.failed":              "The answer could not be sent: {m}",
+		"inboxjs.chooseOrWrite":       "Choose an option or write an answer.",
+		"inboxjs.chooseOnly":          "Choose an option.",
+		"inboxjs.left":                "{t} left",
+		"inboxjs.timeUp":              "Time is up",
+		"inboxjs.hours":               "{h} h {m} min",
+		"inboxjs.live":                "Live",
+		"inboxjs.polling":             "Checking every few seconds",
+		"inboxjs.pushOn":              "Notifications are on for this device.",
+		"inboxjs.pushDenied":          "notifications are blocked for this site in the browser",
+		"inboxjs.pushFailed":          "Notifications could not be changed: {m}",
 		"oauth.brand":                 "Sign-in for AI apps",
 		"oauth.consent.title":         "Allow access?",
 		"oauth.consent.heading":       "Allow this app to ask you questions?",
@@ -182,6 +218,42 @@ var texts = map[Lang]map[string]string{
 		"js.draft.text":      "你的文字",
 		"js.image.alt":       "智能体发送的图片 {n}",
 
+		"inbox.title":      "收件箱",
+		"inbox.heading":    "你的问题",
+		"inbox.signedin":   "已登录：",
+		"inbox.open":       "等待你回答",
+		"inbox.empty":      "没有等待你回答的问题。",
+		"inbox.done":       "最近结束",
+		"inbox.done.empty": "最近没有结束的问题。",
+		"inbox.push.on":    "在此设备上开启通知",
+		"inbox.push.off":   "在此设备上关闭通知",
+
+		"inboxjs.offline":             "无法连接服务器。页面会自动重试。",
+		"inboxjs.closed":              "有一个问题已结束：{s}",
+		"inboxjs.status.pending":      "等待你的回答",
+		"inboxjs.status.submitted":    "已回答",
+		"inboxjs.status.expired":      "已过期",
+		"inboxjs.status.cancelled":    "已撤回",
+		"inboxjs.asks":                "{a} 在问",
+		"inboxjs.agent":               "你的智能体在问",
+		"inboxjs.chooseOne":           "请选择一项",
+		"inboxjs.chooseMany":          "可选择一项或多项",
+		"inboxjs.writeOwn":            "或者写下你自己的回答",
+		"inboxjs.yourAnswer":          "你的回答",
+		"inboxjs.send":                "发送回答",
+		"inboxjs.sending":             "正在发送…",
+		"inboxjs.sent":                "回答已发送",
+		"inboxjs.failed":              "回答未能发送：{m}",
+		"inboxjs.chooseOrWrite":       "请选择一项或写下回答。",
+		"inboxjs.chooseOnly":          "请选择一项。",
+		"inboxjs.left":                "剩余 {t}",
+		"inboxjs.timeUp":              "时间已到",
+		"inboxjs.hours":               "{h} 小时 {m} 分",
+		"inboxjs.live":                "实时",
+		"inboxjs.polling":             "每隔几秒检查一次",
+		"inboxjs.pushOn":              "此设备已开启通知。",
+		"inboxjs.pushDenied":          "浏览器已阻止此网站的通知",
+		"inboxjs.pushFailed":          "通知设置未能更改：{m}",
 		"oauth.brand":                 "AI 应用登录",
 		"oauth.consent.title":         "是否允许访问？",
 		"oauth.consent.heading":       "允许此应用向你提问吗？",
@@ -226,10 +298,14 @@ func Keys(l Lang) []string {
 }
 
 // scriptStrings are the "js." strings of l, keyed without the prefix.
-func scriptStrings(l Lang) map[string]string {
+func scriptStrings(l Lang) map[string]string { return prefixed(l, "js.") }
+
+// prefixed are the strings of l whose key starts with prefix, keyed
+// without it.
+func prefixed(l Lang, prefix string) map[string]string {
 	out := map[string]string{}
 	for k, v := range texts[l] {
-		if name, ok := strings.CutPrefix(k, "js."); ok {
+		if name, ok := strings.CutPrefix(k, prefix); ok {
 			out[name] = v
 		}
 	}

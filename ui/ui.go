@@ -41,7 +41,17 @@ type Asset struct {
 var (
 	assets = map[string]*Asset{}
 	page   *template.Template
+	inbox  *template.Template
 )
+
+// types the mime package may not know on every system.
+var contentTypes = map[string]string{
+	".webmanifest": "application/manifest+json",
+	".js":          "text/javascript; charset=utf-8",
+	".css":         "text/css; charset=utf-8",
+	".svg":         "image/svg+xml",
+	".png":         "image/png",
+}
 
 func init() {
 	entries, err := fs.ReadDir(files, "static")
@@ -54,7 +64,10 @@ func init() {
 			panic(fmt.Sprintf("ui: reading %s: %v", e.Name(), err))
 		}
 		sum := sha256.Sum256(b)
-		ct := mime.TypeByExtension(path.Ext(e.Name()))
+		ct := contentTypes[path.Ext(e.Name())]
+		if ct == "" {
+			ct = mime.TypeByExtension(path.Ext(e.Name()))
+		}
 		if ct == "" {
 			ct = "application/octet-stream"
 		}
@@ -63,6 +76,9 @@ func init() {
 	page = template.Must(template.New("page.html").Funcs(template.FuncMap{
 		"t": func(l Lang, key string) string { return T(l, key) },
 	}).ParseFS(files, "templates/page.html"))
+	inbox = template.Must(template.New("inbox.html").Funcs(template.FuncMap{
+		"t": func(l Lang, key string) string { return T(l, key) },
+	}).ParseFS(files, "templates/inbox.html"))
 }
 
 // LookupAsset returns the embedded static file name, if there is one.
@@ -118,6 +134,45 @@ func RenderPage(w io.Writer, d PageData) error {
 	var buf bytes.Buffer
 	if err := page.Execute(&buf, v); err != nil {
 		return fmt.Errorf("rendering the answer page: %w", err)
+	}
+	_, err := w.Write(buf.Bytes())
+	return err
+}
+
+// InboxData is what the inbox shell is rendered from.
+type InboxData struct {
+	Lang  Lang
+	Theme string
+	// Person is the signed-in person's display name (or id).
+	Person string
+	// StaticBase is the relative URL of the static files from the inbox.
+	StaticBase string
+}
+
+type inboxView struct {
+	InboxData
+	L                 Lang
+	HTMLLang          string
+	CSS, InboxCSS, JS string
+	Icon, Icon192     string
+	JSStrings         map[string]string
+}
+
+// RenderInbox writes the inbox shell. It carries no question: the script
+// fetches them.
+func RenderInbox(w io.Writer, d InboxData) error {
+	v := inboxView{
+		InboxData: d, L: d.Lang, HTMLLang: d.Lang.HTMLLang(),
+		CSS:       d.StaticBase + "page.css?v=" + assets["page.css"].Version,
+		InboxCSS:  d.StaticBase + "inbox.css?v=" + assets["inbox.css"].Version,
+		JS:        d.StaticBase + "inbox.js?v=" + assets["inbox.js"].Version,
+		Icon:      d.StaticBase + "icon.svg?v=" + assets["icon.svg"].Version,
+		Icon192:   d.StaticBase + "icon-192.png?v=" + assets["icon-192.png"].Version,
+		JSStrings: prefixed(d.Lang, "inboxjs."),
+	}
+	var buf bytes.Buffer
+	if err := inbox.Execute(&buf, v); err != nil {
+		return fmt.Errorf("rendering the inbox: %w", err)
 	}
 	_, err := w.Write(buf.Bytes())
 	return err
