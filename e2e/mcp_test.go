@@ -98,12 +98,21 @@ func runClient(t *testing.T, transport, url, scenario, tok string) *nodeProc {
 // arguments and speaks its line protocol.
 func runScript(t *testing.T, script, transport, url, scenario, tok string) *nodeProc {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	cmd := exec.CommandContext(ctx, node22(t), script, transport, url, scenario)
-	cmd.Dir = mcpjsDir
 	home := t.TempDir()
-	cmd.Env = append(os.Environ(), "MCP_TOKEN="+tok, "HOME="+home, "MCP_REMOTE_CONFIG_DIR="+filepath.Join(home, "mcp-auth"),
-		"NO_PROXY=*", "HTTP_PROXY=", "HTTPS_PROXY=", "http_proxy=", "https_proxy=")
+	return startNode(t, mcpjsDir, []string{"MCP_TOKEN=" + tok, "HOME=" + home, "MCP_REMOTE_CONFIG_DIR=" + filepath.Join(home, "mcp-auth")},
+		script, transport, url, scenario)
+}
+
+// startNode runs `node22 args…` in dir with env added (and no proxy), as a
+// nodeProc speaking the scripts' line protocol: JSON events on stdout,
+// commands on stdin. It ends with the test, showing stderr if it failed.
+func startNode(t *testing.T, dir string, env []string, args ...string) *nodeProc {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	cmd := exec.CommandContext(ctx, node22(t), args...)
+	cmd.Dir = dir
+	// Later entries win: env may replace HOME.
+	cmd.Env = append(append(os.Environ(), "HOME="+t.TempDir(), "NO_PROXY=*", "HTTP_PROXY=", "HTTPS_PROXY=", "http_proxy=", "https_proxy="), env...)
 	p := &nodeProc{t: t, cmd: cmd, events: make(chan map[string]any, 64), stderr: &syncBuffer{}, exited: make(chan error, 1), cancel: cancel}
 	cmd.Stderr = p.stderr
 	var err error
@@ -134,7 +143,7 @@ func runScript(t *testing.T, script, transport, url, scenario, tok string) *node
 		cancel()
 		<-p.exited
 		if t.Failed() {
-			t.Logf("node %s %s %s stderr:\n%s", transport, url, scenario, tail(p.stderr.String(), 3000))
+			t.Logf("node %s (in %s) stderr:\n%s", strings.Join(args, " "), filepath.Base(dir), tail(p.stderr.String(), 3000))
 		}
 	})
 	return p

@@ -1,15 +1,10 @@
 package e2e
 
 import (
-	"bufio"
-	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -78,45 +73,7 @@ func runOAuthClient(t *testing.T, serverURL string, env ...string) *nodeProc {
 // runOAuthScript starts a script of oauthjs with args.
 func runOAuthScript(t *testing.T, args []string, env ...string) *nodeProc {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	cmd := exec.CommandContext(ctx, node22(t), args...)
-	cmd.Dir = oauthjsDir
-	cmd.Env = append(append(os.Environ(), "MCPJS_DIR="+mcpjsDir, "HOME="+t.TempDir(),
-		"NO_PROXY=*", "HTTP_PROXY=", "HTTPS_PROXY=", "http_proxy=", "https_proxy="), env...)
-	p := &nodeProc{t: t, cmd: cmd, events: make(chan map[string]any, 64), stderr: &syncBuffer{}, exited: make(chan error, 1), cancel: cancel}
-	cmd.Stderr = p.stderr
-	var err error
-	if p.stdin, err = cmd.StdinPipe(); err != nil {
-		t.Fatal(err)
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		sc := bufio.NewScanner(out)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			var ev map[string]any
-			if json.Unmarshal(sc.Bytes(), &ev) == nil {
-				p.events <- ev
-			}
-		}
-		close(p.events)
-		p.exited <- cmd.Wait()
-	}()
-	t.Cleanup(func() {
-		p.stdin.Close()
-		cancel()
-		<-p.exited
-		if t.Failed() {
-			t.Logf("%s stderr:\n%s", args[0], tail(p.stderr.String(), 3000))
-		}
-	})
-	return p
+	return startNode(t, oauthjsDir, append([]string{"MCPJS_DIR=" + mcpjsDir}, env...), args...)
 }
 
 // send writes one line to the script.

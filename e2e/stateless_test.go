@@ -1,16 +1,11 @@
 package e2e
 
 import (
-	"bufio"
-	"context"
-	"encoding/json"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 )
 
 // A stateless (2026-07-28) client, the official TypeScript SDK v2 from
@@ -24,44 +19,7 @@ func runStatelessClient(t *testing.T, tok string, args ...string) *nodeProc {
 	if _, err := os.Stat(filepath.Join(statelessjsDir, "node_modules", "@modelcontextprotocol", "client")); err != nil {
 		t.Fatalf("e2e/statelessjs/node_modules is missing: run `make deps`")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	cmd := exec.CommandContext(ctx, node22(t), append([]string{"client.mjs"}, args...)...)
-	cmd.Dir = statelessjsDir
-	cmd.Env = append(os.Environ(), "MCP_TOKEN="+tok, "HOME="+t.TempDir(), "NO_PROXY=*", "HTTP_PROXY=", "HTTPS_PROXY=", "http_proxy=", "https_proxy=")
-	p := &nodeProc{t: t, cmd: cmd, events: make(chan map[string]any, 64), stderr: &syncBuffer{}, exited: make(chan error, 1), cancel: cancel}
-	cmd.Stderr = p.stderr
-	var err error
-	if p.stdin, err = cmd.StdinPipe(); err != nil {
-		t.Fatal(err)
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		sc := bufio.NewScanner(out)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			var ev map[string]any
-			if json.Unmarshal(sc.Bytes(), &ev) == nil {
-				p.events <- ev
-			}
-		}
-		close(p.events)
-		p.exited <- cmd.Wait()
-	}()
-	t.Cleanup(func() {
-		p.stdin.Close()
-		cancel()
-		<-p.exited
-		if t.Failed() {
-			t.Logf("node statelessjs/client.mjs %s stderr:\n%s", strings.Join(args, " "), tail(p.stderr.String(), 3000))
-		}
-	})
-	return p
+	return startNode(t, statelessjsDir, []string{"MCP_TOKEN=" + tok}, append([]string{"client.mjs"}, args...)...)
 }
 
 func statelessSites(elicitation string) string {

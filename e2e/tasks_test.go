@@ -1,15 +1,9 @@
 package e2e
 
 import (
-	"bufio"
-	"context"
-	"encoding/json"
-	"os"
-	"os/exec"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/mcpfeedback/caddy-mcp-feedback/internal/redistest"
 )
@@ -21,45 +15,7 @@ import (
 // environment.
 func runTasksClient(t *testing.T, tok, other string, args ...string) *nodeProc {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	cmd := exec.CommandContext(ctx, node22(t), append([]string{"tasks.mjs"}, args...)...)
-	cmd.Dir = mcpjsDir
-	cmd.Env = append(os.Environ(), "MCP_TOKEN="+tok, "MCP_TOKEN_OTHER="+other, "HOME="+t.TempDir(),
-		"NO_PROXY=*", "HTTP_PROXY=", "HTTPS_PROXY=", "http_proxy=", "https_proxy=")
-	p := &nodeProc{t: t, cmd: cmd, events: make(chan map[string]any, 64), stderr: &syncBuffer{}, exited: make(chan error, 1), cancel: cancel}
-	cmd.Stderr = p.stderr
-	var err error
-	if p.stdin, err = cmd.StdinPipe(); err != nil {
-		t.Fatal(err)
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		sc := bufio.NewScanner(out)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			var ev map[string]any
-			if json.Unmarshal(sc.Bytes(), &ev) == nil {
-				p.events <- ev
-			}
-		}
-		close(p.events)
-		p.exited <- cmd.Wait()
-	}()
-	t.Cleanup(func() {
-		p.stdin.Close()
-		cancel()
-		<-p.exited
-		if t.Failed() {
-			t.Logf("node tasks.mjs %s stderr:\n%s", strings.Join(args, " "), tail(p.stderr.String(), 3000))
-		}
-	})
-	return p
+	return startNode(t, mcpjsDir, []string{"MCP_TOKEN=" + tok, "MCP_TOKEN_OTHER=" + other}, append([]string{"tasks.mjs"}, args...)...)
 }
 
 func strs(v any) []string {
