@@ -173,19 +173,7 @@ func (n *Ntfy) Send(job NtfyJob) {
 }
 
 func (n *Ntfy) enqueue(tg *ntfyTarget, j NtfyJob) {
-	for range 3 {
-		select {
-		case tg.queue <- j:
-			return
-		default:
-		}
-		select {
-		case old := <-tg.queue:
-			n.dropped(tg, old)
-		default:
-		}
-	}
-	n.dropped(tg, j)
+	enqueueDropOldest(tg.queue, j, func(old NtfyJob) { n.dropped(tg, old) })
 }
 
 func (n *Ntfy) dropped(tg *ntfyTarget, j NtfyJob) {
@@ -224,30 +212,19 @@ func (n *Ntfy) deliver(tg *ntfyTarget, j NtfyJob) {
 		n.opt.Observe(tg.label, j.Event, OutcomeFailed)
 		return
 	}
-	for attempt := 1; ; attempt++ {
-		status, retryAfter, err := n.post(tg, body)
-		if n.ctx.Err() != nil {
-			return
+	res := retryDelivery(n.ctx, n.opt.MaxAttempts, n.opt.MaxWait, n.opt.Sleep,
+		func() (int, time.Duration, error) { return n.post(tg, body) }, transient)
+	switch {
+	case res.stopped:
+	case res.delivered:
+		n.opt.Observe(tg.label, j.Event, OutcomeDelivered)
+	default:
+		fields := []zap.Field{zap.Int("attempt", res.attempt), zap.Int("status", res.status)}
+		if res.err != nil {
+			fields = append(fields, zap.String("error", safeError(res.err, tg.server, tg.label)))
 		}
-		if err == nil && status/100 == 2 {
-			n.opt.Observe(tg.label, j.Event, OutcomeDelivered)
-			return
-		}
-		retry := err != nil || status == http.StatusTooManyRequests || status == http.StatusRequestTimeout || status/100 == 5
-		if !retry || attempt >= n.opt.MaxAttempts {
-			fields := []zap.Field{zap.Int("attempt", attempt), zap.Int("status", status)}
-			if err != nil {
-				fields = append(fields, zap.String("error", safeError(err, tg.server, tg.label)))
-			}
-			log.Warn("ntfy delivery failed", fields...)
-			n.opt.Observe(tg.label, j.Event, OutcomeFailed)
-			return
-		}
-		wait := backoff(attempt)
-		if retryAfter > 0 {
-			wait = retryAfter
-		}
-		n.opt.Sleep(n.ctx, min(wait, n.opt.MaxWait))
+		log.Warn("ntfy delivery failed", fields...)
+		n.opt.Observe(tg.label, j.Event, OutcomeFailed)
 	}
 }
 

@@ -240,19 +240,7 @@ func (n *Notifier) Send(event string, s *store.Session, feedbackURL string) {
 // enqueue adds e to r's queue, making room by dropping the oldest waiting
 // delivery when it is full. It never blocks.
 func (n *Notifier) enqueue(r *target, e Event) {
-	for range 3 {
-		select {
-		case r.queue <- e:
-			return
-		default:
-		}
-		select {
-		case old := <-r.queue:
-			n.dropped(r, old)
-		default:
-		}
-	}
-	n.dropped(r, e) // other senders kept the queue full
+	enqueueDropOldest(r.queue, e, func(old Event) { n.dropped(r, old) })
 }
 
 func (n *Notifier) dropped(r *target, e Event) {
@@ -284,39 +272,28 @@ func (n *Notifier) deliver(r *target, ev Event) {
 		n.opt.Observe(r.label, ev.Event, OutcomeFailed)
 		return
 	}
-	for attempt := 1; ; attempt++ {
-		status, retryAfter, err := n.post(r.hook, ev, body, ctype, headers)
-		if n.ctx.Err() != nil {
-			return
+	res := retryDelivery(n.ctx, n.opt.MaxAttempts, n.opt.MaxWait, n.opt.Sleep,
+		func() (int, time.Duration, error) { return n.post(r.hook, ev, body, ctype, headers) },
+		// 3xx (redirects are not followed) and 4xx other than 408/429 are final.
+		func(status int, err error) bool {
+			return err != nil || !(status/100 == 3 || status/100 == 4) || transient(status, err)
+		})
+	switch {
+	case res.stopped:
+	case res.delivered:
+		log.Debug("webhook delivered", zap.Int("attempt", res.attempt))
+		n.opt.Observe(r.label, ev.Event, OutcomeDelivered)
+	default:
+		fields := []zap.Field{zap.Int("attempt", res.attempt), zap.Int("status", res.status)}
+		if res.err != nil {
+			fields = append(fields, zap.String("error", safeError(res.err, r.hook.URL, r.label)))
 		}
-		if err == nil && status/100 == 2 {
-			log.Debug("webhook delivered", zap.Int("attempt", attempt))
-			n.opt.Observe(r.label, ev.Event, OutcomeDelivered)
-			return
+		msg := "webhook delivery failed"
+		if res.err == nil && res.status/100 == 3 {
+			msg = "webhook delivery failed: the receiver redirected, and redirects are not followed"
 		}
-		redirect := err == nil && status/100 == 3
-		permanent := redirect || err == nil && status/100 == 4 && status != http.StatusRequestTimeout && status != http.StatusTooManyRequests
-		if permanent || attempt >= n.opt.MaxAttempts {
-			fields := []zap.Field{zap.Int("attempt", attempt), zap.Int("status", status)}
-			if err != nil {
-				fields = append(fields, zap.String("error", safeError(err, r.hook.URL, r.label)))
-			}
-			msg := "webhook delivery failed"
-			if redirect {
-				msg = "webhook delivery failed: the receiver redirected, and redirects are not followed"
-			}
-			log.Warn(msg, fields...)
-			n.opt.Observe(r.label, ev.Event, OutcomeFailed)
-			return
-		}
-		wait := backoff(attempt)
-		if retryAfter > 0 {
-			wait = retryAfter
-		}
-		n.opt.Sleep(n.ctx, min(wait, n.opt.MaxWait))
-		if n.ctx.Err() != nil {
-			return
-		}
+		log.Warn(msg, fields...)
+		n.opt.Observe(r.label, ev.Event, OutcomeFailed)
 	}
 }
 

@@ -385,19 +385,7 @@ func (p *Pusher) Send(job PushJob) {
 	if p == nil {
 		return
 	}
-	for range 3 {
-		select {
-		case p.queue <- job:
-			return
-		default:
-		}
-		select {
-		case old := <-p.queue:
-			p.dropped(old)
-		default:
-		}
-	}
-	p.dropped(job)
+	enqueueDropOldest(p.queue, job, p.dropped)
 }
 
 func (p *Pusher) dropped(j PushJob) {
@@ -470,14 +458,15 @@ func (p *Pusher) deliver(log *zap.Logger, j PushJob, id string, sub PushSubscrip
 	label := Redact(sub.Endpoint)
 	log = log.With(zap.String("receiver", label), zap.String("subscription", id))
 	ws := &webpush.Subscription{Endpoint: sub.Endpoint, Keys: webpush.Keys{P256dh: sub.Keys.P256dh, Auth: sub.Keys.Auth}}
-	for attempt := 1; ; attempt++ {
+	var outlived bool
+	res := retryDelivery(p.ctx, p.opt.MaxAttempts, p.opt.MaxWait, p.opt.Sleep, func() (int, time.Duration, error) {
 		ttl := int(time.Until(j.Deadline).Seconds())
 		if ttl <= 0 {
-			log.Debug("push: message outlived its question; not sent")
-			p.opt.Observe(label, j.Event, OutcomeFailed)
-			return
+			outlived = true
+			return 0, 0, errOutlived
 		}
 		ctx, cancel := context.WithTimeout(p.ctx, 15*time.Second)
+		defer cancel()
 		// A copy each time: webpush-go appends its padding to the slice it
 		// is given, in place when there is room, which would race between
 		// devices sharing one payload.
@@ -486,49 +475,46 @@ func (p *Pusher) deliver(log *zap.Logger, j PushJob, id string, sub PushSubscrip
 			VAPIDPublicKey: p.opt.Keys.Public, VAPIDPrivateKey: p.opt.Keys.Private,
 			TTL: ttl, Urgency: j.Urgency, Topic: j.Topic,
 		})
-		status, retryAfter := 0, time.Duration(0)
-		if err == nil {
-			status, retryAfter = resp.StatusCode, parseRetryAfter(resp.Header.Get("Retry-After"))
-			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-			resp.Body.Close()
+		if err != nil {
+			return 0, 0, err
 		}
-		cancel()
-		if p.ctx.Err() != nil {
-			return
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		resp.Body.Close()
+		return resp.StatusCode, parseRetryAfter(resp.Header.Get("Retry-After")), nil
+	}, func(status int, err error) bool {
+		// 404/410: gone for good (below); a message past its question's
+		// deadline is pointless.
+		return !errors.Is(err, errOutlived) && (err != nil || status == http.StatusTooManyRequests || status/100 == 5)
+	})
+	switch {
+	case res.stopped:
+	case res.delivered:
+		p.opt.Observe(label, j.Event, OutcomeDelivered)
+	case outlived:
+		log.Debug("push: message outlived its question; not sent")
+		p.opt.Observe(label, j.Event, OutcomeFailed)
+	case res.status == http.StatusNotFound || res.status == http.StatusGone:
+		// The browser unsubscribed or the subscription expired (RFC
+		// 8030 §7.3): it will never work again.
+		log.Info("push subscription is gone; dropped", zap.Int("status", res.status))
+		rctx, rcancel := context.WithTimeout(p.ctx, 10*time.Second)
+		if err := p.opt.Subs.Remove(rctx, j.Person, id); err != nil {
+			log.Warn("push: cannot drop subscription", zap.Error(err))
 		}
-		switch {
-		case err == nil && status/100 == 2:
-			p.opt.Observe(label, j.Event, OutcomeDelivered)
-			return
-		case status == http.StatusNotFound || status == http.StatusGone:
-			// The browser unsubscribed or the subscription expired (RFC
-			// 8030 §7.3): it will never work again.
-			log.Info("push subscription is gone; dropped", zap.Int("status", status))
-			rctx, rcancel := context.WithTimeout(p.ctx, 10*time.Second)
-			if err := p.opt.Subs.Remove(rctx, j.Person, id); err != nil {
-				log.Warn("push: cannot drop subscription", zap.Error(err))
-			}
-			rcancel()
-			p.opt.Observe(label, j.Event, OutcomeFailed)
-			return
+		rcancel()
+		p.opt.Observe(label, j.Event, OutcomeFailed)
+	default:
+		fields := []zap.Field{zap.Int("attempt", res.attempt), zap.Int("status", res.status)}
+		if res.err != nil {
+			fields = append(fields, zap.String("error", safeError(res.err, sub.Endpoint, label)))
 		}
-		retry := err != nil || status == http.StatusTooManyRequests || status/100 == 5
-		if !retry || attempt >= p.opt.MaxAttempts {
-			fields := []zap.Field{zap.Int("attempt", attempt), zap.Int("status", status)}
-			if err != nil {
-				fields = append(fields, zap.String("error", safeError(err, sub.Endpoint, label)))
-			}
-			log.Warn("push delivery failed", fields...)
-			p.opt.Observe(label, j.Event, OutcomeFailed)
-			return
-		}
-		wait := backoff(attempt)
-		if retryAfter > 0 {
-			wait = retryAfter
-		}
-		p.opt.Sleep(p.ctx, min(wait, p.opt.MaxWait))
+		log.Warn("push delivery failed", fields...)
+		p.opt.Observe(label, j.Event, OutcomeFailed)
 	}
 }
+
+// errOutlived: the question ended before the message could be sent.
+var errOutlived = errors.New("push: the question ended before the message was sent")
 
 // subject is the VAPID `sub` as webpush-go wants it: it prefixes mailto:
 // itself to anything that is not an https URL.
