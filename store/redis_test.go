@@ -546,3 +546,13 @@ func TestRedisRememberedEqualsStored(t *testing.T) {
 		storetest.SameSession(t, "remembered after changes to copies", again, mustGetSession(t, fresh, s.ID))
 	}
 }
+
+// TestRedisAnnounceAcross: an announcement made through one instance
+// reaches a watcher of the topic on another, through the topic's sharded
+// channel.
+func TestRedisAnnounceAcross(t *testing.T) {
+	srv := redistest.Start(t)
+	prefix := uniquePrefix()
+	a, b := newRedis(t, srv, prefix), newRedis(t, srv, prefix)
+	storetest.AnnounceAcross(t, a, b, func(string) { waitSubscribeCount(t, b, 1) })
+}
