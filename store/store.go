@@ -84,6 +84,21 @@ type Session struct {
 	To []string `json:"to,omitempty"`
 }
 
+// People are the subjects whose inbox shows the question: its owner, then
+// the people it is addressed to (To) who are not the owner.
+func (s *Session) People() []string {
+	out := make([]string, 0, 1+len(s.To))
+	if s.Owner.Subject != "" {
+		out = append(out, s.Owner.Subject)
+	}
+	for _, p := range s.To {
+		if p != s.Owner.Subject {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
 // CheckToken reports, in constant time, whether token is this session's capability token.
 func (s *Session) CheckToken(token string) bool {
 	if token == "" || len(s.TokenHash) != sha256.Size {

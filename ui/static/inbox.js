@@ -408,6 +408,7 @@
   load();
   connect();
   setInterval(tick, 1000);
-  // Events from other instances reach this page by this refresh.
+  // A fallback: the socket hears of changes on every instance, but an
+  // announcement can be lost while the server reconnects to its store.
   setInterval(load, 20000);
 })();
