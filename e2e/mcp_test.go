@@ -95,8 +95,8 @@ func runClient(t *testing.T, transport, url, scenario, tok string) *nodeProc {
 }
 
 // runScript starts a script of e2e/mcpjs that takes client.mjs's
-// arguments and speaks its line protocol.
-func runScript(t *testing.T, script, transport, url, scenario, tok string) *nodeProc {
+// arguments and speaks its line protocol; env adds NAME=value variables.
+func runScript(t *testing.T, script, transport, url, scenario, tok string, env ...string) *nodeProc {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	cmd := exec.CommandContext(ctx, node22(t), script, transport, url, scenario)
@@ -104,6 +104,7 @@ func runScript(t *testing.T, script, transport, url, scenario, tok string) *node
 	home := t.TempDir()
 	cmd.Env = append(os.Environ(), "MCP_TOKEN="+tok, "HOME="+home, "MCP_REMOTE_CONFIG_DIR="+filepath.Join(home, "mcp-auth"),
 		"NO_PROXY=*", "HTTP_PROXY=", "HTTPS_PROXY=", "http_proxy=", "https_proxy=")
+	cmd.Env = append(cmd.Env, env...)
 	p := &nodeProc{t: t, cmd: cmd, events: make(chan map[string]any, 64), stderr: &syncBuffer{}, exited: make(chan error, 1), cancel: cancel}
 	cmd.Stderr = p.stderr
 	var err error
