@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -79,20 +80,7 @@ func TestInboxAcrossInstances(t *testing.T) {
 	a := startCaddy(t, reachSites(t, rs.URL(), true))
 	b := startCaddy(t, reachSites(t, rs.URL(), false))
 
-	tab := newTab(t, newBrowser(t), device{name: "desktop", width: 1280, height: 900})
-	if _, err := chromedp.Call(tab, network.Enable, network.EnableParams{}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := chromedp.Call(tab, network.SetExtraHTTPHeaders, network.SetExtraHTTPHeadersParams{Headers: network.Headers{"Authorization": basicFor("alice")}}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := chromedp.Call(tab, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: noFallbackRefresh}); err != nil {
-		t.Fatal(err)
-	}
-	step(t, tab, "open alice's inbox on B", chromedp.Navigate(b.HTTP+"/inbox"))
-	waitFor(t, tab, "the empty inbox", `!document.getElementById('open-empty').hidden`)
-	waitFor(t, tab, "the live socket", `document.getElementById('conn').textContent === 'Live'`)
-
+	tab := liveInbox(t, b, "alice")
 	// 1. Asked on A, shown live on B, answered there.
 	agent := runClient(t, "http", a.HTTP+"/mcp", "wait", token(t, "alice"))
 	agent.expect("progress")
@@ -110,20 +98,27 @@ func TestInboxAcrossInstances(t *testing.T) {
 	agent.finish()
 	waitFor(t, tab, "the answered question among the finished", `document.querySelectorAll('#done li.card').length === 1 && document.querySelectorAll('#open li.card').length === 0`)
 
-	// 2. Addressed to bob too: he sees it and answers; carol cannot.
+	// 2. Addressed to bob too: he sees it in his inbox (on A) and answers
+	// there; carol cannot.
+	bobTab := liveInbox(t, a, "bob")
 	agent = runScript(t, "client.mjs", "http", a.HTTP+"/mcp", "wait", token(t, "alice"), "MCP_TO=bob")
 	link := linkIn(t, agent.expect("progress")["message"].(string))
 	id := strings.TrimPrefix(strings.SplitN(link, "#", 2)[0], a.HTTP+"/feedback/")
 	waitFor(t, tab, "the addressed question in alice's inbox on B", `document.querySelectorAll('#open li.card').length === 1`)
+	if n := eval[int](t, tab, `document.querySelectorAll('#open li.card .on-behalf').length`); n != 0 {
+		t.Fatalf("alice's own question is shown as someone else's (%d)", n)
+	}
 
 	var bobs struct {
 		Questions []struct {
 			SessionID string `json:"sessionId"`
 			Status    string `json:"status"`
+			For       string `json:"for"`
 		} `json:"questions"`
 	}
 	list := do(t, a.Client, "GET", a.HTTP+"/inbox/questions", "", "Authorization", basicFor("bob"))
-	if err := json.Unmarshal([]byte(list.Body), &bobs); err != nil || len(bobs.Questions) != 1 || bobs.Questions[0].SessionID != id || bobs.Questions[0].Status != "pending" {
+	if err := json.Unmarshal([]byte(list.Body), &bobs); err != nil || len(bobs.Questions) != 1 || bobs.Questions[0].SessionID != id ||
+		bobs.Questions[0].Status != "pending" || bobs.Questions[0].For != "alice" {
 		t.Fatalf("bob's inbox: %d %s (%v)", list.Status, list.Body, err)
 	}
 	for _, c := range []*Caddy{a, b} {
@@ -135,10 +130,15 @@ func TestInboxAcrossInstances(t *testing.T) {
 			t.Fatalf("carol answering: %d %s, want 404 as for no question", resp.Status, resp.Body)
 		}
 	}
-	if resp := do(t, a.Client, "POST", a.HTTP+"/inbox/questions/"+id+"/answer", `{"selectedOptions":["postgres"]}`,
-		"Authorization", basicFor("bob"), "Content-Type", "application/json"); resp.Status != 200 {
-		t.Fatalf("bob answering: %d %s", resp.Status, resp.Body)
+	waitFor(t, bobTab, "the question in bob's inbox", `document.querySelectorAll('#open li.card').length === 1`)
+	if got := eval[string](t, bobTab, `document.querySelector('#open li.card .on-behalf').textContent`); got != "Asked for alice, addressed to you too" {
+		t.Fatalf("bob's card says %q", got)
 	}
+	checkAxe(t, bobTab, "inbox-addressed")
+	screenshot(t, bobTab, "inbox-addressed")
+	step(t, bobTab, "bob answers inline on A",
+		chromedp.Click(chromedp.CSS(`#open li.card input[value="postgres"]`)),
+		chromedp.Click(chromedp.CSS(`#open li.card button[type="submit"]`)))
 	r = asResult(t, agent.expect("result"))
 	if r.IsError || r.Structured["status"] != "submitted" || !strings.Contains(r.Text, "postgres") || answeredBy(r) != "bob" {
 		t.Fatalf("the agent got %+v", r)
@@ -183,6 +183,27 @@ func TestInboxAcrossInstances(t *testing.T) {
 			}
 		})
 	}
+}
+
+// liveInbox opens who's inbox on instance c in a browser of its own (its
+// own sign-in), with the page's fallback refresh and polling switched off
+// (noFallbackRefresh), and waits until its socket is up.
+func liveInbox(t *testing.T, c *Caddy, who string) context.Context {
+	t.Helper()
+	tab := newTab(t, newBrowser(t), device{name: "desktop", width: 1280, height: 900})
+	if _, err := chromedp.Call(tab, network.Enable, network.EnableParams{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.Call(tab, network.SetExtraHTTPHeaders, network.SetExtraHTTPHeadersParams{Headers: network.Headers{"Authorization": basicFor(who)}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.Call(tab, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: noFallbackRefresh}); err != nil {
+		t.Fatal(err)
+	}
+	step(t, tab, "open "+who+"'s inbox", chromedp.Navigate(c.HTTP+"/inbox"))
+	waitFor(t, tab, who+"'s empty inbox", `!document.getElementById('open-empty').hidden`)
+	waitFor(t, tab, who+"'s live socket", `document.getElementById('conn').textContent === 'Live'`)
+	return tab
 }
 
 // answeredBy is the result's answeredBy in a tool result's structured content.

@@ -151,6 +151,9 @@ func (in *Inbox) Page(w http.ResponseWriter, r *http.Request) {
 type InboxItem struct {
 	PageView
 	Agent string `json:"agent,omitempty"`
+	// For is the owner's person id when the question is someone else's,
+	// addressed to me with `to`; empty for my own.
+	For string `json:"for,omitempty"`
 }
 
 // InboxList is GET /inbox/questions.
@@ -177,7 +180,11 @@ func (in *Inbox) List(w http.ResponseWriter, r *http.Request) {
 	}
 	out := InboxList{Person: p, Now: in.svc.cfg.Now().UTC(), Questions: make([]InboxItem, 0, len(list)), PushKey: in.cfg.Push.PublicKey()}
 	for _, s := range list {
-		out.Questions = append(out.Questions, InboxItem{PageView: in.h.viewOf(s), Agent: AgentName(s)})
+		item := InboxItem{PageView: in.h.viewOf(s), Agent: AgentName(s)}
+		if s.Owner.Subject != p.ID {
+			item.For = s.Owner.Subject
+		}
+		out.Questions = append(out.Questions, item)
 	}
 	writeJSON(w, http.StatusOK, out)
 }
