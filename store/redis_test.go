@@ -233,7 +233,7 @@ func waitSubscribers(t *testing.T, admin rueidis.Client, channel string, n int64
 	}
 }
 
-func waitSubscribeCount(t *testing.T, r *store.Redis, n int64) {
+func waitSubscribeCount(t testing.TB, r *store.Redis, n int64) {
 	t.Helper()
 	timer := time.NewTimer(waitBound)
 	defer timer.Stop()
