@@ -1,6 +1,7 @@
 package feedback
 
 import (
+	"context"
 	"errors"
 	"testing"
 	"time"
@@ -71,5 +72,32 @@ func TestAddressingNeedsIndex(t *testing.T) {
 	var verr *validate.Error
 	if !errors.As(err, &verr) {
 		t.Fatalf("Ask with to and no inbox: %v", err)
+	}
+}
+
+// announceFails is the memory store with Announce failing, as Redis's
+// does while it is unreachable (the rest of the store keeps working here,
+// so that a question can still be asked).
+type announceFails struct{ store.Store }
+
+func (announceFails) Announce(context.Context, string) error { return store.ErrUnavailable }
+
+// TestAnnounceFailureReported: an announcement the store refuses is
+// reported (the module counts it as a store error) and the question is
+// still asked: an inbox is only a refresh behind.
+func TestAnnounceFailureReported(t *testing.T) {
+	hub := NewHub(announceFails{store.NewMemory()})
+	t.Cleanup(func() { _ = hub.Close() })
+	failed := make(chan error, 4)
+	hub.OnAnnounceFailure(func(err error) { failed <- err })
+	s := NewService(hub, Config{Limits: validate.DefaultLimits(), Retention: time.Hour, IndexByOwner: true})
+	askWith(t, s, "alice", &validate.CreateRequest{Message: "Still asked?", AllowFreeText: true})
+	select {
+	case err := <-failed:
+		if !errors.Is(err, store.ErrUnavailable) {
+			t.Fatalf("reported %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the failed announcement was never reported")
 	}
 }

@@ -2,6 +2,7 @@ package feedback
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,9 +27,13 @@ type announcer struct {
 	queue  chan []string
 	cancel context.CancelFunc
 	done   chan struct{}
-	// Failed counts announcements that were dropped or failed.
-	failed atomic.Int64
+	// failed, when set, is told of each announcement that was dropped
+	// (ErrAnnounceDropped) or that the store refused (metrics).
+	failed atomic.Pointer[func(error)]
 }
+
+// ErrAnnounceDropped: the announcement queue was full.
+var ErrAnnounceDropped = errors.New("feedback: inbox announcement dropped: the queue is full")
 
 const (
 	announceQueue   = 1024
@@ -50,9 +55,16 @@ func (h *Hub) announcePeople() {
 	})
 }
 
-// AnnounceFailures is how many inbox announcements were dropped (queue
-// full) or failed (store unavailable) since the Hub opened.
-func (h *Hub) AnnounceFailures() int64 { return h.ann.failed.Load() }
+// OnAnnounceFailure sets fn to be told of each inbox announcement that was
+// dropped (ErrAnnounceDropped) or failed in the store. It runs on the
+// path of a change or on the announcing goroutine: it must not block.
+func (h *Hub) OnAnnounceFailure(fn func(error)) { h.ann.failed.Store(&fn) }
+
+func (a *announcer) fail(err error) {
+	if fn := a.failed.Load(); fn != nil {
+		(*fn)(err)
+	}
+}
 
 func (a *announcer) enqueue(people []string) {
 	if !a.on.Load() || len(people) == 0 {
@@ -61,7 +73,7 @@ func (a *announcer) enqueue(people []string) {
 	select {
 	case a.queue <- people:
 	default:
-		a.failed.Add(1)
+		a.fail(ErrAnnounceDropped)
 	}
 }
 
@@ -75,7 +87,7 @@ func (a *announcer) run(ctx context.Context) {
 			for _, p := range people {
 				actx, cancel := context.WithTimeout(ctx, announceTimeout)
 				if err := a.store.Announce(actx, PersonTopic(p)); err != nil {
-					a.failed.Add(1)
+					a.fail(err)
 				}
 				cancel()
 			}

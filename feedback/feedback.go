@@ -120,6 +120,10 @@ func (s *Service) Ask(ctx context.Context, owner Owner, req *validate.CreateRequ
 	if err := CheckStyle(st); err != nil {
 		return nil, err
 	}
+	if len(req.To) > 0 && !s.cfg.IndexByOwner {
+		// Addressed people find a question only in their inbox.
+		return nil, &validate.Error{Code: "invalid_request", Message: "to needs the inbox (inbox and allow_addressing in the mcp_feedback block)"}
+	}
 	// rand.Text is 26 base32 characters: 130 bits, URL-safe, never stored.
 	token := rand.Text()
 	now := s.cfg.Now().UTC().Truncate(time.Millisecond)
@@ -165,10 +169,6 @@ func (s *Service) Ask(ctx context.Context, owner Owner, req *validate.CreateRequ
 				return nil, fmt.Errorf("asking: storing image %d: %w", i, err)
 			}
 		}
-	}
-	if len(sess.To) > 0 && !s.cfg.IndexByOwner {
-		// Addressed people find a question only in their inbox.
-		return nil, &validate.Error{Code: "invalid_request", Message: "to needs the inbox (inbox and allow_addressing in the mcp_feedback block)"}
 	}
 	if s.cfg.IndexByOwner {
 		// Before the question exists: if this fails the agent gets an

@@ -22,9 +22,10 @@ import (
 )
 
 // The inbox: /inbox is a signed-in person's open questions (owner subject
-// = their id, or addressed to them with `to`) and recently finished ones, answered inline through the same
-// exactly-once path as the answer page, kept live over one WebSocket, and
-// installable as an app that gets Web Push notifications.
+// = their id, or addressed to them with `to`) and recently finished ones,
+// answered inline through the same exactly-once path as the answer page,
+// kept live over one WebSocket, and installable as an app that gets Web
+// Push notifications.
 //
 //	GET    /inbox                        the page (signs in first)
 //	GET    /inbox/questions              the list, JSON (also the polling fallback)
