@@ -51,6 +51,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		notify webhook <url> { header <k> <v>; secret <s>; format json|slack|ntfy; events … }  (repeatable)
 //		notify ntfy <topic-url> { token <t> }  (repeatable; one-tap answer buttons)
 //		inbox              (with login: /inbox)
+//		allow_addressing   (with inbox: create takes "to")
 //		push { vapid_private_key <k>; vapid_public_key <k>; subject mailto:<addr>; insecure_loopback_for_tests }
 //		allowed_origins    <origin> [<origin>...]
 //		ws_max_per_session <n>
@@ -112,6 +113,11 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("inbox takes no value")
 			}
 			h.Inbox = true
+		case "allow_addressing":
+			if d.NextArg() {
+				return d.Errf("allow_addressing takes no value")
+			}
+			h.AllowAddressing = true
 		case "default_timeout":
 			err = oneDuration(d, &h.DefaultTimeout)
 		case "min_timeout":
@@ -174,7 +180,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		default:
 			return d.Errf("unknown mcp_feedback option %q (known: jwt_secret, jwt_issuer, jwt_audience, jwt_max_ttl, jwt_denied_jtis, jwt_previous_secrets, jwt_jwks, jwt_oidc_issuer, jwt_jwks_insecure_loopback_for_tests, public_url, store, "+
-				"default_timeout, min_timeout, max_timeout, max_message_length, max_options, max_option_length, retention, max_pending_per_subject, creates_per_minute, notify, push, inbox, allowed_origins, ws_max_per_session, ws_max_per_subject, elicitation, mcp_max_sessions_per_subject, mcp_max_calls_per_subject, link_to_agent, login, oauth_registrations_per_hour, oauth_cimd_insecure_loopback_for_tests)", name)
+				"default_timeout, min_timeout, max_timeout, max_message_length, max_options, max_option_length, retention, max_pending_per_subject, creates_per_minute, notify, push, inbox, allow_addressing, allowed_origins, ws_max_per_session, ws_max_per_subject, elicitation, mcp_max_sessions_per_subject, mcp_max_calls_per_subject, link_to_agent, login, oauth_registrations_per_hour, oauth_cimd_insecure_loopback_for_tests)", name)
 		}
 		if err != nil {
 			return err

@@ -244,6 +244,7 @@ func TestResolveRefuses(t *testing.T) {
 		"mcp_feedback {\n jwt_secret 0123456789abcdef0123456789abcdef\n link_to_agent off\n elicitation url\n}":    "elicitation",
 		"mcp_feedback {\n jwt_secret 0123456789abcdef0123456789abcdef\n max_images 5\n}":                           "max_images is at most 4",
 		"mcp_feedback {\n jwt_secret 0123456789abcdef0123456789abcdef\n max_timeout 169h\n}":                       "longer than the longest allowed, 168h0m0s (7 days)",
+		"mcp_feedback {\n jwt_secret 0123456789abcdef0123456789abcdef\n allow_addressing\n}":                       "allow_addressing needs inbox",
 	} {
 		var h Handler
 		if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(in)); err != nil {
@@ -262,6 +263,17 @@ func TestResolveRefuses(t *testing.T) {
 	cfg, err := h.resolve()
 	if err != nil || cfg.linkToAgent || cfg.elicitation != "off" {
 		t.Fatalf("%+v %v", cfg, err)
+	}
+	// allow_addressing reaches the limits create is checked with; it takes no value.
+	h = Handler{}
+	if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser("mcp_feedback {\n jwt_secret 0123456789abcdef0123456789abcdef\n inbox\n allow_addressing\n}")); err != nil {
+		t.Fatal(err)
+	}
+	if cfg, err := h.resolve(); err != nil || !cfg.limits.AllowAddressing {
+		t.Fatalf("allow_addressing: %+v %v", cfg, err)
+	}
+	if err := (&Handler{}).UnmarshalCaddyfile(caddyfile.NewTestDispenser("mcp_feedback {\n allow_addressing yes\n}")); err == nil || !strings.Contains(err.Error(), "takes no value") {
+		t.Fatalf("allow_addressing yes: %v", err)
 	}
 	// A week is the longest max_timeout; clamp is the default.
 	h = Handler{}

@@ -29,25 +29,28 @@ func Defaults() Handler {
 	// this table gathers them, and is what the README quotes.
 	lim := validate.DefaultLimits()
 	return Handler{
-		JWTMaxTTL:                 caddy.Duration(auth.DefaultMaxTTL),
-		DefaultTimeout:            caddy.Duration(lim.DefaultTimeout),
-		MinTimeout:                caddy.Duration(lim.MinTimeout),
-		MaxTimeout:                caddy.Duration(lim.MaxTimeout),
-		MaxMessageLength:          lim.MaxMessageLength,
-		MaxOptions:                lim.MaxOptions,
-		MaxOptionLength:           lim.MaxOptionLength,
-		MaxQuestions:              lim.MaxQuestions,
-		MaxImages:                 lim.MaxImages,
-		TimeoutOutOfRange:         lim.TimeoutOutOfRange,
-		Retention:                 caddy.Duration(time.Hour),
-		MaxPendingPerSubject:      100,
-		CreatesPerMinute:          60,
-		WSMaxPerSession:           handlers.DefaultMaxSocketsPerSession,
-		WSMaxPerSubject:           handlers.DefaultMaxSocketsPerSubject,
-		Elicitation:               handlers.ElicitationURL,
-		MCPMaxSessionsPerSubject:  handlers.DefaultMaxMCPSessionsPerSubject,
-		MCPMaxCallsPerSubject:     handlers.DefaultMaxMCPCallsPerSubject,
-		LinkToAgent:               &yes,
+		JWTMaxTTL:                caddy.Duration(auth.DefaultMaxTTL),
+		DefaultTimeout:           caddy.Duration(lim.DefaultTimeout),
+		MinTimeout:               caddy.Duration(lim.MinTimeout),
+		MaxTimeout:               caddy.Duration(lim.MaxTimeout),
+		MaxMessageLength:         lim.MaxMessageLength,
+		MaxOptions:               lim.MaxOptions,
+		MaxOptionLength:          lim.MaxOptionLength,
+		MaxQuestions:             lim.MaxQuestions,
+		MaxImages:                lim.MaxImages,
+		TimeoutOutOfRange:        lim.TimeoutOutOfRange,
+		Retention:                caddy.Duration(time.Hour),
+		MaxPendingPerSubject:     100,
+		CreatesPerMinute:         60,
+		WSMaxPerSession:          handlers.DefaultMaxSocketsPerSession,
+		WSMaxPerSubject:          handlers.DefaultMaxSocketsPerSubject,
+		Elicitation:              handlers.ElicitationURL,
+		MCPMaxSessionsPerSubject: handlers.DefaultMaxMCPSessionsPerSubject,
+		MCPMaxCallsPerSubject:    handlers.DefaultMaxMCPCallsPerSubject,
+		LinkToAgent:              &yes,
+		// Off: an agent's questions reach only its own person unless the
+		// site lets it address others.
+		AllowAddressing:           false,
 		OAuthRegistrationsPerHour: oauth.DefaultRegistrationsPerHour,
 		// The defaults inside a `login` block; login itself is off unless
 		// configured.
@@ -152,6 +155,7 @@ func (h *Handler) resolve() (*settings, error) {
 			MaxImages:        max(h.MaxImages, 0),
 			// checked below
 			TimeoutOutOfRange: h.TimeoutOutOfRange,
+			AllowAddressing:   h.AllowAddressing,
 		},
 		retention: time.Duration(h.Retention),
 		// A runaway agent must not be able to fill the store or a person's
@@ -169,6 +173,9 @@ func (h *Handler) resolve() (*settings, error) {
 	}
 	if err := checkLimits(s.limits); err != nil {
 		return nil, err
+	}
+	if h.AllowAddressing && !h.Inbox {
+		return nil, errors.New("allow_addressing needs inbox (with login): addressed people find and answer their questions in their inbox")
 	}
 	if h.MaxImages > validate.MaxImages {
 		return nil, fmt.Errorf("max_images is at most %d, not %d", validate.MaxImages, h.MaxImages)

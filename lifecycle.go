@@ -42,9 +42,12 @@ func (l *lifecycle) event(e feedback.Event) {
 	case feedback.EventCreated:
 		countCreated(s)
 		l.notifier.Load().Send(notify.EventCreated, s, e.Link)
-		log.Info("session created",
-			zap.String("session", s.ID), zap.String("sub", s.Owner.Subject),
-			zap.Duration("timeout", s.ExpiresAt.Sub(s.CreatedAt)), zap.Int("options", len(s.PredefinedOptions)))
+		fields := []zap.Field{zap.String("session", s.ID), zap.String("sub", s.Owner.Subject),
+			zap.Duration("timeout", s.ExpiresAt.Sub(s.CreatedAt)), zap.Int("options", len(s.PredefinedOptions))}
+		if len(s.To) > 0 {
+			fields = append(fields, zap.Strings("to", s.To))
+		}
+		log.Info("session created", fields...)
 		return
 	case feedback.EventAnswered:
 		l.notifier.Load().Send(notify.EventAnswered, s, "")

@@ -209,11 +209,21 @@ type Handler struct {
 	LinkToAgent *bool `json:"link_to_agent,omitempty"`
 
 	// Inbox turns on /inbox (`inbox`): a signed-in person's open and
-	// recently finished questions (those whose owner subject is their id),
+	// recently finished questions (those whose owner subject is their id,
+	// or addressed to them: allow_addressing),
 	// answered inline, live, installable as an app, where notifications
 	// (push) are turned on per device. Needs login. Each question then
 	// costs one more store write (the per-person index). Off unless set.
 	Inbox bool `json:"inbox,omitempty"`
+
+	// AllowAddressing lets an agent address a question to other people
+	// (`allow_addressing`): create (REST and MCP) then takes `to`, up to
+	// 10 person ids (the id a person signs in with), whose inboxes show
+	// the question and who may answer it there or from a notification;
+	// the agent's owner still owns it, and the result records who
+	// answered (answeredBy). Needs inbox. Without it, `to` is refused with
+	// a 400. Default: off.
+	AllowAddressing bool `json:"allow_addressing,omitempty"`
 
 	// Login turns on sign-in, so that the module knows who the person in
 	// front of a browser is: `caddy` trusts Caddy's own authentication in

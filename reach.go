@@ -70,24 +70,32 @@ func (r *reacher) event(e feedback.Event) {
 		return
 	}
 	s := e.Session
+	// Every person whose inbox shows the question (its owner and the
+	// people it is addressed to) gets it on their devices, with buttons
+	// that answer as that person.
+	people := s.People()
 	if e.Kind != feedback.EventCreated {
 		// Close the notification on every device: answered elsewhere,
 		// withdrawn or expired. Kept an hour for a device that is off.
-		r.pusher.Send(notify.PushJob{Person: s.Owner.Subject, Event: "session.closed", SessionID: s.ID,
-			Deadline: time.Now().Add(time.Hour), Urgency: webpush.UrgencyNormal, Topic: pushTopic(s.ID),
-			Payload: func(context.Context) ([]byte, bool, error) {
-				return notify.PushClose(s.ID, string(s.Status)), true, nil
-			}})
+		for _, p := range people {
+			r.pusher.Send(notify.PushJob{Person: p, Event: "session.closed", SessionID: s.ID,
+				Deadline: time.Now().Add(time.Hour), Urgency: webpush.UrgencyNormal, Topic: pushTopic(s.ID),
+				Payload: func(context.Context) ([]byte, bool, error) {
+					return notify.PushClose(s.ID, string(s.Status)), true, nil
+				}})
+		}
 		return
 	}
 	q := notify.Question{ID: s.ID, Message: s.Message, Agent: handlers.AgentName(s), Options: s.PredefinedOptions, Quick: feedback.Quick(s),
 		Link: e.Link, AnswerURL: r.base + "/feedback/" + s.ID + "/quick", ExpiresAt: s.ExpiresAt}
-	r.pusher.Send(notify.PushJob{Person: s.Owner.Subject, Event: notify.EventCreated, SessionID: s.ID,
-		Deadline: s.ExpiresAt, Urgency: webpush.UrgencyHigh, Topic: pushTopic(s.ID),
-		Payload: func(ctx context.Context) ([]byte, bool, error) {
-			tok, err := r.token(ctx, s, len(q.Options) <= notify.MaxPushActions, feedback.ViaPush, s.Owner.Subject)
-			return notify.PushQuestion(q, tok), err == nil, err
-		}})
+	for _, p := range people {
+		r.pusher.Send(notify.PushJob{Person: p, Event: notify.EventCreated, SessionID: s.ID,
+			Deadline: s.ExpiresAt, Urgency: webpush.UrgencyHigh, Topic: pushTopic(s.ID),
+			Payload: func(ctx context.Context) ([]byte, bool, error) {
+				tok, err := r.token(ctx, s, len(q.Options) <= notify.MaxPushActions, feedback.ViaPush, p)
+				return notify.PushQuestion(q, tok), err == nil, err
+			}})
+	}
 	r.ntfy.Send(notify.NtfyJob{Event: notify.EventCreated, SessionID: s.ID,
 		Build: func(ctx context.Context) (notify.NtfyMessage, bool, error) {
 			tok, err := r.token(ctx, s, len(q.Options) <= notify.MaxNtfyActions, feedback.ViaNtfy, "")

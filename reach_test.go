@@ -364,3 +364,91 @@ func TestReachConfigRefusals(t *testing.T) {
 		}
 	}
 }
+
+// TestPushAddressed: a question addressed to bob (`to`) reaches the
+// owner's and bob's devices, each with its own answer token; bob's tap
+// answers as bob; the close goes to both.
+func TestPushAddressed(t *testing.T) {
+	r := newReachRig(t)
+	r.core = feedback.NewService(r.hub, feedback.Config{Limits: validate.DefaultLimits(), Retention: time.Hour, IndexByOwner: true})
+	keys, err := notify.LoadOrCreateVAPID(t.Context(), r.hub.Records())
+	if err != nil {
+		t.Fatal(err)
+	}
+	recv, err := pushtest.NewReceiver(keys.Public)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer recv.Close()
+	r.reach(t, &Handler{Push: &PushConfig{Subject: "mailto:ops@example.com", InsecureLoopbackForTests: true}})
+	for _, who := range []string{"alice", "bob", "carol"} {
+		dev, err := recv.NewDevice(who + "-phone")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var sub notify.PushSubscription
+		sub.Endpoint, sub.Keys.P256dh, sub.Keys.Auth = recv.Endpoint(dev), dev.Key, dev.Secret
+		if _, err := (notify.Subscriptions{KV: r.hub.Records()}).Add(t.Context(), who, sub); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, err := r.core.Ask(t.Context(), store.Owner{Subject: "alice"},
+		&validate.CreateRequest{Message: "Merge the release branch?", PredefinedOptions: []string{"yes", "no"}, Timeout: 10 * time.Minute, To: []string{"bob"}},
+		r.srv.URL, feedback.Style{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// next returns the next n pushes by device.
+	next := func(n int) map[string]notify.PushPayload {
+		t.Helper()
+		out := map[string]notify.PushPayload{}
+		for range n {
+			select {
+			case m := <-recv.Messages:
+				if m.Err != nil {
+					t.Fatal(m.Err)
+				}
+				var p notify.PushPayload
+				if err := json.Unmarshal(m.Plain, &p); err != nil {
+					t.Fatal(err)
+				}
+				if _, dup := out[m.Device]; dup {
+					t.Fatalf("two pushes to %s", m.Device)
+				}
+				out[m.Device] = p
+			case <-time.After(10 * time.Second):
+				t.Fatalf("%d of %d pushes arrived: %v", len(out), n, out)
+			}
+		}
+		return out
+	}
+	asked := next(2)
+	al, bo := asked["alice-phone"], asked["bob-phone"]
+	if al.ID != a.Session.ID || bo.ID != a.Session.ID || al.Token == "" || bo.Token == "" || al.Token == bo.Token {
+		t.Fatalf("pushes %+v", asked)
+	}
+	b, _ := json.Marshal(map[string]string{"token": bo.Token, "option": "no"})
+	if code, resp := post(t, bo.AnswerURL, map[string]string{"Content-Type": "application/json"}, string(b)); code != 200 {
+		t.Fatalf("bob's tap: %d %s", code, resp)
+	}
+	s, err := r.core.Get(t.Context(), a.Session.Owner, a.Session.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Result == nil || s.Result.AnsweredBy != "bob" || s.Result.Via != feedback.ViaPush {
+		t.Fatalf("stored %+v", s.Result)
+	}
+	closed := next(2)
+	if closed["alice-phone"].Type != "close" || closed["bob-phone"].Type != "close" {
+		t.Fatalf("closes %+v", closed)
+	}
+	// carol, not addressed, got nothing: the pushes of the create and of
+	// the close were alice's and bob's, and none is left queued at the
+	// receiver. (A push to carol would be sent with the others of the
+	// create, so would most likely have taken the place of one of them.)
+	select {
+	case m := <-recv.Messages:
+		t.Fatalf("an extra push to %s", m.Device)
+	default:
+	}
+}

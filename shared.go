@@ -53,6 +53,8 @@ func acquireShared(b StoreBackend, logger *zap.Logger) (*shared, error) {
 			return nil, err
 		}
 		hub := feedback.NewHub(st)
+		// An inbox announcement lost is an inbox a refresh behind.
+		hub.OnAnnounceFailure(func(error) { metricStoreErrors.WithLabelValues("announce").Inc() })
 		life := newLifecycle(hub)
 		m := handlers.NewMCP(handlers.MCPOptions{Logger: logger, Observer: life})
 		return &shared{key: key, hub: hub, life: life, mcp: m,

@@ -95,11 +95,11 @@ func runClient(t *testing.T, transport, url, scenario, tok string) *nodeProc {
 }
 
 // runScript starts a script of e2e/mcpjs that takes client.mjs's
-// arguments and speaks its line protocol.
-func runScript(t *testing.T, script, transport, url, scenario, tok string) *nodeProc {
+// arguments and speaks its line protocol; env adds NAME=value variables.
+func runScript(t *testing.T, script, transport, url, scenario, tok string, env ...string) *nodeProc {
 	t.Helper()
 	home := t.TempDir()
-	return startNode(t, mcpjsDir, []string{"MCP_TOKEN=" + tok, "HOME=" + home, "MCP_REMOTE_CONFIG_DIR=" + filepath.Join(home, "mcp-auth")},
+	return startNode(t, mcpjsDir, append([]string{"MCP_TOKEN=" + tok, "HOME=" + home, "MCP_REMOTE_CONFIG_DIR=" + filepath.Join(home, "mcp-auth")}, env...),
 		script, transport, url, scenario)
 }
 

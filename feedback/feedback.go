@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -39,9 +40,12 @@ type Config struct {
 	Quota store.Quota
 	// Now is the clock for new questions; nil means time.Now.
 	Now func() time.Time
-	// IndexByOwner keeps, in the store, the set of each owner subject's
-	// questions (until their retention ends), which Inbox reads. It costs
-	// one more store write per question, so it is on only with the inbox.
+	// IndexByOwner keeps, in the store, the set of each person's
+	// questions (owned or addressed to them, until their retention ends),
+	// which Inbox reads, and announces each question's creation and
+	// changes to those people's inboxes on every instance (PersonTopic).
+	// It costs a store write per person and an announcement per change,
+	// so it is on only with the inbox.
 	IndexByOwner bool
 }
 
@@ -55,6 +59,9 @@ type Service struct {
 func NewService(hub *Hub, cfg Config) *Service {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.IndexByOwner {
+		hub.announcePeople()
 	}
 	return &Service{hub: hub, cfg: cfg}
 }
@@ -113,6 +120,10 @@ func (s *Service) Ask(ctx context.Context, owner Owner, req *validate.CreateRequ
 	if err := CheckStyle(st); err != nil {
 		return nil, err
 	}
+	if len(req.To) > 0 && !s.cfg.IndexByOwner {
+		// Addressed people find a question only in their inbox.
+		return nil, &validate.Error{Code: "invalid_request", Message: "to needs the inbox (inbox and allow_addressing in the mcp_feedback block)"}
+	}
 	// rand.Text is 26 base32 characters: 130 bits, URL-safe, never stored.
 	token := rand.Text()
 	now := s.cfg.Now().UTC().Truncate(time.Millisecond)
@@ -130,6 +141,7 @@ func (s *Service) Ask(ctx context.Context, owner Owner, req *validate.CreateRequ
 		UpdatedAt:         now,
 		Status:            store.StatusPending,
 		TokenHash:         store.HashToken(token),
+		To:                slices.Clone(req.To),
 	}
 	if sess.PredefinedOptions == nil {
 		sess.PredefinedOptions = []string{}
@@ -160,10 +172,12 @@ func (s *Service) Ask(ctx context.Context, owner Owner, req *validate.CreateRequ
 	}
 	if s.cfg.IndexByOwner {
 		// Before the question exists: if this fails the agent gets an
-		// error and no question is left out of its owner's inbox. An id
-		// whose create then fails is skipped by Inbox.
-		if err := s.hub.store.AddMember(ctx, ownerIndexKey(owner.Subject), sess.ID, sess.ExpiresAt.Add(s.cfg.Retention)); err != nil {
-			return nil, fmt.Errorf("asking: indexing by owner: %w", err)
+		// error and no question is left out of an inbox. An id whose
+		// create then fails is skipped by Inbox.
+		for _, p := range sess.People() {
+			if err := s.hub.store.AddMember(ctx, personIndexKey(p), sess.ID, sess.ExpiresAt.Add(s.cfg.Retention)); err != nil {
+				return nil, fmt.Errorf("asking: indexing for the inbox: %w", err)
+			}
 		}
 	}
 	if err := s.hub.store.Create(ctx, sess, ttl+s.cfg.Retention); err != nil {

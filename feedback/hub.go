@@ -43,6 +43,7 @@ type Hub struct {
 	subs   atomic.Pointer[[]*subscriber]
 	mu     sync.Mutex // serialises Subscribe and its cancel
 	exp    *expirer
+	ann    announcer
 }
 
 type subscriber struct{ fn func(Event) }
@@ -120,6 +121,7 @@ func (h *Hub) publish(e Event) {
 func (h *Hub) created(s *Session, link string) {
 	h.exp.add(s.ID, s.ExpiresAt)
 	h.publish(Event{Kind: EventCreated, Session: s, Link: link})
+	h.ann.enqueue(s.People())
 }
 
 // changed is the store's ChangeFunc.
@@ -136,11 +138,13 @@ func (h *Hub) changed(s *Session) {
 		return
 	}
 	h.publish(Event{Kind: k, Session: s})
+	h.ann.enqueue(s.People())
 }
 
 // Close stops the expirer and closes the store; waits on it end.
 func (h *Hub) Close() error {
 	h.exp.stop()
+	h.ann.stop()
 	if err := h.store.Close(); err != nil {
 		return fmt.Errorf("closing session store: %w", err)
 	}

@@ -109,21 +109,37 @@ func (s *Service) AnswerWithToken(ctx context.Context, id, token, option string)
 	return s.Answer(ctx, sess, &validate.SubmitRequest{SelectedOptions: []string{option}, Nonce: nonce}, Via{How: rec.Via, By: rec.By})
 }
 
-// ownerIndexKey is the set of question ids a subject owns.
-func ownerIndexKey(subject string) string {
+// personIndexKey is the set of question ids a person owns or is
+// addressed by. The subject is hashed: a key of any length and bytes.
+func personIndexKey(subject string) string {
 	h := sha256.Sum256([]byte(subject))
 	return "owner-questions:" + hex.EncodeToString(h[:])
+}
+
+// PersonTopic is the store topic (store.Store.Announce/Watch) on which a
+// person's inbox hears that one of their questions was created or
+// changed, on any instance. Hashed, so that no subject appears in a
+// channel name.
+func PersonTopic(subject string) string {
+	h := sha256.Sum256([]byte("person\x00" + subject))
+	return "person:" + hex.EncodeToString(h[:16])
 }
 
 // MaxInbox is how many questions Inbox returns at most (the store's cap on
 // a set).
 const MaxInbox = store.MaxKVMembers
 
-// Inbox returns the questions whose owner's subject is subject, open and
-// recently finished (still retained), newest first. It needs
+// For reports whether the question is subject's: owned by them or
+// addressed to them.
+func For(sess *Session, subject string) bool {
+	return subject != "" && (sess.Owner.Subject == subject || slices.Contains(sess.To, subject))
+}
+
+// Inbox returns subject's questions (owned or addressed to them), open
+// and recently finished (still retained), newest first. It needs
 // Config.IndexByOwner: only questions asked while it was on are found.
 func (s *Service) Inbox(ctx context.Context, subject string) ([]*Session, error) {
-	ids, err := s.hub.store.Members(ctx, ownerIndexKey(subject))
+	ids, err := s.hub.store.Members(ctx, personIndexKey(subject))
 	if err != nil {
 		return nil, fmt.Errorf("reading inbox: %w", err)
 	}
@@ -139,7 +155,7 @@ func (s *Service) Inbox(ctx context.Context, subject string) ([]*Session, error)
 		case err != nil:
 			return nil, fmt.Errorf("reading inbox: %w", err)
 		}
-		if sess.Owner.Subject != subject {
+		if !For(sess, subject) {
 			continue
 		}
 		out = append(out, sess)
@@ -153,15 +169,23 @@ func (s *Service) Inbox(ctx context.Context, subject string) ([]*Session, error)
 	return out, nil
 }
 
-// GetForPerson returns question id if its owner's subject is subject (the
-// signed-in person of the inbox); anything else is store.ErrNotFound.
+// GetForPerson returns question id if it is subject's (owned by or
+// addressed to the signed-in person of the inbox); anything else is
+// store.ErrNotFound, so that nobody learns of others' questions.
 func (s *Service) GetForPerson(ctx context.Context, subject, id string) (*Session, error) {
 	sess, err := s.peek(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	if sess.Owner.Subject != subject {
+	if !For(sess, subject) {
 		return nil, store.ErrNotFound
 	}
 	return sess, nil
+}
+
+// WatchPerson signals whenever one of subject's questions may have been
+// created or changed, on any instance sharing the store (and when the
+// store reconnects), until ctx ends. The receiver re-reads its Inbox.
+func (h *Hub) WatchPerson(ctx context.Context, subject string) <-chan struct{} {
+	return h.store.Watch(ctx, PersonTopic(subject))
 }

@@ -22,14 +22,15 @@ import (
 )
 
 // The inbox: /inbox is a signed-in person's open questions (owner subject
-// = their id) and recently finished ones, answered inline through the same
-// exactly-once path as the answer page, kept live over one WebSocket, and
-// installable as an app that gets Web Push notifications.
+// = their id, or addressed to them with `to`) and recently finished ones,
+// answered inline through the same exactly-once path as the answer page,
+// kept live over one WebSocket, and installable as an app that gets Web
+// Push notifications.
 //
 //	GET    /inbox                        the page (signs in first)
 //	GET    /inbox/questions              the list, JSON (also the polling fallback)
 //	POST   /inbox/questions/{id}/answer  {"selectedOptions":[…],"freeText":"…","nonce":"…"}
-//	GET    /inbox/ws                     {"type":"changed","id":…,"kind":…} per event of mine
+//	GET    /inbox/ws                     {"type":"changed"} when my questions change, on any instance
 //	POST   /inbox/push                   a PushSubscription: turn on notifications on this device
 //	DELETE /inbox/push                   {"endpoint":"…"}: turn them off
 //	GET    /inbox/sw.js                  the service worker (scope /inbox/)
@@ -151,6 +152,9 @@ func (in *Inbox) Page(w http.ResponseWriter, r *http.Request) {
 type InboxItem struct {
 	PageView
 	Agent string `json:"agent,omitempty"`
+	// For is the owner's person id when the question is someone else's,
+	// addressed to me with `to`; empty for my own.
+	For string `json:"for,omitempty"`
 }
 
 // InboxList is GET /inbox/questions.
@@ -177,7 +181,11 @@ func (in *Inbox) List(w http.ResponseWriter, r *http.Request) {
 	}
 	out := InboxList{Person: p, Now: in.svc.cfg.Now().UTC(), Questions: make([]InboxItem, 0, len(list)), PushKey: in.cfg.Push.PublicKey()}
 	for _, s := range list {
-		out.Questions = append(out.Questions, InboxItem{PageView: in.h.viewOf(s), Agent: AgentName(s)})
+		item := InboxItem{PageView: in.h.viewOf(s), Agent: AgentName(s)}
+		if s.Owner.Subject != p.ID {
+			item.For = s.Owner.Subject
+		}
+		out.Questions = append(out.Questions, item)
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -308,10 +316,10 @@ func (in *Inbox) asset(name, swScope string) http.HandlerFunc {
 	}
 }
 
-// WS handles GET /inbox/ws: one socket per open inbox. Each event of one
-// of my questions on this instance becomes {"type":"changed","id","kind"};
-// the page then fetches the list again. Events caused on other instances
-// reach the page through its periodic refresh.
+// WS handles GET /inbox/ws: one socket per open inbox. Whenever one of my
+// questions (owned or addressed to me) is created or changes on any
+// instance sharing the store, it sends {"type":"changed"}; the page then
+// fetches the list again. Signals coalesce, so a burst costs one fetch.
 func (in *Inbox) WS(w http.ResponseWriter, r *http.Request) {
 	p, ok := in.person(w, r)
 	if !ok {
@@ -359,21 +367,11 @@ func (in *Inbox) WS(w http.ResponseWriter, r *http.Request) {
 
 	type change struct {
 		Type string `json:"type"`
-		ID   string `json:"id,omitempty"`
-		Kind string `json:"kind,omitempty"`
 	}
-	events := make(chan change, 64)
-	unsubscribe := in.svc.core.Hub().Subscribe(func(e feedback.Event) {
-		if e.Session.Owner.Subject != p.ID {
-			return
-		}
-		select {
-		case events <- change{Type: "changed", ID: e.Session.ID, Kind: string(e.Kind)}:
-		default: // the page is behind: it will refresh on the next one
-		}
-	})
-	defer unsubscribe()
 	ctx := c.CloseRead(context.Background())
+	// My questions' announcements from every instance (and a signal when
+	// the store's subscription comes back, since some may have been lost).
+	changed := in.svc.core.Hub().WatchPerson(ctx, p.ID)
 	ping := time.NewTicker(25 * time.Second)
 	defer ping.Stop()
 	write := func(v any) error {
@@ -389,8 +387,11 @@ func (in *Inbox) WS(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-ctx.Done():
 			return
-		case ev := <-events:
-			if write(ev) != nil {
+		case _, ok := <-changed:
+			if !ok {
+				return // the store closed, or the socket did
+			}
+			if write(change{Type: "changed"}) != nil {
 				return
 			}
 		case <-ping.C:

@@ -156,6 +156,8 @@ If the result says expired, the user is away: continue with your best judgement 
 			mcp.Description("Let the user write their own answer besides the options. Default true; must be true when there are no options.")),
 		mcp.WithBoolean("wait",
 			mcp.Description("Block until the user answers, the question expires or it is cancelled. Default false (return the link at once).")),
+		mcp.WithArray("to", mcp.WithStringItems(mcp.MinLength(1), mcp.MaxLength(validate.MaxPersonID)), mcp.MaxItems(validate.MaxTo), mcp.UniqueItems(true),
+			mcp.Description("Other people to ask besides your user (their sign-in ids, at most 10): the question appears in their inboxes too and any of them may answer; the result's answeredBy says who. Only on sites that turned on allow_addressing; elsewhere it is refused.")),
 		mcp.WithRawOutputSchema(outcomeSchema),
 		annotations("Ask the user", false, false, false, true),
 		// A task-augmented call (params.task) returns a task at once; see mcp_tasks.go.

@@ -98,3 +98,29 @@ func benchSubmit(b *testing.B, s store.Store) {
 		}
 	})
 }
+
+// BenchmarkRedisAnnounceAcross is the time from Announce on one instance
+// to the wake-up of a watcher of the topic on another (two stores on one
+// local redis-server): how long an inbox on instance B waits to hear of a
+// question asked on A, before it re-reads its list. A figure, not a test:
+//
+//	go test -run '^$' -bench RedisAnnounceAcross -benchtime 2000x ./store/
+func BenchmarkRedisAnnounceAcross(b *testing.B) {
+	srv := redistest.Start(b)
+	prefix := "bench" + storetest.NewID()[:8] + ":"
+	a, w := newRedis(b, srv, prefix), newRedis(b, srv, prefix)
+	topic := "person:" + storetest.NewID()
+	ch := w.Watch(b.Context(), topic)
+	waitSubscribeCount(b, w, 1)
+	drain(ch)
+	for b.Loop() {
+		if err := a.Announce(b.Context(), topic); err != nil {
+			b.Fatal(err)
+		}
+		select {
+		case <-ch:
+		case <-time.After(waitBound):
+			b.Fatal("no wake-up")
+		}
+	}
+}

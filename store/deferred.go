@@ -157,6 +157,15 @@ func (d *deferred) Watch(ctx context.Context, id string) <-chan struct{} {
 	return d.waits.watch(ctx, id)
 }
 
+// Announce implements Store.
+func (d *deferred) Announce(ctx context.Context, topic string) error {
+	st, err := d.backend()
+	if err != nil {
+		return err
+	}
+	return st.Announce(ctx, topic)
+}
+
 // OnChange implements Store.
 func (d *deferred) OnChange(fn ChangeFunc) {
 	d.mu.Lock()

@@ -51,6 +51,9 @@ func TestDeferredRedis(t *testing.T) {
 	if err := st.Ping(t.Context()); !errors.Is(err, store.ErrUnavailable) {
 		t.Fatalf("ping while down: %v", err)
 	}
+	if err := st.Announce(t.Context(), "person:x"); !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("announce while down: %v", err)
+	}
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	early := st.Watch(ctx, sess.ID)
@@ -76,6 +79,11 @@ func TestDeferredRedis(t *testing.T) {
 		t.Fatal(err)
 	}
 	storetest.WaitSignal(t, w, "watch after connect")
+	inbox := st.Watch(ctx, "person:x")
+	if err := st.Announce(t.Context(), "person:x"); err != nil {
+		t.Fatalf("announce after connect: %v", err)
+	}
+	storetest.WaitSignal(t, inbox, "topic watcher after an announcement")
 	if got := <-changes; got.Status != store.StatusSubmitted {
 		t.Fatalf("change hook set before connect saw %s", got.Status)
 	}

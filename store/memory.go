@@ -376,6 +376,21 @@ func (m *Memory) Watch(ctx context.Context, id string) <-chan struct{} {
 	return m.hub.watch(ctx, id)
 }
 
+// Announce implements Store: this process is every instance there is.
+func (m *Memory) Announce(ctx context.Context, topic string) error {
+	if err := checkKVKey(topic); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	closed := m.closed
+	m.mu.Unlock()
+	if closed {
+		return ErrUnavailable
+	}
+	m.hub.notify(topic)
+	return nil
+}
+
 // Ping implements Store.
 func (m *Memory) Ping(ctx context.Context) error {
 	m.mu.Lock()
@@ -428,6 +443,7 @@ func cloneSession(s *Session) *Session {
 	c.Metadata = bytes.Clone(s.Metadata)
 	c.TokenHash = bytes.Clone(s.TokenHash)
 	c.Form = s.Form.Clone()
+	c.To = slices.Clone(s.To)
 	if s.Result != nil {
 		r := *s.Result
 		r.SelectedOptions = slices.Clone(s.Result.SelectedOptions)

@@ -84,3 +84,10 @@ func heapAfterGC() int64 {
 	runtime.ReadMemStats(&ms)
 	return int64(ms.HeapAlloc)
 }
+
+// TestMemoryAnnounceAcross: one process is every instance there is.
+func TestMemoryAnnounceAcross(t *testing.T) {
+	m := store.NewMemory()
+	t.Cleanup(func() { _ = m.Close() })
+	storetest.AnnounceAcross(t, m, m, nil)
+}

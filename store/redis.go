@@ -362,6 +362,8 @@ type redisData struct {
 	TokenHash         []byte          `json:"tokenHash"`
 	// Form is absent in questions stored before forms existed.
 	Form *Form `json:"form,omitempty"`
+	// To is absent unless the question is addressed to other people.
+	To []string `json:"to,omitempty"`
 }
 
 // redisAnswer is the stored answer; its time is the submitted_ms field,
@@ -388,6 +390,7 @@ func (r *Redis) Create(ctx context.Context, s *Session, ttl time.Duration) error
 		Metadata:          s.Metadata,
 		TokenHash:         s.TokenHash,
 		Form:              s.Form,
+		To:                s.To,
 	})
 	if err != nil {
 		return fmt.Errorf("store: create %s: encoding: %w", s.ID, err)
@@ -456,6 +459,7 @@ func createdData(s *Session, data []byte) *qdata {
 		multi:     s.MultiSelect,
 		free:      s.AllowFreeText,
 		tokenHash: bytes.Clone(s.TokenHash),
+		to:        slices.Clone(s.To),
 		created:   created,
 		deadline:  deadline,
 	}
@@ -883,6 +887,7 @@ func decodeData(data []byte, created, deadline time.Time) (*qdata, error) {
 		metadata:  rd.Metadata,
 		tokenHash: rd.TokenHash,
 		form:      rd.Form,
+		to:        rd.To,
 		created:   created,
 		deadline:  deadline,
 	}
@@ -931,6 +936,7 @@ type qdata struct {
 	metadata  json.RawMessage
 	tokenHash []byte
 	form      *Form
+	to        []string
 	created   time.Time
 	deadline  time.Time
 	size      int
@@ -942,6 +948,9 @@ func (d *qdata) footprint() int {
 		n += 16 + len(o)
 	}
 	n += d.form.footprint()
+	for _, p := range d.to {
+		n += 16 + len(p)
+	}
 	return n
 }
 
@@ -967,6 +976,7 @@ func (d *qdata) view(id string, st *qstate) *Session {
 		Metadata:          d.metadata,
 		TokenHash:         d.tokenHash,
 		Form:              d.form,
+		To:                d.to,
 		CreatedAt:         d.created,
 		ExpiresAt:         d.deadline,
 		UpdatedAt:         st.updated,
@@ -988,6 +998,7 @@ func (d *qdata) session(id string, st *qstate) *Session {
 		Metadata:          bytes.Clone(d.metadata),
 		TokenHash:         bytes.Clone(d.tokenHash),
 		Form:              d.form.Clone(),
+		To:                slices.Clone(d.to),
 		CreatedAt:         d.created,
 		ExpiresAt:         d.deadline,
 		UpdatedAt:         st.updated,
@@ -1141,6 +1152,26 @@ func withDefaultTimeout(ctx context.Context) (context.Context, context.CancelFun
 // its watchers are signalled whenever that subscription is (re)confirmed.
 func (r *Redis) Watch(ctx context.Context, id string) <-chan struct{} {
 	return r.hub.watch(ctx, id)
+}
+
+// Announce implements Store: SPUBLISH on topic's own sharded channel,
+// which only the instances watching topic have subscribed to, and this
+// instance's watchers directly (they must not depend on the subscription
+// being up).
+func (r *Redis) Announce(ctx context.Context, topic string) error {
+	if err := checkKVKey(topic); err != nil {
+		return err
+	}
+	if r.closed.Load() {
+		return ErrUnavailable
+	}
+	r.hub.notify(topic)
+	ctx, cancel := withDefaultTimeout(ctx)
+	defer cancel()
+	if err := r.client.Do(ctx, r.client.B().Spublish().Channel(r.channel(topic)).Message("1").Build()).Error(); err != nil {
+		return fmt.Errorf("%w: announcing %s: %w", ErrUnavailable, topic, err)
+	}
+	return nil
 }
 
 // EventsReceived is how many change announcements this store has received

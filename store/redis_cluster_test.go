@@ -72,3 +72,19 @@ func TestRedisClusterCrossInstance(t *testing.T) {
 		waitStatus(t, watcher, w, s.ID, store.StatusSubmitted)
 	}
 }
+
+// TestRedisClusterAnnounceAcross: the same over a three-master Cluster,
+// where the topic's channel lives on its slot's node.
+func TestRedisClusterAnnounceAcross(t *testing.T) {
+	cl := redistest.StartCluster(t, 3)
+	open := func() *store.Redis {
+		st, err := store.NewRedis(store.RedisOptions{URL: cl.URL(), KeyPrefix: "ann:"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = st.Close() })
+		return st
+	}
+	a, b := open(), open()
+	storetest.AnnounceAcross(t, a, b, func(string) { waitSubscribeCount(t, b, 1) })
+}

@@ -233,7 +233,7 @@ func waitSubscribers(t *testing.T, admin rueidis.Client, channel string, n int64
 	}
 }
 
-func waitSubscribeCount(t *testing.T, r *store.Redis, n int64) {
+func waitSubscribeCount(t testing.TB, r *store.Redis, n int64) {
 	t.Helper()
 	timer := time.NewTimer(waitBound)
 	defer timer.Stop()
@@ -545,4 +545,14 @@ func TestRedisRememberedEqualsStored(t *testing.T) {
 		again, _ := r.Peek(ctx, s.ID)
 		storetest.SameSession(t, "remembered after changes to copies", again, mustGetSession(t, fresh, s.ID))
 	}
+}
+
+// TestRedisAnnounceAcross: an announcement made through one instance
+// reaches a watcher of the topic on another, through the topic's sharded
+// channel.
+func TestRedisAnnounceAcross(t *testing.T) {
+	srv := redistest.Start(t)
+	prefix := uniquePrefix()
+	a, b := newRedis(t, srv, prefix), newRedis(t, srv, prefix)
+	storetest.AnnounceAcross(t, a, b, func(string) { waitSubscribeCount(t, b, 1) })
 }

@@ -78,6 +78,25 @@ type Session struct {
 	// Nonce is the submission nonce of the accepted answer: a retry that
 	// carries the same nonce gets the same success instead of a conflict.
 	Nonce string `json:"nonce,omitempty"`
+	// To are the people (subject ids) the question is addressed to besides
+	// its owner: they see it in their inbox and may answer it. Empty for
+	// most questions, and for every one stored before addressing existed.
+	To []string `json:"to,omitempty"`
+}
+
+// People are the subjects whose inbox shows the question: its owner, then
+// the people it is addressed to (To) who are not the owner.
+func (s *Session) People() []string {
+	out := make([]string, 0, 1+len(s.To))
+	if s.Owner.Subject != "" {
+		out = append(out, s.Owner.Subject)
+	}
+	for _, p := range s.To {
+		if p != s.Owner.Subject {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // CheckToken reports, in constant time, whether token is this session's capability token.
@@ -128,7 +147,7 @@ var (
 // shared by every handler instance that uses the same configuration.
 //
 // Every ability is part of the contract, so that a store cannot silently
-// lack one: quotas (Admit), the records kept beside sessions (KV), the change feed that wakes waiters (Watch) and
+// lack one: quotas (Admit), the records kept beside sessions (KV), the change feed that wakes waiters (Watch, Announce) and
 // the change hook that events, metrics and webhooks hang off (OnChange).
 // storetest.Run checks all of them.
 type Store interface {
@@ -152,6 +171,13 @@ type Store interface {
 	// channel is closed when ctx ends; a backend may also signal after it
 	// reconnects, because changes in the gap were not seen.
 	Watch(ctx context.Context, id string) <-chan struct{}
+	// Announce signals the watchers of topic on every instance sharing the
+	// store, as a change of a question signals the watchers of its id. It
+	// carries no data: topics such as "person:<hash>" wake an inbox that
+	// then re-reads what it shows. Like every signal it is a hint that may
+	// be lost while an instance is disconnected (it then signals all its
+	// watchers when it is back). topic follows the KV key rules.
+	Announce(ctx context.Context, topic string) error
 	// OnChange sets the function told about every state change this
 	// instance makes (see ChangeFunc). Set once, before use.
 	OnChange(fn ChangeFunc)

@@ -92,7 +92,8 @@ async function main() {
     case 'wait': {
       let progress = 0;
       const result = await client.callTool(
-        { name: 'interactive_feedback', arguments: { message: 'Which database?', predefinedOptions: ['postgres', 'sqlite'], wait: true } },
+        // MCP_TO (comma-separated person ids) addresses the question to them too.
+        { name: 'interactive_feedback', arguments: { message: 'Which database?', predefinedOptions: ['postgres', 'sqlite'], wait: true, ...(process.env.MCP_TO ? { to: process.env.MCP_TO.split(',') } : {}) } },
         undefined,
         {
           onprogress: (p) => { progress++; emit('progress', { message: p.message, progress: p.progress, total: p.total }); },

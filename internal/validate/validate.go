@@ -58,6 +58,9 @@ type Limits struct {
 	MaxImages int
 	// TimeoutOutOfRange is TimeoutClamp or TimeoutReject; "" is clamp.
 	TimeoutOutOfRange string
+	// AllowAddressing admits `to`: questions addressed to other people
+	// (the allow_addressing option). Off, `to` is refused.
+	AllowAddressing bool
 }
 
 // DefaultLimits are the seed's limits.
@@ -107,12 +110,15 @@ type CreateRequest struct {
 	// Images are the attached images, checked; their refs are also in
 	// Form.Images, in the same order.
 	Images []Image
+	// To are the other people the question is addressed to (person ids),
+	// distinct; nil unless Limits.AllowAddressing.
+	To []string
 }
 
 // CreateFields are the members a create body may have. Extra lists members
 // the caller handles itself (the MCP tool's "wait"); they are returned raw.
 var createFields = []string{"message", "predefinedOptions", "timeout", "metadata", "multiSelect", "allowFreeText",
-	"preselectRecommended", "onTimeout", "questions", "images"}
+	"preselectRecommended", "onTimeout", "questions", "images", "to"}
 
 // DecodeCreate parses and validates a create body.
 func DecodeCreate(body []byte, lim Limits, extra ...string) (*CreateRequest, map[string]json.RawMessage, *Error) {
@@ -199,6 +205,11 @@ func DecodeCreate(body []byte, lim Limits, extra ...string) (*CreateRequest, map
 	}
 	if form.Options != nil || form.PreselectRecommended || form.Questions != nil || form.OnTimeout != nil || form.Images != nil {
 		req.Form = form
+	}
+	if raw, ok := fields["to"]; ok && !isNull(raw) {
+		if req.To, verr = decodeTo(raw, lim); verr != nil {
+			return nil, nil, verr
+		}
 	}
 	rest := map[string]json.RawMessage{}
 	for _, name := range extra {

@@ -52,6 +52,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 	t.Run("TTL", func(t *testing.T) { testTTL(t, newStore(t)) })
 	t.Run("ConcurrentSubmits", func(t *testing.T) { testConcurrentSubmits(t, newStore(t)) })
 	t.Run("Close", func(t *testing.T) { testClose(t, newStore(t)) })
+	t.Run("Announce", func(t *testing.T) { testAnnounce(t, newStore(t)) })
 	t.Run("FormRoundTrip", func(t *testing.T) { testFormRoundTrip(t, newStore(t)) })
 	t.Run("TimeoutChoose", func(t *testing.T) { testTimeoutChoose(t, newStore(t)) })
 	runKV(t, newStore)
@@ -200,6 +201,12 @@ func testRoundTrip(t *testing.T, s store.Store) {
 	}
 	mustCreate(t, s, bare, longTTL)
 	SameSession(t, "Get of a session without options", mustGet(t, s, bare.ID), bare)
+
+	// The people a question is addressed to come back as given.
+	addressed := NewSession(10 * time.Minute)
+	addressed.To = []string{"bob", "carol@example.com"}
+	mustCreate(t, s, addressed, longTTL)
+	SameSession(t, "Get of an addressed session", mustGet(t, s, addressed.ID), addressed)
 
 	got, err := s.Submit(t.Context(), in.ID, store.Answer{
 		SelectedOptions: []string{"yes", "later"}, FreeText: "after lunch", Nonce: "n-1",

@@ -140,9 +140,17 @@
     head.className = 'card-head';
     var h = document.createElement('h3');
     h.id = 'q-' + v.sessionId;
-    h.textContent = v.agent ? fill(S.asks, { a: v.agent }) : S.agent;
+    h.textContent = v.agent ? fill(S.asks, { a: v.agent }) : v.for ? fill(S.agentOf, { p: v.for }) : S.agent;
     h.dir = 'auto';
     head.appendChild(h);
+    if (v.for) {
+      // Someone else's question, addressed to me too (to).
+      var by = document.createElement('p');
+      by.className = 'on-behalf';
+      by.dir = 'auto';
+      by.textContent = fill(S.onBehalf, { p: v.for });
+      head.appendChild(by);
+    }
     li.setAttribute('aria-labelledby', h.id);
     if (v.status === 'pending') {
       var cd = document.createElement('p');
@@ -408,6 +416,7 @@
   load();
   connect();
   setInterval(tick, 1000);
-  // Events from other instances reach this page by this refresh.
+  // A fallback: the socket hears of changes on every instance, but an
+  // announcement can be lost while the server reconnects to its store.
   setInterval(load, 20000);
 })();
