@@ -57,6 +57,16 @@ var aliceBasic = "Basic " + b64("alice:alice-password")
 // the list has loaded.
 func inboxTab(t *testing.T, c *Caddy) context.Context {
 	t.Helper()
+	tab := aliceTab(t, c)
+	step(t, tab, "open the inbox", chromedp.Navigate(c.HTTP+"/inbox"))
+	waitFor(t, tab, "the empty inbox", `!document.getElementById('open-empty').hidden`)
+	return tab
+}
+
+// aliceTab is a tab that sends alice's basic auth with every request and
+// may show notifications.
+func aliceTab(t *testing.T, c *Caddy) context.Context {
+	t.Helper()
 	tab := newTab(t, newBrowser(t), device{name: "desktop", width: 1280, height: 900})
 	if _, err := chromedp.Call(tab, network.Enable, network.EnableParams{}); err != nil {
 		t.Fatal(err)
@@ -68,8 +78,6 @@ func inboxTab(t *testing.T, c *Caddy) context.Context {
 		Permission: &browser.PermissionDescriptor{Name: "notifications"}, Setting: browser.PermissionSettingGranted, Origin: c.HTTP}); err != nil {
 		t.Fatal(err)
 	}
-	step(t, tab, "open the inbox", chromedp.Navigate(c.HTTP+"/inbox"))
-	waitFor(t, tab, "the empty inbox", `!document.getElementById('open-empty').hidden`)
 	return tab
 }
 
