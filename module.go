@@ -203,6 +203,13 @@ type Handler struct {
 	// Off unless set.
 	Login *LoginConfig `json:"login,omitempty"`
 
+	// Attachments are the files a person may attach to an answer (pasted,
+	// dropped or picked on the answer page): on by default, because it is
+	// what people ask for most after being reached at all, and every file
+	// is proven by its bytes, kept only with its question and never served
+	// so that it could run. `attachments off` (Off) refuses them.
+	Attachments *AttachmentsConfig `json:"attachments,omitempty"`
+
 	// OAuthRegistrationsPerHour caps Dynamic Client Registrations (RFC
 	// 7591, at /oauth/register) from one client address per hour, across
 	// every instance sharing the store; registrations nobody uses expire
@@ -232,6 +239,33 @@ type Handler struct {
 	login identity.Login
 	// oauth is the authorization server for MCP clients, on with login.
 	oauth *oauth.Server
+}
+
+// AttachmentsConfig is the `attachments` block: `attachments off`, or
+// `attachments { max_size 5MiB; max_files 5; types …; max_bytes_per_subject 100MiB }`.
+type AttachmentsConfig struct {
+	// Off refuses attachments (the page offers none, uploads get 403).
+	Off bool `json:"off,omitempty"`
+
+	// MaxSize caps one file, in bytes (the Caddyfile takes `5MiB`), up to
+	// 25 MiB. Default: 5242880.
+	MaxSize int `json:"max_size,omitempty"`
+
+	// MaxFiles caps the files one answer carries, up to 20; a question
+	// takes three times as many uploads, so a file or two can be replaced.
+	// Default: 5.
+	MaxFiles int `json:"max_files,omitempty"`
+
+	// Types are the media types a file may have, proven by its bytes: any
+	// of the types content sniffing can tell.
+	// Default: image/png image/jpeg image/webp image/gif application/pdf text/plain
+	Types []string `json:"types,omitempty"`
+
+	// MaxBytesPerSubject caps the bytes of the uploads stored at once for
+	// all questions of one token subject (the asker), across instances, so
+	// that no agent's questions can fill the store; -1 (`off`) is no cap.
+	// Default: 104857600.
+	MaxBytesPerSubject int `json:"max_bytes_per_subject,omitempty"`
 }
 
 // LoginConfig is the `login` block: `login caddy [header <Name>]` or
@@ -348,7 +382,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.oauth, err = h.newOAuth(cfg, sh); err != nil {
 		return err
 	}
-	core := feedback.NewService(sh.hub, feedback.Config{Limits: cfg.limits, Retention: cfg.retention, Quota: cfg.quota})
+	core := feedback.NewService(sh.hub, feedback.Config{Limits: cfg.limits, Retention: cfg.retention, Quota: cfg.quota, Attach: cfg.attach})
 	hcfg := handlers.Config{
 		Core:         core,
 		Verifier:     verifier,
@@ -429,6 +463,7 @@ func (h *Handler) routes(mcpCfg handlers.MCPConfig) *http.ServeMux {
 	// Cross-site browser posts are refused here as on the page's submit.
 	mux.Handle("/api/feedback/{id}/submit", h.human.Protect(handlers.Methods(s.Submit, http.MethodPost)))
 	mux.Handle("/api/feedback/{id}/result", handlers.Methods(s.Result, http.MethodGet))
+	mux.Handle("/api/feedback/{id}/attachments/{aid}", handlers.Methods(s.Attachment, http.MethodGet, http.MethodHead))
 	mux.Handle("/api/feedback/{id}/cancel", handlers.Methods(s.Cancel, http.MethodPost))
 	mux.HandleFunc("/api/feedback/", handlers.UnknownEndpoint)
 
@@ -447,6 +482,7 @@ func (h *Handler) routes(mcpCfg handlers.MCPConfig) *http.ServeMux {
 	mux.Handle("/feedback/{id}", hp.Protect(handlers.Methods(hp.Page, http.MethodGet, http.MethodHead)))
 	mux.Handle("/feedback/{id}/view", hp.Protect(handlers.Methods(hp.View, http.MethodPost)))
 	mux.Handle("/feedback/{id}/submit", hp.Protect(handlers.Methods(hp.Submit, http.MethodPost)))
+	mux.Handle("/feedback/{id}/attachments", hp.Protect(handlers.Methods(hp.Upload, http.MethodPost)))
 	mux.Handle("/feedback/{id}/image/{n}", hp.Protect(handlers.Methods(hp.Image, http.MethodPost)))
 	mux.Handle(handlers.StaticPrefix+"{name}", handlers.Methods(hp.Static, http.MethodGet, http.MethodHead))
 	mux.Handle("/ws/{id}", handlers.Methods(hp.WS, http.MethodGet))
