@@ -174,4 +174,28 @@ func TestAnswerPageAttachments(t *testing.T) {
 	if d := do(t, c.Client, "GET", rr.Result.Attachments[1].URL, "", "Authorization", "Bearer "+alice); d.Header.Get("Content-Disposition") != "attachment; filename=report.pdf" {
 		t.Errorf("pdf disposition %q", d.Header.Get("Content-Disposition"))
 	}
+
+	// A question withdrawn while files were attached: the unsent draft,
+	// file names included, stays in view, read-only.
+	cr, capTok := createSession(t, c.Client, c.HTTP, alice, `{"message":"Anything to add?","allowFreeText":true}`)
+	notes := filepath.Join(dir, "notes.txt")
+	if err := os.WriteFile(notes, []byte("line one\nline two\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tab2 := newTab(t, browser, phone)
+	step(t, tab2, "open", chromedp.Navigate(pageURL(c.HTTP, cr.SessionID, "lang=en", capTok)))
+	waitState(t, tab2, "pending")
+	step(t, tab2, "pick a text file", chromedp.SetUploadFiles(chromedp.ID("attach-input"), []string{notes}))
+	waitFor(t, tab2, "the upload done", `document.querySelectorAll('#attach-list li[data-state="done"]').length === 1`)
+	if w := do(t, c.Client, "POST", c.HTTP+"/api/feedback/"+cr.SessionID+"/cancel", "", "Authorization", "Bearer "+alice); w.Status != 200 {
+		t.Fatalf("cancel %d %s", w.Status, w.Body)
+	}
+	waitState(t, tab2, "cancelled")
+	if got := eval[string](t, tab2, `document.getElementById('draft').hidden + '|' + document.getElementById('draft-body').innerText`); !strings.HasPrefix(got, "false|") || !strings.Contains(got, "notes.txt") {
+		t.Errorf("draft after the withdrawal %q", got)
+	}
+	if eval[bool](t, tab2, `!!document.querySelector('#draft input, #draft button, #draft textarea')`) {
+		t.Error("the draft is editable")
+	}
+	checkAxe(t, tab2, "attachments-draft-cancelled")
 }
