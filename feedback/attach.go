@@ -134,20 +134,38 @@ func (s *Service) Attach(ctx context.Context, sess *Session, name, declared stri
 			}
 		}
 	}
+	if err := s.storeUpload(ctx, sess, ref, data, ttl); err != nil {
+		// Give the reservations back, so that a failed write (the store
+		// full or down) does not count against the asker until it expires;
+		// chunks already written expire with the question.
+		bg := context.WithoutCancel(ctx)
+		_ = kv.RemoveMember(bg, set, ref.ID)
+		if rules.MaxBytesPerSubject > 0 {
+			_ = kv.RemoveMember(bg, store.AttachmentQuotaKey(sess.Owner), sess.ID+"/"+ref.ID+"/"+strconv.Itoa(len(data)))
+		}
+		return nil, err
+	}
+	return ref, nil
+}
+
+// storeUpload writes an upload's chunks, then its ref: a ref that the
+// submit finds always has all its bytes.
+func (s *Service) storeUpload(ctx context.Context, sess *Session, ref *store.AttachmentRef, data []byte, ttl time.Duration) error {
+	kv := s.hub.store
 	for c := range store.ImageChunks(len(data)) {
 		chunk := data[c*store.ImageChunk : min((c+1)*store.ImageChunk, len(data))]
 		if err := kv.Put(ctx, store.AttachmentKey(sess.ID, ref.ID, c), chunk, ttl); err != nil {
-			return nil, fmt.Errorf("attaching to %s: storing chunk %d: %w", sess.ID, c, err)
+			return fmt.Errorf("attaching to %s: storing chunk %d: %w", sess.ID, c, err)
 		}
 	}
 	meta, err := json.Marshal(ref)
 	if err != nil {
-		return nil, fmt.Errorf("attaching to %s: %w", sess.ID, err)
+		return fmt.Errorf("attaching to %s: %w", sess.ID, err)
 	}
 	if err := kv.Put(ctx, store.AttachmentMetaKey(sess.ID, ref.ID), meta, ttl); err != nil {
-		return nil, fmt.Errorf("attaching to %s: storing its record: %w", sess.ID, err)
+		return fmt.Errorf("attaching to %s: storing its record: %w", sess.ID, err)
 	}
-	return ref, nil
+	return nil
 }
 
 // quotaBytes sums the byte counts of a quota set's live members.

@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -187,5 +190,48 @@ func TestRedisAttachmentMemory(t *testing.T) {
 	// The question's hash holds refs only.
 	if n, err := admin.Do(ctx, admin.B().MemoryUsage().Key(prefix+"s:{"+a.Session.ID+"}").Build()).AsInt64(); err != nil || n > 4<<10 {
 		t.Errorf("the question's hash takes %d bytes (%v)", n, err)
+	}
+}
+
+// failingPuts is the real memory store whose KV writes of upload chunks
+// fail while failing is set: a store that fills up or drops mid-upload.
+type failingPuts struct {
+	store.Store
+	failing atomic.Bool
+}
+
+func (f *failingPuts) Put(ctx context.Context, key string, value []byte, ttl time.Duration) error {
+	if f.failing.Load() && strings.HasPrefix(key, "att:") {
+		return store.ErrUnavailable
+	}
+	return f.Store.Put(ctx, key, value, ttl)
+}
+
+// TestAttachFailureGivesQuotaBack: an upload the store could not keep
+// does not count against the asker's quota nor the question's uploads.
+func TestAttachFailureGivesQuotaBack(t *testing.T) {
+	st := &failingPuts{Store: store.NewMemory()}
+	hub := NewHub(st)
+	t.Cleanup(func() { _ = hub.Close() })
+	s := NewService(hub, Config{Limits: validate.DefaultLimits(), Retention: time.Hour, Attach: AttachRules{
+		MaxSize: 1 << 20, MaxFiles: 1, Types: validate.AttachmentTypes, MaxBytesPerSubject: 1 << 20,
+	}})
+	ctx := t.Context()
+	a := ask(t, s, time.Minute)
+	data := pdfOf(1 << 20) // the whole quota
+	st.failing.Store(true)
+	for range 4 { // more than the question's 3 uploads
+		if _, err := s.Attach(ctx, a.Session, "a.pdf", "application/pdf", data); !errors.Is(err, store.ErrUnavailable) {
+			t.Fatalf("failing store: %v", err)
+		}
+	}
+	st.failing.Store(false)
+	if _, err := s.Attach(ctx, a.Session, "a.pdf", "application/pdf", data); err != nil {
+		t.Fatalf("after the store recovered: %v", err)
+	}
+	// Now the quota is used: the next one is refused, saying so.
+	var ule *UploadLimitError
+	if _, err := s.Attach(ctx, a.Session, "b.pdf", "application/pdf", data[:100]); !errors.As(err, &ule) || !strings.Contains(ule.Msg, "1 MiB of the 1 MiB") {
+		t.Fatalf("over quota: %v", err)
 	}
 }

@@ -133,11 +133,11 @@ func (s *Service) attachFailed(w http.ResponseWriter, r *http.Request, err error
 	)
 	switch {
 	case errors.As(err, &verr):
-		status := http.StatusBadRequest
-		if strings.HasPrefix(verr.Message, "files of type") {
-			status = http.StatusUnsupportedMediaType
+		if verr.Code == validate.CodeTypeNotAllowed {
+			WriteError(w, http.StatusUnsupportedMediaType, verr.Code, verr.Message)
+			return
 		}
-		WriteError(w, status, "invalid_file", verr.Message)
+		WriteError(w, http.StatusBadRequest, "invalid_file", verr.Message)
 	case errors.As(err, &tle):
 		WriteError(w, http.StatusRequestEntityTooLarge, "file_too_large", tle.Error())
 	case errors.As(err, &ule):

@@ -152,7 +152,24 @@ func TestUploadHostileInput(t *testing.T) {
 			if w.Code != c.status || !strings.Contains(errorMessage(t, w), c.says) {
 				t.Fatalf("%d %s, want %d saying %q", w.Code, w.Body, c.status, c.says)
 			}
+			if c.status == 415 && errorCode(t, w) != "unsupported_media_type" {
+				t.Fatalf("code %s", errorCode(t, w))
+			}
 		})
+	}
+
+	// A cross-site page cannot post uploads (the same guard as the
+	// page's other posts).
+	body, ct := multipartBody(t, tokenPart, file("a.png", "image/png", pngb))
+	req := httptest.NewRequest("POST", "https://fb.example/feedback/"+id+"/attachments", strings.NewReader(body))
+	req.Header.Set("Content-Type", ct)
+	req.Header.Set("Sec-Fetch-Site", "cross-site")
+	req.Header.Set("Origin", "https://evil.example")
+	req.SetPathValue("id", id)
+	cw := httptest.NewRecorder()
+	h.Protect(http.HandlerFunc(h.Upload)).ServeHTTP(cw, req)
+	if cw.Code != http.StatusForbidden || errorCode(t, cw) != "cross_origin_request" {
+		t.Fatalf("cross-site upload: %d %s", cw.Code, cw.Body)
 	}
 
 	// A good upload: the type comes from the bytes, the name is cleaned.

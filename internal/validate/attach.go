@@ -32,6 +32,11 @@ const (
 	MaxAttachmentIDLength = 64
 )
 
+// CodeTypeNotAllowed is the Error.Code of a file whose type is not on the
+// allow-list (HTTP 415), as opposed to one whose bytes disagree with its
+// type (400).
+const CodeTypeNotAllowed = "unsupported_media_type"
+
 // CheckFile finds a person's file's type from its bytes and checks it
 // against the declared type (the browser's, from the file name) and the
 // allowed types. It returns the type to store and serve, without
@@ -43,7 +48,7 @@ func CheckFile(data []byte, declared string, allowed []string) (string, *Error) 
 		return "", invalid("the file's type is missing or unreadable (%q); allowed: %s", truncate(declared, 60), strings.Join(allowed, ", "))
 	}
 	if !slices.Contains(allowed, want) {
-		return "", invalid("files of type %s are not accepted here; allowed: %s", truncate(want, 60), strings.Join(allowed, ", "))
+		return "", &Error{Code: CodeTypeNotAllowed, Message: fmt.Sprintf("files of type %s are not accepted here; allowed: %s", truncate(want, 60), strings.Join(allowed, ", "))}
 	}
 	if len(data) == 0 {
 		return "", invalid("the file is empty")
