@@ -94,6 +94,18 @@ func TestAnswerPageAttachments(t *testing.T) {
 		t.Errorf("upload list %q", got)
 	}
 
+	// Text copied from a document, with a picture of itself: a text paste,
+	// not an attachment.
+	step(t, tab, "paste text with a picture", chromedp.Evaluate[chromedp.Void](`(function () {
+		var dt = new DataTransfer();
+		dt.setData('text/plain', 'copied words');
+		dt.items.add(new File([new Uint8Array([137, 80, 78, 71])], 'image.png', { type: 'image/png' }));
+		document.getElementById('freetext').dispatchEvent(new ClipboardEvent('paste', { clipboardData: dt, bubbles: true, cancelable: true }));
+	})()`))
+	if n := eval[int](t, tab, `document.querySelectorAll('#attach-list li').length`); n != 2 {
+		t.Errorf("a text paste added a file: %d listed", n)
+	}
+
 	// Too large: refused in the page, with the reason, before any upload.
 	step(t, tab, "pick a 6 MiB file", chromedp.SetUploadFiles(chromedp.ID("attach-input"), []string{bigPath}))
 	waitFor(t, tab, "the size refusal", `!document.getElementById('attach-error').hidden`)

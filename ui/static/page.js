@@ -998,6 +998,11 @@
       if (state !== 'pending' || !e.clipboardData || !e.clipboardData.files || !e.clipboardData.files.length) {
         return;
       }
+      // Text copied from a document often comes with a picture of itself:
+      // a paste with text is a text paste.
+      if (Array.prototype.indexOf.call(e.clipboardData.types || [], 'text/plain') >= 0) {
+        return;
+      }
       e.preventDefault();
       addFiles(e.clipboardData.files);
     });
