@@ -483,6 +483,7 @@ func (h *Handler) routes(mcpCfg handlers.MCPConfig) *http.ServeMux {
 	mux.Handle("/feedback/{id}/view", hp.Protect(handlers.Methods(hp.View, http.MethodPost)))
 	mux.Handle("/feedback/{id}/submit", hp.Protect(handlers.Methods(hp.Submit, http.MethodPost)))
 	mux.Handle("/feedback/{id}/attachments", hp.Protect(handlers.Methods(hp.Upload, http.MethodPost)))
+	mux.Handle("/feedback/{id}/attachments/{aid}", hp.Protect(handlers.Methods(hp.Unattach, http.MethodDelete)))
 	mux.Handle("/feedback/{id}/image/{n}", hp.Protect(handlers.Methods(hp.Image, http.MethodPost)))
 	mux.Handle(handlers.StaticPrefix+"{name}", handlers.Methods(hp.Static, http.MethodGet, http.MethodHead))
 	mux.Handle("/ws/{id}", handlers.Methods(hp.WS, http.MethodGet))

@@ -199,11 +199,25 @@ func TestAnswerPageAttachments(t *testing.T) {
 	waitState(t, tab2, "pending")
 	step(t, tab2, "pick a text file", chromedp.SetUploadFiles(chromedp.ID("attach-input"), []string{notes}))
 	waitFor(t, tab2, "the upload done", `document.querySelectorAll('#attach-list li[data-state="done"]').length === 1`)
+	// One more, then taken out again with its remove button.
+	step(t, tab2, "pick a PDF", chromedp.SetUploadFiles(chromedp.ID("attach-input"), []string{pdfPath}))
+	waitFor(t, tab2, "both done", `document.querySelectorAll('#attach-list li[data-state="done"]').length === 2`)
+	step(t, tab2, "remove the PDF", chromedp.Click(chromedp.CSS(`#attach-list li:nth-child(2) button`)))
+	waitFor(t, tab2, "one left", `document.querySelectorAll('#attach-list li').length === 1`)
+	// The route through the real Caddy: DELETE with the token in the body
+	// (204 again for an upload already gone), refused without it.
+	del, err := chromedp.Run(tab2, chromedp.Evaluate[string](`Promise.all([history.state.fbToken, ''].map(function (tok) {
+		return fetch(location.pathname + '/attachments/nosuchupload', {method: 'DELETE', headers: {'Content-Type': 'application/json'}, body: JSON.stringify({token: tok})})
+			.then(function (r) { return r.status; });
+	})).then(function (s) { return s.join(','); })`, chromedp.EvalAwaitPromise))
+	if err != nil || del != "204,404" {
+		t.Errorf("DELETE upload: %q %v", del, err)
+	}
 	if w := do(t, c.Client, "POST", c.HTTP+"/api/feedback/"+cr.SessionID+"/cancel", "", "Authorization", "Bearer "+alice); w.Status != 200 {
 		t.Fatalf("cancel %d %s", w.Status, w.Body)
 	}
 	waitState(t, tab2, "cancelled")
-	if got := eval[string](t, tab2, `document.getElementById('draft').hidden + '|' + document.getElementById('draft-body').innerText`); !strings.HasPrefix(got, "false|") || !strings.Contains(got, "notes.txt") {
+	if got := eval[string](t, tab2, `document.getElementById('draft').hidden + '|' + document.getElementById('draft-body').innerText`); !strings.HasPrefix(got, "false|") || !strings.Contains(got, "notes.txt") || strings.Contains(got, "report.pdf") {
 		t.Errorf("draft after the withdrawal %q", got)
 	}
 	if eval[bool](t, tab2, `!!document.querySelector('#draft input, #draft button, #draft textarea')`) {

@@ -244,3 +244,42 @@ func (s *Service) Attachment(ctx context.Context, sess *Session, aid string) ([]
 	}
 	return data, ref, nil
 }
+
+// Unattach deletes upload aid of sess (read with its capability token)
+// while the question is pending: the person took the file out of their
+// answer. Its bytes leave the store and the owner's quota at once; the
+// question's count of uploads keeps it, so that uploading and removing in
+// a loop cannot go on without end. Removing an unknown or removed upload
+// succeeds (the page may retry). An answer sent at the same moment that
+// names it keeps a ref whose download is gone (404), as if it had expired.
+func (s *Service) Unattach(ctx context.Context, sess *Session, aid string) error {
+	switch sess.Status {
+	case store.StatusPending:
+	case store.StatusSubmitted:
+		return store.ErrConflict
+	default:
+		return store.ErrGone
+	}
+	kv := s.hub.store
+	metaKey := store.AttachmentMetaKey(sess.ID, aid)
+	raw, err := kv.Take(ctx, metaKey)
+	if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrKVArgument) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("removing upload of %s: %w", sess.ID, err)
+	}
+	var ref store.AttachmentRef
+	if err := json.Unmarshal(raw, &ref); err != nil {
+		return fmt.Errorf("removing upload of %s: decoding: %w", sess.ID, err)
+	}
+	for c := range store.ImageChunks(ref.Bytes) {
+		if err := kv.Delete(ctx, store.AttachmentKey(sess.ID, aid, c)); err != nil {
+			return fmt.Errorf("removing upload of %s: chunk %d: %w", sess.ID, c, err)
+		}
+	}
+	if err := kv.RemoveMember(ctx, store.AttachmentQuotaKey(sess.Owner), sess.ID+"/"+aid+"/"+strconv.Itoa(ref.Bytes)); err != nil {
+		return fmt.Errorf("removing upload of %s: quota: %w", sess.ID, err)
+	}
+	return nil
+}

@@ -22,6 +22,7 @@ import (
 // Attachments from the person:
 //
 //	POST /feedback/{id}/attachments                 multipart: "token", then "file" → the upload's ref
+//	DELETE /feedback/{id}/attachments/{aid}         {"token"}: the person takes a file out again
 //	GET  /api/feedback/{id}/attachments/{aid}       the owner downloads a file the answer carries
 //
 // The page uploads each file as soon as it is picked, with the capability
@@ -113,6 +114,29 @@ func (h *Human) Upload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusCreated, ref)
+}
+
+// Unattach handles DELETE /feedback/{id}/attachments/{aid} with
+// {"token":"…"}: 204, also for an upload that is already gone.
+func (h *Human) Unattach(w http.ResponseWriter, r *http.Request) {
+	setPageHeaders(w, r)
+	b, ok := readPageBody(w, r)
+	if !ok {
+		return
+	}
+	if len(b.Answer) != 0 {
+		WriteError(w, http.StatusBadRequest, "invalid_request", `removing a file takes only {"token":"…"}`)
+		return
+	}
+	sess, ok := h.sessionForToken(w, r, b.Token)
+	if !ok {
+		return
+	}
+	if err := h.svc.core.Unattach(r.Context(), sess, r.PathValue("aid")); err != nil {
+		h.svc.attachFailed(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
 }
 
 func uploadReadFailed(w http.ResponseWriter, err error, tooBig string) {

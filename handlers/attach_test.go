@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"mime/multipart"
 	"net/http"
@@ -444,5 +445,99 @@ func TestMCPImageBudget(t *testing.T) {
 	}
 	if kinds != "mcp.ImageContent mcp.ResourceLink mcp.ResourceLink " {
 		t.Fatalf("content kinds %s", kinds)
+	}
+}
+
+// TestUnattach: the person takes a file out again: its bytes leave the
+// store and the asker's quota, not the question's count of uploads; only
+// a holder of the link may, only while the question is open.
+func TestUnattach(t *testing.T) {
+	cfg := feedback.Config{Attach: testRules()}
+	cfg.Attach.MaxBytesPerSubject = 1500
+	cfg.Attach.MaxFiles = 1 // 3 uploads per question
+	st := store.NewMemory()
+	s := newServiceWith(t, st, cfg)
+	h := newHumanFor(t, s)
+	alice := mint(t, "alice")
+	id, capTok := create(t, s, alice, `{"message":"q","allowFreeText":true}`)
+	_, otherTok := create(t, s, alice, `{"message":"q"}`)
+	text := []byte(strings.Repeat("x", 1000))
+	aid := uploaded(t, h, id, capTok, "a.txt", "text/plain", text)
+	remove := func(id, aid, body string, ctype ...string) *httptest.ResponseRecorder {
+		c := call{method: "DELETE", id: id, body: body}
+		if len(ctype) > 0 {
+			c.ctype = ctype[0]
+		}
+		req := httptest.NewRequest(c.method, "https://fb.example/feedback/"+id+"/attachments/"+aid, strings.NewReader(c.body))
+		if c.ctype == "" {
+			c.ctype = "application/json"
+		}
+		req.Header.Set("Content-Type", c.ctype)
+		req.SetPathValue("id", id)
+		req.SetPathValue("aid", aid)
+		w := httptest.NewRecorder()
+		h.Unattach(w, req)
+		return w
+	}
+	for _, c := range []struct {
+		name, body, ctype string
+		status            int
+		says              string
+	}{
+		{"no token", `{}`, "", 404, "no session"},
+		{"wrong token", `{"token":"` + otherTok + `"}`, "", 404, "no session"},
+		{"not JSON", `token=x`, "application/x-www-form-urlencoded", 415, "application/json"},
+		{"an answer too", `{"token":"` + capTok + `","answer":{}}`, "", 400, `removing a file takes only {"token":"…"}`},
+		{"unknown member", `{"token":"` + capTok + `","file":"x"}`, "", 400, "the body must be one JSON object"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			w := remove(id, aid, c.body, c.ctype)
+			if w.Code != c.status || !strings.Contains(errorMessage(t, w), c.says) {
+				t.Fatalf("%d %s, want %d saying %q", w.Code, w.Body, c.status, c.says)
+			}
+		})
+	}
+	// The quota is full: a second file does not fit until the first goes.
+	if w := upload(t, h, id, capTok, "b.txt", "text/plain", text); w.Code != 429 {
+		t.Fatalf("over quota: %d %s", w.Code, w.Body)
+	}
+	if w := remove(id, aid, `{"token":"`+capTok+`"}`); w.Code != 204 {
+		t.Fatalf("remove: %d %s", w.Code, w.Body)
+	}
+	if _, err := st.Load(t.Context(), store.AttachmentKey(id, aid, 0)); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("the bytes are still stored: %v", err)
+	}
+	if w := remove(id, aid, `{"token":"`+capTok+`"}`); w.Code != 204 {
+		t.Fatalf("remove again: %d %s", w.Code, w.Body)
+	}
+	if w := answerWith(t, h, id, capTok, "x", aid); w.Code != 400 || !strings.Contains(errorMessage(t, w), "attachments[0] is not a file uploaded for this question") {
+		t.Fatalf("answer naming a removed file: %d %s", w.Code, w.Body)
+	}
+	// The quota has room again; the question's count of uploads does not
+	// go back (3 per file, and a refused upload does not count).
+	bid := uploaded(t, h, id, capTok, "b.txt", "text/plain", text)
+	if w := remove(id, bid, `{"token":"`+capTok+`"}`); w.Code != 204 {
+		t.Fatalf("remove b: %d", w.Code)
+	}
+	cid := uploaded(t, h, id, capTok, "c.txt", "text/plain", text)
+	if w := remove(id, cid, `{"token":"`+capTok+`"}`); w.Code != 204 {
+		t.Fatalf("remove c: %d", w.Code)
+	}
+	if w := upload(t, h, id, capTok, "d.txt", "text/plain", text); w.Code != 429 || !strings.Contains(errorMessage(t, w), "taken its 3 uploads") {
+		t.Fatalf("4th upload: %d %s", w.Code, w.Body)
+	}
+	// Closed questions: answered 409, withdrawn 410.
+	if w := answerWith(t, h, id, capTok, "done"); w.Code != 200 {
+		t.Fatalf("answer: %d %s", w.Code, w.Body)
+	}
+	if w := remove(id, bid, `{"token":"`+capTok+`"}`); w.Code != 409 {
+		t.Fatalf("remove after the answer: %d %s", w.Code, w.Body)
+	}
+	cID, cTok := create(t, s, alice, `{"message":"q"}`)
+	if w := s.do(t, s.Cancel, call{method: "POST", id: cID, headers: bearer(alice)}); w.Code != 200 {
+		t.Fatal(w.Body)
+	}
+	if w := remove(cID, "x", `{"token":"`+cTok+`"}`); w.Code != 410 {
+		t.Fatalf("remove after a withdrawal: %d %s", w.Code, w.Body)
 	}
 }

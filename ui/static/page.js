@@ -1082,8 +1082,21 @@
     rm.textContent = '×';
     rm.setAttribute('aria-label', fill(S['attach.remove'], { name: meta.name }));
     rm.addEventListener('click', function () {
+      if (submitting) {
+        return; // the answer being sent may name it
+      }
       if (item.xhr) {
         item.xhr.abort();
+      }
+      if (item.id) {
+        // Free the space on the server too; if this fails, the upload
+        // simply expires with the question.
+        fetch(uploadURL + '/' + encodeURIComponent(item.id), {
+          method: 'DELETE',
+          headers: { 'Content-Type': 'application/json', 'Accept': 'application/json' },
+          body: JSON.stringify({ token: token }),
+          cache: 'no-store', credentials: 'omit', referrerPolicy: 'no-referrer'
+        }).catch(function () {});
       }
       files.splice(files.indexOf(item), 1);
       li.remove();
