@@ -2,6 +2,7 @@ package mcpfeedback
 
 import (
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -9,6 +10,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/dustin/go-humanize"
 
 	"github.com/mcpfeedback/caddy-mcp-feedback/handlers"
 )
@@ -167,6 +169,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "login":
 			err = h.unmarshalLogin(d)
+		case "attachments":
+			err = h.unmarshalAttachments(d)
 		case "oauth_registrations_per_hour":
 			err = oneLimit(d, &h.OAuthRegistrationsPerHour)
 		case "oauth_cimd_insecure_loopback_for_tests":
@@ -180,7 +184,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		default:
 			return d.Errf("unknown mcp_feedback option %q (known: jwt_secret, jwt_issuer, jwt_audience, jwt_max_ttl, jwt_denied_jtis, jwt_previous_secrets, jwt_jwks, jwt_oidc_issuer, jwt_jwks_insecure_loopback_for_tests, public_url, store, "+
-				"default_timeout, min_timeout, max_timeout, max_message_length, max_options, max_option_length, retention, max_pending_per_subject, creates_per_minute, notify, push, inbox, allow_addressing, allowed_origins, ws_max_per_session, ws_max_per_subject, elicitation, mcp_max_sessions_per_subject, mcp_max_calls_per_subject, link_to_agent, login, oauth_registrations_per_hour, oauth_cimd_insecure_loopback_for_tests)", name)
+				"default_timeout, min_timeout, max_timeout, max_message_length, max_options, max_option_length, retention, max_pending_per_subject, creates_per_minute, notify, push, inbox, allow_addressing, allowed_origins, ws_max_per_session, ws_max_per_subject, elicitation, mcp_max_sessions_per_subject, mcp_max_calls_per_subject, link_to_agent, login, attachments, oauth_registrations_per_hour, oauth_cimd_insecure_loopback_for_tests)", name)
 		}
 		if err != nil {
 			return err
@@ -260,6 +264,72 @@ func oneLimit(d *caddyfile.Dispenser, dst *int) error {
 		d.Prev()
 	}
 	return oneInt(d, dst)
+}
+
+// unmarshalAttachments reads `attachments off` or
+// `attachments { max_size <size>; max_files <n>; types <type>…; max_bytes_per_subject <size>|off }`.
+// Sizes take units (5MiB, 100MB), as Caddy's own request_body does.
+func (h *Handler) unmarshalAttachments(d *caddyfile.Dispenser) error {
+	if h.Attachments != nil {
+		return d.Err("attachments is given twice")
+	}
+	a := &AttachmentsConfig{}
+	h.Attachments = a
+	args := d.RemainingArgs()
+	switch {
+	case len(args) == 1 && args[0] == "off":
+		a.Off = true
+		if d.NextBlock(d.Nesting()) {
+			return d.Err("attachments off takes no block")
+		}
+		return nil
+	case len(args) > 0:
+		return d.Errf("attachments takes `off` or a block, not %q", strings.Join(args, " "))
+	}
+	seen := map[string]bool{}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		name := d.Val()
+		if seen[name] {
+			return d.Errf("attachments: %s is given twice", name)
+		}
+		seen[name] = true
+		var err error
+		switch name {
+		case "max_size":
+			err = oneSize(d, &a.MaxSize, false)
+		case "max_files":
+			err = oneInt(d, &a.MaxFiles)
+		case "types":
+			err = manyStrings(d, &a.Types)
+		case "max_bytes_per_subject":
+			err = oneSize(d, &a.MaxBytesPerSubject, true)
+		default:
+			return d.Errf("unknown attachments option %q (known: max_size, max_files, types, max_bytes_per_subject)", name)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// oneSize reads a byte size such as 5MiB or 100MB (or `off`, stored as -1,
+// when offOK).
+func oneSize(d *caddyfile.Dispenser, dst *int, offOK bool) error {
+	var s string
+	if err := oneString(d, &s); err != nil {
+		return err
+	}
+	if offOK && s == "off" {
+		*dst = -1
+		return nil
+	}
+	v, err := humanize.ParseBytes(s)
+	if err != nil || v == 0 || v > 1<<40 {
+		return d.Errf("%q is not a size such as 5MiB or 100MB", s)
+	}
+	*dst = int(v)
+	return nil
 }
 
 // Interface guard

@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 
+	"github.com/mcpfeedback/caddy-mcp-feedback/feedback"
 	"github.com/mcpfeedback/caddy-mcp-feedback/handlers"
 	"github.com/mcpfeedback/caddy-mcp-feedback/internal/auth"
 	"github.com/mcpfeedback/caddy-mcp-feedback/internal/validate"
@@ -55,6 +57,12 @@ func Defaults() Handler {
 		// The defaults inside a `login` block; login itself is off unless
 		// configured.
 		Login: &LoginConfig{Claim: "sub", SessionTTL: caddy.Duration(12 * time.Hour)},
+		Attachments: &AttachmentsConfig{
+			MaxSize:            5 << 20,
+			MaxFiles:           5,
+			Types:              slices.Clone(validate.AttachmentTypes),
+			MaxBytesPerSubject: 100 << 20,
+		},
 	}
 }
 
@@ -90,6 +98,8 @@ type settings struct {
 	linkToAgent bool
 	// login is the resolved `login` block; nil when sign-in is off.
 	login *loginSettings
+	// attach is the resolved `attachments` block (MaxFiles 0 when off).
+	attach feedback.AttachRules
 }
 
 // resolve fills unset fields from Defaults and checks and derives every
@@ -168,6 +178,11 @@ func (h *Handler) resolve() (*settings, error) {
 		mcpCallsPerSubj: h.MCPMaxCallsPerSubject,
 		linkToAgent:     *h.LinkToAgent,
 	}
+	attach, err := h.resolveAttachments(d)
+	if err != nil {
+		return nil, err
+	}
+	s.attach = attach
 	if err := h.resolveAuth(repl, s); err != nil {
 		return nil, err
 	}
@@ -293,4 +308,52 @@ func deriveKey(secret, purpose string) []byte {
 	h := hmac.New(sha256.New, []byte(secret))
 	h.Write([]byte("caddy-mcp-feedback: " + purpose))
 	return h.Sum(nil)
+}
+
+// Ceilings of the `attachments` block.
+const (
+	maxAttachmentSize  = 25 << 20
+	maxAttachmentFiles = validate.MaxAttachmentIDs
+)
+
+// resolveAttachments checks the `attachments` block against the defaults.
+func (h *Handler) resolveAttachments(d Handler) (feedback.AttachRules, error) {
+	a := AttachmentsConfig{}
+	if h.Attachments != nil {
+		a = *h.Attachments
+	}
+	if a.Off {
+		return feedback.AttachRules{}, nil
+	}
+	def := d.Attachments
+	if a.MaxSize == 0 {
+		a.MaxSize = def.MaxSize
+	}
+	if a.MaxFiles == 0 {
+		a.MaxFiles = def.MaxFiles
+	}
+	if a.Types == nil {
+		a.Types = def.Types
+	}
+	if a.MaxBytesPerSubject == 0 {
+		a.MaxBytesPerSubject = def.MaxBytesPerSubject
+	}
+	if a.MaxSize < 1 || a.MaxSize > maxAttachmentSize {
+		return feedback.AttachRules{}, fmt.Errorf("attachments: max_size must be from 1 byte to 25MiB, not %d bytes", a.MaxSize)
+	}
+	if a.MaxFiles < 1 || a.MaxFiles > maxAttachmentFiles {
+		return feedback.AttachRules{}, fmt.Errorf("attachments: max_files must be from 1 to %d, not %d", maxAttachmentFiles, a.MaxFiles)
+	}
+	if len(a.Types) == 0 {
+		return feedback.AttachRules{}, errors.New("attachments: types needs at least one type (or use attachments off)")
+	}
+	for _, t := range a.Types {
+		if !slices.Contains(validate.AttachmentTypes, t) {
+			return feedback.AttachRules{}, fmt.Errorf("attachments: type %q cannot be proven by content sniffing; allowed: %s", t, strings.Join(validate.AttachmentTypes, " "))
+		}
+	}
+	if a.MaxBytesPerSubject < -1 || a.MaxBytesPerSubject > 0 && a.MaxBytesPerSubject < a.MaxSize {
+		return feedback.AttachRules{}, fmt.Errorf("attachments: max_bytes_per_subject must be at least max_size (%d bytes), or off", a.MaxSize)
+	}
+	return feedback.AttachRules{MaxSize: a.MaxSize, MaxFiles: a.MaxFiles, Types: slices.Clone(a.Types), MaxBytesPerSubject: int64(max(a.MaxBytesPerSubject, 0))}, nil
 }

@@ -71,6 +71,8 @@ func check(t *testing.T, d reflect.Value, rows map[string]string, module string)
 			want = x
 		case *bool:
 			want = map[bool]string{true: "on", false: "off"}[*x]
+		case []string:
+			want = strings.Join(x, " ")
 		default:
 			t.Fatalf("%s: no rule for %T", f.Name, x)
 		}

@@ -233,6 +233,13 @@ type Handler struct {
 	// Off unless set.
 	Login *LoginConfig `json:"login,omitempty"`
 
+	// Attachments are the files a person may attach to an answer (pasted,
+	// dropped or picked on the answer page): on by default, because it is
+	// what people ask for most after being reached at all, and every file
+	// is proven by its bytes, kept only with its question and never served
+	// so that it could run. `attachments off` (Off) refuses them.
+	Attachments *AttachmentsConfig `json:"attachments,omitempty"`
+
 	// OAuthRegistrationsPerHour caps Dynamic Client Registrations (RFC
 	// 7591, at /oauth/register) from one client address per hour, across
 	// every instance sharing the store; registrations nobody uses expire
@@ -264,6 +271,33 @@ type Handler struct {
 	login identity.Login
 	// oauth is the authorization server for MCP clients, on with login.
 	oauth *oauth.Server
+}
+
+// AttachmentsConfig is the `attachments` block: `attachments off`, or
+// `attachments { max_size 5MiB; max_files 5; types …; max_bytes_per_subject 100MiB }`.
+type AttachmentsConfig struct {
+	// Off refuses attachments (the page offers none, uploads get 403).
+	Off bool `json:"off,omitempty"`
+
+	// MaxSize caps one file, in bytes (the Caddyfile takes `5MiB`), up to
+	// 25 MiB. Default: 5242880.
+	MaxSize int `json:"max_size,omitempty"`
+
+	// MaxFiles caps the files one answer carries, up to 20; a question
+	// takes three times as many uploads, so a file or two can be replaced.
+	// Default: 5.
+	MaxFiles int `json:"max_files,omitempty"`
+
+	// Types are the media types a file may have, proven by its bytes: any
+	// of the types content sniffing can tell.
+	// Default: image/png image/jpeg image/webp image/gif application/pdf text/plain
+	Types []string `json:"types,omitempty"`
+
+	// MaxBytesPerSubject caps the bytes of the uploads stored at once for
+	// all questions of one token subject (the asker), across instances, so
+	// that no agent's questions can fill the store; -1 (`off`) is no cap.
+	// Default: 104857600.
+	MaxBytesPerSubject int `json:"max_bytes_per_subject,omitempty"`
 }
 
 // LoginConfig is the `login` block: `login caddy [header <Name>]` or
@@ -381,7 +415,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	core := feedback.NewService(sh.hub, feedback.Config{Limits: cfg.limits, Retention: cfg.retention, Quota: cfg.quota,
-		IndexByOwner: h.Inbox})
+		IndexByOwner: h.Inbox, Attach: cfg.attach})
 	// Push and ntfy before the routes: the inbox hands out push's key.
 	if h.reach, err = h.newReacher(ctx, cfg, core, sh.hub.Records()); err != nil {
 		return err
@@ -477,6 +511,7 @@ func (h *Handler) routes(mcpCfg handlers.MCPConfig) *http.ServeMux {
 	// Cross-site browser posts are refused here as on the page's submit.
 	mux.Handle("/api/feedback/{id}/submit", h.human.Protect(handlers.Methods(s.Submit, http.MethodPost)))
 	mux.Handle("/api/feedback/{id}/result", handlers.Methods(s.Result, http.MethodGet))
+	mux.Handle("/api/feedback/{id}/attachments/{aid}", handlers.Methods(s.Attachment, http.MethodGet, http.MethodHead))
 	mux.Handle("/api/feedback/{id}/cancel", handlers.Methods(s.Cancel, http.MethodPost))
 	mux.HandleFunc("/api/feedback/", handlers.UnknownEndpoint)
 
@@ -495,6 +530,8 @@ func (h *Handler) routes(mcpCfg handlers.MCPConfig) *http.ServeMux {
 	mux.Handle("/feedback/{id}", hp.Protect(handlers.Methods(hp.Page, http.MethodGet, http.MethodHead)))
 	mux.Handle("/feedback/{id}/view", hp.Protect(handlers.Methods(hp.View, http.MethodPost)))
 	mux.Handle("/feedback/{id}/submit", hp.Protect(handlers.Methods(hp.Submit, http.MethodPost)))
+	mux.Handle("/feedback/{id}/attachments", hp.Protect(handlers.Methods(hp.Upload, http.MethodPost)))
+	mux.Handle("/feedback/{id}/attachments/{aid}", hp.Protect(handlers.Methods(hp.Unattach, http.MethodDelete)))
 	mux.Handle("/feedback/{id}/image/{n}", hp.Protect(handlers.Methods(hp.Image, http.MethodPost)))
 	// One-tap answers from a notification's button, with its answer token
 	// in the body (handlers/quick.go).

@@ -38,6 +38,8 @@ type Config struct {
 	Retention time.Duration
 	// Quota bounds each owner's pending questions and creates per minute.
 	Quota store.Quota
+	// Attach bounds the files a person attaches to an answer.
+	Attach AttachRules
 	// Now is the clock for new questions; nil means time.Now.
 	Now func() time.Time
 	// IndexByOwner keeps, in the store, the set of each person's
@@ -330,9 +332,13 @@ func (s *Service) Answer(ctx context.Context, sess *Session, req *validate.Submi
 		}
 		return nil, verr
 	}
+	atts, err := s.attachments(ctx, sess, req.Attachments)
+	if err != nil {
+		return nil, err
+	}
 	return s.hub.store.Submit(ctx, sess.ID, store.Answer{
 		SelectedOptions: req.SelectedOptions, FreeText: req.FreeText, Nonce: req.Nonce,
-		Answers: answers, Via: via.How, By: via.By,
+		Answers: answers, Via: via.How, By: via.By, Attachments: atts,
 	})
 }
 

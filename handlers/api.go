@@ -172,7 +172,7 @@ func (s *Service) Result(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	writeJSON(w, http.StatusOK, ResultResponse{SessionID: sess.ID, Status: sess.Status, Result: sess.Result})
+	writeJSON(w, http.StatusOK, ResultResponse{SessionID: sess.ID, Status: sess.Status, Result: withURLs(sess.Result, s.cfg.BaseURL(r), sess.ID)})
 }
 
 // Cancel handles POST /api/feedback/{id}/cancel: the owner withdraws a

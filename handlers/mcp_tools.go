@@ -337,7 +337,7 @@ func (m *MCP) getFeedbackResult(ctx context.Context, req mcp.CallToolRequest) (*
 	}
 	link := m.link(ctx, sess.ID)
 	if args.Wait == nil || *args.Wait == 0 || sess.Status.Terminal() {
-		return outcomeResult(sess, link, false), nil
+		return answerResult(ctx, rq, sess, link, false), nil
 	}
 	return m.waitResult(ctx, rq, req, sess, time.Now().Add(*args.Wait), link)
 }
@@ -425,6 +425,20 @@ func outcomeResult(s *store.Session, link string, waited bool) *mcp.CallToolResu
 	return mcp.NewToolResultStructured(out, text)
 }
 
+// answerResult is outcomeResult for a tool call: an answer's attachments
+// carry their download URLs under this request's base and follow the text
+// as image content or resource links (attachmentContent).
+func answerResult(ctx context.Context, rq *mcpRequest, s *store.Session, link string, waited bool) *mcp.CallToolResult {
+	if s.Result == nil || len(s.Result.Attachments) == 0 {
+		return outcomeResult(s, link, waited)
+	}
+	c := *s
+	c.Result = withURLs(s.Result, rq.base, s.ID)
+	res := outcomeResult(&c, link, waited)
+	res.Content = append(res.Content, attachmentContent(ctx, rq.svc.core, &c)...)
+	return res
+}
+
 // pendingText words an open question that is still within its wait.
 func pendingText(s *store.Session, link string, waited bool) string {
 	text := fmt.Sprintf("No answer yet; the question is open until %s (%d seconds from now).", s.ExpiresAt.Format(time.RFC3339), secondsLeft(s.ExpiresAt))
@@ -453,6 +467,12 @@ func answerText(r *store.Result) string {
 	}
 	if r.FreeText != "" {
 		b.WriteString("\nTheir words:\n" + r.FreeText)
+	}
+	if len(r.Attachments) > 0 {
+		b.WriteString(fmt.Sprintf("\nThey attached %d file(s), which follow (images inline, other files as links to GET with your bearer token):", len(r.Attachments)))
+		for _, a := range r.Attachments {
+			b.WriteString(fmt.Sprintf("\n- %s (%s, %s)", a.Name, a.MediaType, feedback.HumanBytes(int64(a.Bytes))))
+		}
 	}
 	return b.String()
 }

@@ -68,7 +68,7 @@ func (m *MCP) waitResult(ctx context.Context, rq *mcpRequest, req mcp.CallToolRe
 		if sess.Status == store.StatusSubmitted && el.complete(context.WithoutCancel(ctx)) {
 			settle(ctx)
 		}
-		return outcomeResult(sess, link, false), nil
+		return answerResult(context.WithoutCancel(ctx), rq, sess, link, false), nil
 	case err == nil:
 		ended("wait elapsed")
 		return outcomeResult(sess, link, true), nil

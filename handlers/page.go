@@ -28,7 +28,8 @@ import (
 //
 //	GET  /feedback/{id}              the shell (same bytes for every well-formed id)
 //	POST /feedback/{id}/view         {"token"} → the session as the person sees it
-//	POST /feedback/{id}/submit       {"token","answer":{selectedOptions,freeText,nonce}}
+//	POST /feedback/{id}/submit       {"token","answer":{selectedOptions,freeText,nonce,attachments}}
+//	POST /feedback/{id}/attachments  multipart "token", "file" (attach.go)
 //	GET  /feedback-static/{name}     CSS and JS
 //	GET  /ws/{id}                    live updates (ws.go)
 //
@@ -233,6 +234,16 @@ type PageView struct {
 	ExpiresAt     time.Time        `json:"expiresAt"`
 	Now           time.Time        `json:"now"`
 	Result        *store.Result    `json:"result,omitempty"`
+	// Attach, when set, lets the person attach files: the page checks
+	// size, count and type before it uploads (the server checks again).
+	Attach *AttachView `json:"attach,omitempty"`
+}
+
+// AttachView is what the page needs to know of the attachment rules.
+type AttachView struct {
+	MaxSize  int      `json:"maxSize"`
+	MaxFiles int      `json:"maxFiles"`
+	Types    []string `json:"types"`
 }
 
 // PageQuestion is one question of a form as the page shows it: the
@@ -337,7 +348,11 @@ func (h *Human) Submit(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Human) viewOf(sess *store.Session) PageView {
-	return PageViewOf(sess, h.svc.cfg.Now().UTC())
+	v := PageViewOf(sess, h.svc.cfg.Now().UTC())
+	if rules := h.svc.core.AttachRules(); rules.MaxFiles > 0 {
+		v.Attach = &AttachView{MaxSize: rules.MaxSize, MaxFiles: rules.MaxFiles, Types: rules.Types}
+	}
+	return v
 }
 
 // PageViewOf is sess as the person sees it at now: on the answer page and

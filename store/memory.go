@@ -275,6 +275,7 @@ func (m *Memory) Submit(ctx context.Context, id string, a Answer) (*Session, err
 				Via:             a.Via,
 				AnsweredBy:      a.By,
 				Answers:         bytes.Clone(a.Answers),
+				Attachments:     slices.Clone(a.Attachments),
 			}
 			s.Nonce = a.Nonce
 			s.UpdatedAt = now
@@ -448,6 +449,7 @@ func cloneSession(s *Session) *Session {
 		r := *s.Result
 		r.SelectedOptions = slices.Clone(s.Result.SelectedOptions)
 		r.Answers = bytes.Clone(s.Result.Answers)
+		r.Attachments = slices.Clone(s.Result.Attachments)
 		c.Result = &r
 	}
 	return &c

@@ -374,6 +374,7 @@ type redisAnswer struct {
 	Via             string          `json:"via,omitempty"`
 	By              string          `json:"by,omitempty"`
 	Answers         json.RawMessage `json:"answers,omitempty"`
+	Attachments     []AttachmentRef `json:"attachments,omitempty"`
 }
 
 // Create implements Store. Times are kept to the millisecond.
@@ -646,7 +647,7 @@ func (r *Redis) Peek(ctx context.Context, id string) (*Session, error) {
 // Submit implements Store.
 func (r *Redis) Submit(ctx context.Context, id string, a Answer) (*Session, error) {
 	// Never nil, so the stored JSON holds [] and every reader gets a list.
-	ans, err := json.Marshal(redisAnswer{SelectedOptions: append([]string{}, a.SelectedOptions...), FreeText: a.FreeText, Via: a.Via, By: a.By, Answers: a.Answers})
+	ans, err := json.Marshal(redisAnswer{SelectedOptions: append([]string{}, a.SelectedOptions...), FreeText: a.FreeText, Via: a.Via, By: a.By, Answers: a.Answers, Attachments: a.Attachments})
 	if err != nil {
 		return nil, fmt.Errorf("store: submit %s: encoding: %w", id, err)
 	}
@@ -863,7 +864,7 @@ func (r *Redis) decodeFields(id string, f *rawFields) (*qdata, *qstate, error) {
 		if err != nil {
 			return nil, nil, err
 		}
-		st.result = &Result{SelectedOptions: a.SelectedOptions, FreeText: a.FreeText, SubmittedAt: at, Via: a.Via, AnsweredBy: a.By, Answers: a.Answers}
+		st.result = &Result{SelectedOptions: a.SelectedOptions, FreeText: a.FreeText, SubmittedAt: at, Via: a.Via, AnsweredBy: a.By, Answers: a.Answers, Attachments: a.Attachments}
 	}
 	if st.status == StatusExpired {
 		// The timeout policy's answer, derived from the immutable form as
@@ -1009,6 +1010,7 @@ func (d *qdata) session(id string, st *qstate) *Session {
 		r := *st.result
 		r.SelectedOptions = slices.Clone(r.SelectedOptions)
 		r.Answers = bytes.Clone(r.Answers)
+		r.Attachments = slices.Clone(r.Attachments)
 		s.Result = &r
 	}
 	return s

@@ -53,6 +53,8 @@ type Result struct {
 	// ByTimeout: no person gave this answer; the question's timeout policy
 	// chose it when the deadline passed (Via is then "timeout").
 	ByTimeout bool `json:"byTimeout,omitempty"`
+	// Attachments are the files the person attached, in their order.
+	Attachments []AttachmentRef `json:"attachments,omitempty"`
 }
 
 // Session is one question to a person and, once given, its answer.
@@ -120,6 +122,9 @@ type Answer struct {
 	FreeText        string
 	// Answers is a form's answers, already checked (Result.Answers).
 	Answers json.RawMessage
+	// Attachments are the person's uploads the answer names, already
+	// checked to exist.
+	Attachments []AttachmentRef
 	// Nonce, when not empty, makes the submit idempotent: repeating it after
 	// success returns the stored session instead of ErrConflict.
 	Nonce string

@@ -7,10 +7,14 @@
 // scenario: choose (onTimeout choose, nobody answers) | form (a form of
 // questions answered over REST by the Go side) | form-elicit (the same
 // form answered in this client's own form elicitation) | image (an MCP
-// image content block passed on to the person).
+// image content block passed on to the person) | attachments (a question
+// whose answer carries the person's files: images come back as image
+// content, other files as resource links that this client downloads with
+// its own bearer token).
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { ElicitRequestSchema } from '@modelcontextprotocol/sdk/types.js';
+import { createHash } from 'node:crypto';
 
 const [kind, url, scenario] = process.argv.slice(2);
 const token = process.env.MCP_TOKEN;
@@ -85,6 +89,25 @@ async function main() {
         message: 'Is this pixel blue enough?', predefinedOptions: ['yes', 'no'],
         images: [{ type: 'image', data: png, mimeType: 'image/png' }] } });
       emit('created', { ...structured(created), png });
+      break;
+    }
+    case 'attachments': {
+      const created = await client.callTool({ name: 'interactive_feedback', arguments: { message: 'Paste a screenshot of the bug, and the report', allowFreeText: true } });
+      emit('created', structured(created));
+      const result = await client.callTool({ name: 'get_feedback_result', arguments: { sessionId: created.structuredContent.sessionId, wait: 110 } }, undefined, long);
+      // Every content block as the SDK parsed it; each link followed with
+      // this client's token, its bytes reported by hash.
+      const blocks = [];
+      for (const c of result.content ?? []) {
+        if (c.type === 'image') blocks.push({ type: c.type, mimeType: c.mimeType, sha256: createHash('sha256').update(Buffer.from(c.data, 'base64')).digest('hex') });
+        else if (c.type === 'resource_link') {
+          const r = await fetch(c.uri, { headers: { Authorization: `Bearer ${token}` } });
+          const body = Buffer.from(await r.arrayBuffer());
+          blocks.push({ type: c.type, uri: c.uri, name: c.name, mimeType: c.mimeType, size: c.size, status: r.status,
+            contentType: r.headers.get('content-type'), sha256: createHash('sha256').update(body).digest('hex') });
+        } else blocks.push({ type: c.type, text: c.text });
+      }
+      emit('result', { ...structured(result), blocks });
       break;
     }
     default:

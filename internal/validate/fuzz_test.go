@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/mcpfeedback/caddy-mcp-feedback/store"
@@ -141,6 +142,8 @@ func FuzzDecodeSubmit(f *testing.F) {
 		`{"freeText":"ok\udb40\udc69"}`, `{"freeText":"ok\u200b"}`, `{"freeText":"\ud83e\uddd1\u200d\ud83d\ude80"}`,
 		`{"answers":{"s":"x","m":["x","y"],"t":"hello","b":true,"n":2.5}}`, `{"answers":{"s":"z","n":1e999}}`,
 		`{"answers":{"s":"x","s":"y"}}`, `{"answers":[1]}`, `{"answers":{"b":"true","n":"2"}}`, `{"answers":{"m":["x","x"],"t":"a\u202eb"}}`,
+		`{"freeText":"see file","attachments":["abc","def"]}`, `{"attachments":["a","a"]}`, `{"attachments":[""]}`, `{"attachments":"a"}`,
+		`{"attachments":[1]}`, `{"attachments":["a b"]}`, `{"attachments":null}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -163,6 +166,17 @@ func FuzzDecodeSubmit(f *testing.F) {
 		}
 		if len(req.Nonce) > MaxNonceLength {
 			t.Fatalf("accepted nonce of %d bytes", len(req.Nonce))
+		}
+		// Accepted upload ids are few, distinct, short printable ASCII.
+		if len(req.Attachments) > MaxAttachmentIDs {
+			t.Fatalf("accepted %d attachments", len(req.Attachments))
+		}
+		seenIDs := map[string]bool{}
+		for _, a := range req.Attachments {
+			if a == "" || len(a) > MaxAttachmentIDLength || strings.ContainsFunc(a, func(r rune) bool { return r < 0x21 || r > 0x7e }) || seenIDs[a] {
+				t.Fatalf("accepted attachment id %q", a)
+			}
+			seenIDs[a] = true
 		}
 		for _, multi := range []bool{false, true} {
 			if CheckAnswer(req, options, multi, true) != nil {
@@ -241,4 +255,42 @@ func checkVisible(t *testing.T, s string) {
 			t.Fatalf("accepted %q with the invisible U+%04X at byte %d", s, r, i)
 		}
 	}
+}
+
+// FuzzCheckFile: an accepted file's type is on the allow-list and is what
+// the sniffer says its bytes are; a kept file name is one safe path element.
+func FuzzCheckFile(f *testing.F) {
+	for _, c := range []struct{ data, declared, name string }{
+		{"%PDF-1.7\n", "application/pdf", "a.pdf"}, {"hello\n", "text/plain", "../../etc/passwd"},
+		{"<html><script>", "text/plain", "x\u202egnp.exe"}, {"\x89PNG\r\n\x1a\n", "image/png", "C:\\a\\b.png"},
+		{"GIF89a", "image/gif; charset=x", "\"quoted\".gif"}, {"", "", ""}, {"x", "text/plain;;", "."},
+	} {
+		f.Add([]byte(c.data), c.declared, c.name)
+	}
+	allowed := AttachmentTypes
+	f.Fuzz(func(t *testing.T, data []byte, declared, name string) {
+		mt, verr := CheckFile(data, declared, allowed)
+		if verr != nil {
+			if verr.Message == "" {
+				t.Fatal("error without a message")
+			}
+		} else {
+			sniffed, _, _ := strings.Cut(http.DetectContentType(data), ";")
+			if !slices.Contains(allowed, mt) || sniffed != mt {
+				t.Fatalf("accepted %q as %s (sniffed %s)", declared, mt, sniffed)
+			}
+			if mt == "text/plain" && !utf8.Valid(data) {
+				t.Fatal("accepted text that is not UTF-8")
+			}
+		}
+		clean := CleanFileName(name)
+		if clean == "" || strings.ContainsAny(clean, "/\"\x00") || utf8.RuneCountInString(clean) > MaxFileNameChars || clean == "." || clean == ".." {
+			t.Fatalf("CleanFileName(%q) = %q", name, clean)
+		}
+		for _, r := range clean {
+			if unicode.IsControl(r) || unicode.Is(unicode.Cf, r) {
+				t.Fatalf("CleanFileName(%q) keeps %U", name, r)
+			}
+		}
+	})
 }

@@ -228,11 +228,14 @@ type SubmitRequest struct {
 	// Answers is a form's {question id: value}, raw until CheckForm checks
 	// it against the questions; nil when absent.
 	Answers map[string]json.RawMessage
+	// Attachments are the ids of the person's uploads the answer carries,
+	// each at most once; the core checks they exist.
+	Attachments []string
 }
 
 // DecodeSubmit parses a submit body.
 func DecodeSubmit(body []byte) (*SubmitRequest, *Error) {
-	fields, verr := decodeObject(body, []string{"selectedOptions", "freeText", "nonce", "answers"})
+	fields, verr := decodeObject(body, []string{"selectedOptions", "freeText", "nonce", "answers", "attachments"})
 	if verr != nil {
 		return nil, verr
 	}
@@ -246,6 +249,13 @@ func DecodeSubmit(body []byte) (*SubmitRequest, *Error) {
 			return nil, &Error{Code: verr.Code, Message: "answers: " + verr.Message}
 		}
 		req.Answers = ans
+	}
+	if raw, ok := fields["attachments"]; ok && !isNull(raw) {
+		ids, verr := decodeAttachmentIDs(raw)
+		if verr != nil {
+			return nil, verr
+		}
+		req.Attachments = ids
 	}
 	if raw, ok := fields["selectedOptions"]; ok && !isNull(raw) {
 		var arr []json.RawMessage
@@ -307,7 +317,8 @@ func CheckAnswer(req *SubmitRequest, options []string, multiSelect, allowFreeTex
 			return verr
 		}
 	}
-	if len(req.SelectedOptions) == 0 && strings.TrimSpace(req.FreeText) == "" {
+	// Files alone answer a question that takes the person's own words.
+	if len(req.SelectedOptions) == 0 && strings.TrimSpace(req.FreeText) == "" && (len(req.Attachments) == 0 || !allowFreeText) {
 		if allowFreeText {
 			return invalid("select an option or write an answer")
 		}
