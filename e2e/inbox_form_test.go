@@ -63,6 +63,12 @@ func TestInboxRicherQuestions(t *testing.T) {
 		chromedp.SendKeys(chromedp.CSS(formSel+` `+fq("count")), "3"),
 		chromedp.Click(chromedp.CSS(formSel+` `+fq("ok")+`[value="true"]`)),
 		chromedp.Click(chromedp.CSS(formSel+` button[type="submit"]`)))
+	// The answered card moves to the finished list; clicking the other
+	// before that layout change settles could land on the wrong place.
+	waitFor(t, tab, "the form answered", `!!document.querySelector('#done li.card[data-session="`+form.SessionID+`"]')`)
+	if got := eval[string](t, tab, card(form.SessionID)+`.querySelector('.status').textContent`); !strings.Contains(got, `env: "prod"`) || !strings.Contains(got, "count: 3") {
+		t.Errorf("the finished form shows %q", got)
+	}
 	step(t, tab, "send the recommended option", chromedp.Click(chromedp.CSS(`li.card[data-session="`+described.SessionID+`"] button[type="submit"]`)))
 	waitFor(t, tab, "both answered", `document.querySelectorAll('#done li.card').length === 2 && document.querySelectorAll('#open li.card').length === 0`)
 	checkAxe(t, tab, "inbox-richer-done")
