@@ -29,7 +29,8 @@ import (
 //
 //	GET    /inbox                        the page (signs in first)
 //	GET    /inbox/questions              the list, JSON (also the polling fallback)
-//	POST   /inbox/questions/{id}/answer  {"selectedOptions":[…],"freeText":"…","nonce":"…"}
+//	POST   /inbox/questions/{id}/answer  {"selectedOptions":[…],"freeText":"…","nonce":"…"} or {"answers":{…},…}
+//	POST   /inbox/questions/{id}/image/{n}  the asker's image n (POST: kept from cross-site pages)
 //	GET    /inbox/ws                     {"type":"changed"} when my questions change, on any instance
 //	POST   /inbox/push                   a PushSubscription: turn on notifications on this device
 //	DELETE /inbox/push                   {"endpoint":"…"}: turn them off
@@ -78,6 +79,7 @@ func (in *Inbox) Routes() map[string]http.Handler {
 		"/inbox":                          Methods(in.Page, http.MethodGet, http.MethodHead),
 		"/inbox/questions":                Methods(in.List, http.MethodGet),
 		"/inbox/questions/{id}/answer":    p(Methods(in.Answer, http.MethodPost)),
+		"/inbox/questions/{id}/image/{n}": p(Methods(in.Image, http.MethodPost)),
 		"/inbox/ws":                       Methods(in.WS, http.MethodGet),
 		"/inbox/push":                     p(Methods(in.Push, http.MethodPost, http.MethodDelete)),
 		"/inbox/sw.js":                    Methods(in.asset("sw.js", "../inbox"), http.MethodGet, http.MethodHead),
@@ -239,6 +241,26 @@ func (in *Inbox) Answer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, SubmitResponse{SessionID: result.ID, Status: result.Status, SubmittedAt: result.Result.SubmittedAt})
+}
+
+// Image handles POST /inbox/questions/{id}/image/{n}: the asker's image n
+// of a question I may see (mine, or addressed to me), with the answer
+// page's headers; the inbox shows it from a blob: URL. Someone else's
+// question is the same 404 as none. POST, with cross-origin protection,
+// so another site's page cannot embed it with my sign-in cookie.
+func (in *Inbox) Image(w http.ResponseWriter, r *http.Request) {
+	setPageHeaders(w, r)
+	p, ok := in.person(w, r)
+	if !ok {
+		return
+	}
+	sess, err := in.svc.core.GetForPerson(r.Context(), p.ID, r.PathValue("id"))
+	if err != nil {
+		in.svc.storeFailed(r, "get", err)
+		writeStoreError(w, err)
+		return
+	}
+	in.h.writeImage(w, r, sess)
 }
 
 // Push handles POST /inbox/push (a PushSubscription.toJSON() of this

@@ -46,11 +46,15 @@ type inboxServer struct {
 	push *notify.Pusher
 }
 
-func newInboxServer(t *testing.T) *inboxServer {
+func newInboxServer(t *testing.T, tweak ...func(*feedback.Config)) *inboxServer {
 	t.Helper()
 	st := store.NewMemory()
 	t.Cleanup(func() { _ = st.Close() })
-	svc := newServiceWith(t, st, feedback.Config{IndexByOwner: true})
+	cfg := feedback.Config{IndexByOwner: true}
+	for _, f := range tweak {
+		f(&cfg)
+	}
+	svc := newServiceWith(t, st, cfg)
 	hp, err := NewHuman(svc, HumanConfig{})
 	if err != nil {
 		t.Fatal(err)

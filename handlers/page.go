@@ -479,6 +479,14 @@ func (h *Human) Image(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	h.writeImage(w, r, sess)
+}
+
+// writeImage answers with sess's image number {n} of the path, for the
+// page and the inbox alike: the type found from the bytes at create, a
+// policy under which it can run nothing even opened on its own, and no
+// guessing of another type.
+func (h *Human) writeImage(w http.ResponseWriter, r *http.Request, sess *store.Session) {
 	n, err := strconv.Atoi(r.PathValue("n"))
 	if err != nil || strconv.Itoa(n) != r.PathValue("n") {
 		WriteError(w, http.StatusNotFound, "not_found", "no such image")

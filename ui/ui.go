@@ -114,6 +114,7 @@ type pageView struct {
 	HTMLLang  string
 	State     string
 	CSS, JS   string
+	FormJS    string // form.js, the builders page.js shares with the inbox
 	JSStrings map[string]string
 }
 
@@ -126,6 +127,7 @@ func RenderPage(w io.Writer, d PageData) error {
 		State:     "loading",
 		CSS:       d.StaticBase + "page.css?v=" + assets["page.css"].Version,
 		JS:        d.StaticBase + "page.js?v=" + assets["page.js"].Version,
+		FormJS:    d.StaticBase + "form.js?v=" + assets["form.js"].Version,
 		JSStrings: scriptStrings(d.Lang),
 	}
 	if d.SessionID == "" {
@@ -154,6 +156,7 @@ type inboxView struct {
 	L                 Lang
 	HTMLLang          string
 	CSS, InboxCSS, JS string
+	FormJS            string // form.js, the builders inbox.js shares with the page
 	Icon, Icon192     string
 	JSStrings         map[string]string
 }
@@ -166,6 +169,7 @@ func RenderInbox(w io.Writer, d InboxData) error {
 		CSS:       d.StaticBase + "page.css?v=" + assets["page.css"].Version,
 		InboxCSS:  d.StaticBase + "inbox.css?v=" + assets["inbox.css"].Version,
 		JS:        d.StaticBase + "inbox.js?v=" + assets["inbox.js"].Version,
+		FormJS:    d.StaticBase + "form.js?v=" + assets["form.js"].Version,
 		Icon:      d.StaticBase + "icon.svg?v=" + assets["icon.svg"].Version,
 		Icon192:   d.StaticBase + "icon-192.png?v=" + assets["icon-192.png"].Version,
 		JSStrings: prefixed(d.Lang, "inboxjs."),

@@ -3,12 +3,18 @@
 // inbox/questions/<id>/answer (the same exactly-once path), kept live over
 // one WebSocket (inbox/ws) with polling when it is down, the open count in
 // the title and the app badge, and per-device notifications (Web Push).
+// Options with descriptions and the recommended mark, and forms of
+// several questions, are built by form.js, the answer page's own builders,
+// so both read and check them alike; the asker's images are fetched with
+// the sign-in and shown from blob: URLs, as on the page.
 // Agent-supplied text is only ever set with textContent, except the
 // message, which the server has rendered from Markdown and sanitised.
 (function () {
   'use strict';
 
   var S = JSON.parse(document.getElementById('fb-strings').textContent);
+  var F = window.FBForm;
+  var labels = { recommended: S.recommended, required: S.required, yes: S.yes, no: S.no };
   var main = document.getElementById('main');
   var baseTitle = main.getAttribute('data-title') || document.title;
   var el = function (x) { return document.getElementById(x); };
@@ -160,6 +166,9 @@
     }
     li.appendChild(head);
     li.appendChild(messageNode(v.messageHtml));
+    if (v.images && v.images.length) {
+      li.appendChild(imagesNode(v));
+    }
     if (v.status === 'pending') {
       li.appendChild(buildForm(v));
     } else {
@@ -168,6 +177,12 @@
       var text = S['status.' + v.status] || v.status;
       if (v.result) {
         var parts = (v.result.selectedOptions || []).slice();
+        if (v.result.answers) {
+          // A form's answers, {id: value}, shown as id: value.
+          Object.keys(v.result.answers).forEach(function (k) {
+            parts.push(k + ': ' + JSON.stringify(v.result.answers[k]));
+          });
+        }
         if (v.result.freeText) {
           parts.push(v.result.freeText);
         }
@@ -179,11 +194,52 @@
     return li;
   }
 
+  // imagesNode shows the asker's images: fetched with the sign-in (POST,
+  // so no other site's page can embed them) and shown from blob: URLs,
+  // since the page's CSP allows no remote images.
+  function imagesNode(v) {
+    var box = document.createElement('div');
+    box.className = 'images';
+    v.images.forEach(function (ref, i) {
+      var fig = document.createElement('figure');
+      var img = document.createElement('img');
+      img.alt = ref.alt || fill(S.imageAlt, { n: i + 1 });
+      img.width = ref.width;
+      img.height = ref.height;
+      img.id = 'image-' + v.sessionId + '-' + i;
+      fig.appendChild(img);
+      if (ref.alt) {
+        var cap = document.createElement('figcaption');
+        cap.dir = 'auto';
+        cap.textContent = ref.alt;
+        fig.appendChild(cap);
+      }
+      box.appendChild(fig);
+      fetch(base + '/questions/' + encodeURIComponent(v.sessionId) + '/image/' + i, {
+        method: 'POST', credentials: 'same-origin', cache: 'no-store'
+      }).then(function (r) {
+        if (!r.ok) {
+          throw new Error('status ' + r.status);
+        }
+        return r.blob();
+      }).then(function (b) {
+        img.src = URL.createObjectURL(b);
+        img.setAttribute('data-loaded', '1');
+      }).catch(function () {
+        img.setAttribute('data-loaded', 'failed');
+      });
+    });
+    return box;
+  }
+
   function buildForm(v) {
     var form = document.createElement('form');
     form.className = 'answer';
     form.noValidate = true;
+    var prefix = v.sessionId + '-';
     var opts = v.options || [];
+    var details = v.optionDetails || [];
+    var qs = v.questions || [];
     if (opts.length) {
       var fs = document.createElement('fieldset');
       fs.className = 'options';
@@ -193,22 +249,21 @@
       var list = document.createElement('div');
       list.className = 'option-list';
       opts.forEach(function (o, i) {
-        var label = document.createElement('label');
-        label.className = 'option';
-        var input = document.createElement('input');
-        input.type = v.multiSelect ? 'checkbox' : 'radio';
-        input.name = 'option-' + v.sessionId;
-        input.value = o;
-        input.id = 'option-' + v.sessionId + '-' + i;
-        var span = document.createElement('span');
-        span.textContent = o;
-        span.dir = 'auto';
-        label.appendChild(input);
-        label.appendChild(span);
-        list.appendChild(label);
+        var opt = F.optionEl(v.multiSelect ? 'checkbox' : 'radio', 'option-' + v.sessionId, 'option-' + v.sessionId, i, o, details[i], labels);
+        if (v.preselect && details[i] && details[i].recommended) {
+          // Only because the asker said so (preselectRecommended).
+          opt.querySelector('input').checked = true;
+        }
+        list.appendChild(opt);
       });
       fs.appendChild(list);
       form.appendChild(fs);
+    }
+    if (qs.length) {
+      var qbox = document.createElement('div');
+      qbox.className = 'questions';
+      F.buildQuestions(qbox, qs, labels, prefix);
+      form.appendChild(qbox);
     }
     var ta = null;
     if (v.allowFreeText) {
@@ -220,7 +275,7 @@
       ta.rows = 3;
       ta.maxLength = v.maxFreeText || 10000;
       fl.htmlFor = ta.id;
-      fl.textContent = opts.length ? S.writeOwn : S.yourAnswer;
+      fl.textContent = opts.length || qs.length ? S.writeOwn : S.yourAnswer;
       wrap.appendChild(fl);
       wrap.appendChild(ta);
       form.appendChild(wrap);
@@ -235,24 +290,53 @@
     btn.className = 'primary';
     btn.textContent = S.send;
     form.appendChild(btn);
+    function fail(text) {
+      err.textContent = text;
+      err.hidden = false;
+    }
     form.addEventListener('submit', function (ev) {
       ev.preventDefault();
-      var chosen = Array.prototype.filter.call(form.querySelectorAll('input'), function (i) { return i.checked; })
-        .map(function (i) { return i.value; });
       var text = ta ? ta.value : '';
-      if (!chosen.length && !text.trim()) {
-        err.textContent = v.allowFreeText ? S.chooseOrWrite : S.chooseOnly;
-        err.hidden = false;
-        return;
+      var c = cards[v.sessionId];
+      var answer;
+      if (qs.length) {
+        // The page's checks, with the page's messages.
+        var fa = F.formAnswers(form, qs, prefix);
+        if (fa.bad) {
+          fail(fill(S.errNumber, { q: F.questionTitle(form, fa.bad, prefix) }));
+          F.focusQuestion(form, fa.bad, prefix);
+          return;
+        }
+        if (fa.missing) {
+          fail(fill(S.errRequired, { q: F.questionTitle(form, fa.missing, prefix) }));
+          F.focusQuestion(form, fa.missing, prefix);
+          return;
+        }
+        if (!Object.keys(fa.answers).length && !text.trim()) {
+          fail(S.errForm);
+          return;
+        }
+        answer = { answers: fa.answers };
+      } else {
+        var chosen = Array.prototype.filter.call(form.querySelectorAll('input[name="option-' + v.sessionId + '"]'), function (i) { return i.checked; })
+          .map(function (i) { return i.value; });
+        if (!chosen.length && !text.trim()) {
+          fail(v.allowFreeText ? S.chooseOrWrite : S.chooseOnly);
+          return;
+        }
+        answer = { selectedOptions: chosen };
       }
+      if (v.allowFreeText) {
+        answer.freeText = text;
+      }
+      answer.nonce = c ? c.nonce : randomNonce();
       err.hidden = true;
       btn.disabled = true;
       btn.textContent = S.sending;
-      var c = cards[v.sessionId];
       fetch(base + '/questions/' + encodeURIComponent(v.sessionId) + '/answer', {
         method: 'POST', credentials: 'same-origin', cache: 'no-store',
         headers: { 'Content-Type': 'application/json' },
-        body: JSON.stringify({ selectedOptions: chosen, freeText: text, nonce: c ? c.nonce : randomNonce() })
+        body: JSON.stringify(answer)
       }).then(function (r) {
         return r.json().catch(function () { return {}; }).then(function (b) {
           if (!r.ok) {
@@ -261,8 +345,7 @@
           announce(S.sent);
         });
       }).catch(function (e) {
-        err.textContent = fill(S.failed, { m: e.message });
-        err.hidden = false;
+        fail(fill(S.failed, { m: e.message }));
       }).then(function () {
         btn.disabled = false;
         btn.textContent = S.send;
