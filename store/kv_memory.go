@@ -80,57 +80,48 @@ func (k *memKV) liveVal(key string, now time.Time) (kvEntry, bool) {
 	}
 	if !now.Before(e.until) {
 		k.dropVal(key, e)
-		return e, false
+		// Nothing is there any more: callers that count bytes must not
+		// subtract this value twice.
+		return kvEntry{}, false
 	}
 	return e, true
 }
 
 func (k *memKV) Put(ctx context.Context, key string, value []byte, ttl time.Duration) error {
+	_, err := k.put(key, value, ttl, false)
+	return err
+}
+
+func (k *memKV) PutNew(ctx context.Context, key string, value []byte, ttl time.Duration) (bool, error) {
+	return k.put(key, value, ttl, true)
+}
+
+// put stores value under key (only when nothing live is there, if
+// onlyNew) and reports whether it did.
+func (k *memKV) put(key string, value []byte, ttl time.Duration, onlyNew bool) (bool, error) {
 	if err := checkKVPut(key, value, ttl); err != nil {
-		return err
+		return false, err
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if err := k.usable(); err != nil {
-		return err
+		return false, err
 	}
 	now := k.now()
 	old, ok := k.liveVal(key, now)
+	if ok && onlyNew {
+		return false, nil
+	}
 	if err := k.roomFor(len(value) - len(old.v)); err != nil {
-		return err
+		return false, err
 	}
 	if !ok {
 		if err := k.room(); err != nil {
-			return err
+			return false, err
 		}
 		k.count++
 	}
 	k.bytes += len(value) - len(old.v)
-	k.vals[key] = kvEntry{v: append([]byte(nil), value...), until: now.Add(ttl)}
-	return nil
-}
-
-func (k *memKV) PutNew(ctx context.Context, key string, value []byte, ttl time.Duration) (bool, error) {
-	if err := checkKVPut(key, value, ttl); err != nil {
-		return false, err
-	}
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if err := k.usable(); err != nil {
-		return false, err
-	}
-	now := k.now()
-	if _, ok := k.liveVal(key, now); ok {
-		return false, nil
-	}
-	if err := k.room(); err != nil {
-		return false, err
-	}
-	if err := k.roomFor(len(value)); err != nil {
-		return false, err
-	}
-	k.count++
-	k.bytes += len(value)
 	k.vals[key] = kvEntry{v: append([]byte(nil), value...), until: now.Add(ttl)}
 	return true, nil
 }

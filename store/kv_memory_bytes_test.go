@@ -63,3 +63,21 @@ func TestMemoryKVByteCap(t *testing.T) {
 		t.Fatalf("after expiry: %v", err)
 	}
 }
+
+// TestMemoryKVBytesAfterExpiry: replacing an expired value counts only the
+// new one (the expired one was already taken off when it was dropped).
+func TestMemoryKVBytesAfterExpiry(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	k := newMemKV(func() time.Time { return now })
+	ctx := t.Context()
+	if err := k.Put(ctx, "a", make([]byte, 100), time.Second); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(2 * time.Second)
+	if err := k.Put(ctx, "a", make([]byte, 10), time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if k.bytes != 10 || k.count != 1 {
+		t.Fatalf("after replacing an expired value: %d bytes, %d records; want 10, 1", k.bytes, k.count)
+	}
+}

@@ -23,23 +23,17 @@ func (r *Redis) kvErr(op, key string, err error) error {
 
 // Put implements KV.
 func (r *Redis) Put(ctx context.Context, key string, value []byte, ttl time.Duration) error {
-	if err := checkKVPut(key, value, ttl); err != nil {
-		return err
-	}
-	if r.closed.Load() {
-		return ErrUnavailable
-	}
-	ctx, cancel := withDefaultTimeout(ctx)
-	defer cancel()
-	cmd := r.client.B().Set().Key(r.kvKey(key)).Value(rueidis.BinaryString(value)).PxMilliseconds(ttlMs(ttl)).Build()
-	if err := r.client.Do(ctx, cmd).Error(); err != nil {
-		return r.kvErr("put", key, err)
-	}
-	return nil
+	_, err := r.kvStore(ctx, "put", key, value, ttl, false)
+	return err
 }
 
 // PutNew implements KV.
 func (r *Redis) PutNew(ctx context.Context, key string, value []byte, ttl time.Duration) (bool, error) {
+	return r.kvStore(ctx, "put-new", key, value, ttl, true)
+}
+
+// kvStore is SET … PX, with NX when onlyNew; it reports whether it stored.
+func (r *Redis) kvStore(ctx context.Context, op, key string, value []byte, ttl time.Duration, onlyNew bool) (bool, error) {
 	if err := checkKVPut(key, value, ttl); err != nil {
 		return false, err
 	}
@@ -48,13 +42,18 @@ func (r *Redis) PutNew(ctx context.Context, key string, value []byte, ttl time.D
 	}
 	ctx, cancel := withDefaultTimeout(ctx)
 	defer cancel()
-	cmd := r.client.B().Set().Key(r.kvKey(key)).Value(rueidis.BinaryString(value)).Nx().PxMilliseconds(ttlMs(ttl)).Build()
+	var cmd rueidis.Completed
+	if onlyNew {
+		cmd = r.client.B().Set().Key(r.kvKey(key)).Value(rueidis.BinaryString(value)).Nx().PxMilliseconds(ttlMs(ttl)).Build()
+	} else {
+		cmd = r.client.B().Set().Key(r.kvKey(key)).Value(rueidis.BinaryString(value)).PxMilliseconds(ttlMs(ttl)).Build()
+	}
 	err := r.client.Do(ctx, cmd).Error()
 	switch {
-	case rueidis.IsRedisNil(err):
+	case onlyNew && rueidis.IsRedisNil(err):
 		return false, nil
 	case err != nil:
-		return false, r.kvErr("put-new", key, err)
+		return false, r.kvErr(op, key, err)
 	}
 	return true, nil
 }
