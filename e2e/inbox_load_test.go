@@ -10,7 +10,8 @@ import (
 )
 
 // TestInboxThousandOpenQuestions: a person with 1,000 open questions sees
-// every one of them in the inbox, newest first. How long the page takes to
+// every one of them in the inbox (their order is feedback's
+// TestInboxNewestFirstOwnOnly: here many share a millisecond). How long the page takes to
 // show them (request, render, in headless Chromium on this machine) is
 // logged as a figure, not asserted.
 func TestInboxThousandOpenQuestions(t *testing.T) {
@@ -18,19 +19,14 @@ func TestInboxThousandOpenQuestions(t *testing.T) {
 	sites := strings.Replace(inboxSites(t), "\t\tinbox\n", "\t\tinbox\n\t\tmax_pending_per_subject off\n\t\tcreates_per_minute off\n", 1)
 	c := startCaddy(t, sites)
 	alice := token(t, "alice")
-	var last string
 	for i := range n {
-		cr, _ := createSession(t, c.Client, c.HTTP, alice, fmt.Sprintf(`{"message":"Question %d: **ship** it?","predefinedOptions":["yes","no"]}`, i))
-		last = cr.SessionID
+		createSession(t, c.Client, c.HTTP, alice, fmt.Sprintf(`{"message":"Question %d: **ship** it?","predefinedOptions":["yes","no"]}`, i))
 	}
 	tab := aliceTab(t, c)
 	start := time.Now()
 	step(t, tab, "open the inbox", chromedp.Navigate(c.HTTP+"/inbox"))
 	waitFor(t, tab, "1,000 cards", fmt.Sprintf(`document.querySelectorAll('#open li.card').length === %d`, n))
 	took := time.Since(start)
-	if first := eval[string](t, tab, `document.querySelector('#open li.card [id^="q-"]').id`); !strings.Contains(first, last) {
-		t.Errorf("the first card is %q, want the newest question %s", first, last)
-	}
 	if title := eval[string](t, tab, `document.title`); title != fmt.Sprintf("(%d) Inbox", n) {
 		t.Errorf("title %q", title)
 	}
