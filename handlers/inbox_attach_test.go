@@ -3,7 +3,9 @@ package handlers
 import (
 	"encoding/json"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/mcpfeedback/caddy-mcp-feedback/feedback"
 	"github.com/mcpfeedback/caddy-mcp-feedback/store"
@@ -16,9 +18,13 @@ import (
 // file uploaded from the inbox is carried by the inbox's answer exactly as
 // the page's submit carries it.
 func TestInboxAttachHostileInput(t *testing.T) {
+	// The clock moves on only for the expired question below (atomic: the
+	// server's goroutines read it).
+	var skew atomic.Int64
 	s := newInboxServer(t, func(c *feedback.Config) {
 		c.Attach = testRules()
 		c.Attach.MaxSize = 4 << 10
+		c.Now = func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
 	})
 	mine, _ := create(t, s.svc, mint(t, "alice"), `{"message":"logs?"}`)
 	bobs, _ := create(t, s.svc, mint(t, "bob"), `{"message":"bob's"}`)
@@ -108,5 +114,19 @@ func TestInboxAttachHostileInput(t *testing.T) {
 	}
 	if resp, body := s.req(t, "DELETE", up(mine)+"/"+ids[0], "", "X-Test-Person", "alice"); resp.StatusCode != 409 {
 		t.Fatalf("remove from an answered question: %d %s", resp.StatusCode, body)
+	}
+
+	// A withdrawn question, and one past its deadline, take no file.
+	withdrawn, _ := create(t, s.svc, mint(t, "alice"), `{"message":"never mind"}`)
+	if _, err := s.svc.core.Withdraw(t.Context(), store.Owner{Subject: "alice"}, withdrawn); err != nil {
+		t.Fatal(err)
+	}
+	if resp, body := s.req(t, "POST", up(withdrawn), pdf, "X-Test-Person", "alice", "Content-Type", pdfType); resp.StatusCode != 410 || !strings.Contains(body, `"message"`) {
+		t.Fatalf("upload to a withdrawn question: %d %s", resp.StatusCode, body)
+	}
+	late, _ := create(t, s.svc, mint(t, "alice"), `{"message":"quick","timeout":60}`)
+	skew.Store(int64(2 * time.Minute))
+	if resp, body := s.req(t, "POST", up(late), pdf, "X-Test-Person", "alice", "Content-Type", pdfType); resp.StatusCode != 410 || !strings.Contains(body, `"message"`) {
+		t.Fatalf("upload to an expired question: %d %s", resp.StatusCode, body)
 	}
 }
