@@ -86,7 +86,7 @@
   function render(qs) {
     var open = el('open'), done = el('done');
     var seen = {};
-    var openCount = 0;
+    var openCount = 0, doneCount = 0;
     qs.forEach(function (v) {
       seen[v.sessionId] = true;
       var c = cards[v.sessionId];
@@ -104,9 +104,18 @@
           announce(fill(S.closed, { s: S['status.' + v.status] || v.status }));
         }
       }
-      (pending ? open : done).appendChild(c.li); // keeps the server's order: newest first
+      // The server's order, newest first; a card already in its place is
+      // left alone, since moving a node takes the focus out of it (and
+      // drops the file input a person is picking with).
+      var list = pending ? open : done;
+      var at = list.children[pending ? openCount : doneCount];
+      if (at !== c.li) {
+        list.insertBefore(c.li, at || null);
+      }
       if (pending) {
         openCount++;
+      } else {
+        doneCount++;
       }
     });
     Object.keys(cards).forEach(function (id) {
