@@ -54,8 +54,8 @@ func TestInboxRicherQuestions(t *testing.T) {
 	// Sending with the required question unanswered names it, as the page does.
 	formSel := `li.card[data-session="` + form.SessionID + `"]`
 	step(t, tab, "send the form too early", chromedp.Click(chromedp.CSS(formSel+` button[type="submit"]`)))
-	waitFor(t, tab, "the form's error", card(form.SessionID)+`.querySelector('.form-error').textContent !== ''`)
-	if got := eval[string](t, tab, card(form.SessionID)+`.querySelector('.form-error').textContent`); !strings.Contains(got, "Deploy where?") {
+	waitFor(t, tab, "the form's error", card(form.SessionID)+`.querySelector('form.answer > .form-error').textContent !== ''`)
+	if got := eval[string](t, tab, card(form.SessionID)+`.querySelector('form.answer > .form-error').textContent`); !strings.Contains(got, "Deploy where?") {
 		t.Errorf("sending early says %q", got)
 	}
 	step(t, tab, "answer the form",

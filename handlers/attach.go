@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"mime/multipart"
 	"net/http"
 	"strconv"
 	"strings"
@@ -41,9 +42,34 @@ const uploadOverhead = 16 << 10
 // 100 KiB/s is under a minute.
 const uploadReadTimeout = 2 * time.Minute
 
-// Upload handles POST /feedback/{id}/attachments.
+// Upload handles POST /feedback/{id}/attachments: the question is the one
+// the capability token in the first multipart field opens.
 func (h *Human) Upload(w http.ResponseWriter, r *http.Request) {
 	setPageHeaders(w, r)
+	h.receiveUpload(w, r, `the second multipart field must be "file", the file to attach`, func(mr *multipart.Reader, tooBig string) (*store.Session, bool) {
+		// The token comes first, so that nobody without it gets the file
+		// read (or learns anything from the checks on it).
+		part, err := mr.NextPart()
+		if err != nil || part.FormName() != "token" {
+			WriteError(w, http.StatusBadRequest, "invalid_request", `the first multipart field must be "token" (the answer link's token), then "file"`)
+			return nil, false
+		}
+		tok, err := io.ReadAll(io.LimitReader(part, feedback.MaxTokenLength+1))
+		if err != nil {
+			uploadReadFailed(w, err, tooBig)
+			return nil, false
+		}
+		return h.sessionForToken(w, r, string(tok))
+	})
+}
+
+// receiveUpload is the upload both the answer page and the inbox make:
+// the checks on the request, the multipart parsing and the core's Attach.
+// They differ only in how the question is found and the right to it
+// proven; session does that (having answered when it returns false)
+// before a byte of the file is read. fileField says where the "file"
+// field belongs in this endpoint's body.
+func (h *Human) receiveUpload(w http.ResponseWriter, r *http.Request, fileField string, session func(mr *multipart.Reader, tooBig string) (*store.Session, bool)) {
 	rules := h.svc.core.AttachRules()
 	if rules.MaxFiles <= 0 {
 		WriteError(w, http.StatusForbidden, "attachments_off", "this server takes no attachments")
@@ -66,29 +92,17 @@ func (h *Human) Upload(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusBadRequest, "invalid_request", "the multipart body could not be read: "+err.Error())
 		return
 	}
-	// The token comes first, so that nobody without it gets the file read
-	// (or learns anything from the checks on it).
-	part, err := mr.NextPart()
-	if err != nil || part.FormName() != "token" {
-		WriteError(w, http.StatusBadRequest, "invalid_request", `the first multipart field must be "token" (the answer link's token), then "file"`)
-		return
-	}
-	tok, err := io.ReadAll(io.LimitReader(part, feedback.MaxTokenLength+1))
-	if err != nil {
-		uploadReadFailed(w, err, tooBig)
-		return
-	}
-	sess, ok := h.sessionForToken(w, r, string(tok))
+	sess, ok := session(mr, tooBig)
 	if !ok {
 		return
 	}
-	part, err = mr.NextPart()
+	part, err := mr.NextPart()
 	if err != nil || part.FormName() != "file" {
 		if err != nil && !errors.Is(err, io.EOF) {
 			uploadReadFailed(w, err, tooBig)
 			return
 		}
-		WriteError(w, http.StatusBadRequest, "invalid_request", `the second multipart field must be "file", the file to attach`)
+		WriteError(w, http.StatusBadRequest, "invalid_request", fileField)
 		return
 	}
 	data, err := io.ReadAll(io.LimitReader(part, int64(rules.MaxSize)+1))
@@ -132,6 +146,11 @@ func (h *Human) Unattach(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	h.removeUpload(w, r, sess)
+}
+
+// removeUpload takes upload {aid} out of sess, for the page and the inbox.
+func (h *Human) removeUpload(w http.ResponseWriter, r *http.Request, sess *store.Session) {
 	if err := h.svc.core.Unattach(r.Context(), sess, r.PathValue("aid")); err != nil {
 		h.svc.attachFailed(w, r, err)
 		return

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"mime/multipart"
 	"net/http"
 	"strings"
 	"sync"
@@ -31,6 +32,8 @@ import (
 //	GET    /inbox/questions              the list, JSON (also the polling fallback)
 //	POST   /inbox/questions/{id}/answer  {"selectedOptions":[…],"freeText":"…","nonce":"…"} or {"answers":{…},…}
 //	POST   /inbox/questions/{id}/image/{n}  the asker's image n (POST: kept from cross-site pages)
+//	POST   /inbox/questions/{id}/attachments        multipart "file" → the upload's ref (as the page's, by sign-in)
+//	DELETE /inbox/questions/{id}/attachments/{aid}  take an upload out again
 //	GET    /inbox/ws                     {"type":"changed"} when my questions change, on any instance
 //	POST   /inbox/push                   a PushSubscription: turn on notifications on this device
 //	DELETE /inbox/push                   {"endpoint":"…"}: turn them off
@@ -76,16 +79,18 @@ func NewInbox(h *Human, cfg InboxConfig) (*Inbox, error) {
 func (in *Inbox) Routes() map[string]http.Handler {
 	p := in.h.Protect
 	return map[string]http.Handler{
-		"/inbox":                          Methods(in.Page, http.MethodGet, http.MethodHead),
-		"/inbox/questions":                Methods(in.List, http.MethodGet),
-		"/inbox/questions/{id}/answer":    p(Methods(in.Answer, http.MethodPost)),
-		"/inbox/questions/{id}/image/{n}": p(Methods(in.Image, http.MethodPost)),
-		"/inbox/ws":                       Methods(in.WS, http.MethodGet),
-		"/inbox/push":                     p(Methods(in.Push, http.MethodPost, http.MethodDelete)),
-		"/inbox/sw.js":                    Methods(in.asset("sw.js", "../inbox"), http.MethodGet, http.MethodHead),
-		"/inbox/manifest.webmanifest":     Methods(in.asset("manifest.webmanifest", ""), http.MethodGet, http.MethodHead),
-		"/inbox/{rest...}":                http.HandlerFunc(UnknownEndpoint),
-		"/inbox/questions/{id}/{rest...}": http.HandlerFunc(UnknownEndpoint),
+		"/inbox":                                  Methods(in.Page, http.MethodGet, http.MethodHead),
+		"/inbox/questions":                        Methods(in.List, http.MethodGet),
+		"/inbox/questions/{id}/answer":            p(Methods(in.Answer, http.MethodPost)),
+		"/inbox/questions/{id}/image/{n}":         p(Methods(in.Image, http.MethodPost)),
+		"/inbox/questions/{id}/attachments":       p(Methods(in.Upload, http.MethodPost)),
+		"/inbox/questions/{id}/attachments/{aid}": p(Methods(in.Unattach, http.MethodDelete)),
+		"/inbox/ws":                               Methods(in.WS, http.MethodGet),
+		"/inbox/push":                             p(Methods(in.Push, http.MethodPost, http.MethodDelete)),
+		"/inbox/sw.js":                            Methods(in.asset("sw.js", "../inbox"), http.MethodGet, http.MethodHead),
+		"/inbox/manifest.webmanifest":             Methods(in.asset("manifest.webmanifest", ""), http.MethodGet, http.MethodHead),
+		"/inbox/{rest...}":                        http.HandlerFunc(UnknownEndpoint),
+		"/inbox/questions/{id}/{rest...}":         http.HandlerFunc(UnknownEndpoint),
 	}
 }
 
@@ -261,6 +266,49 @@ func (in *Inbox) Image(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	in.h.writeImage(w, r, sess)
+}
+
+// Upload handles POST /inbox/questions/{id}/attachments: the answer page's
+// upload for a question I may answer (mine, or addressed to me), proven by
+// my sign-in, so the multipart body is the "file" field alone. Someone
+// else's question is the same 404 as none, answered before the file is
+// read.
+func (in *Inbox) Upload(w http.ResponseWriter, r *http.Request) {
+	setPageHeaders(w, r)
+	p, ok := in.person(w, r)
+	if !ok {
+		return
+	}
+	in.h.receiveUpload(w, r, `the body must be one multipart field, "file": the file to attach (the inbox needs no token)`, func(*multipart.Reader, string) (*store.Session, bool) {
+		return in.sessionFor(w, r, p)
+	})
+}
+
+// Unattach handles DELETE /inbox/questions/{id}/attachments/{aid}: 204,
+// also for an upload that is already gone, as on the answer page.
+func (in *Inbox) Unattach(w http.ResponseWriter, r *http.Request) {
+	setPageHeaders(w, r)
+	p, ok := in.person(w, r)
+	if !ok {
+		return
+	}
+	sess, ok := in.sessionFor(w, r, p)
+	if !ok {
+		return
+	}
+	in.h.removeUpload(w, r, sess)
+}
+
+// sessionFor is question {id} if p may see it; otherwise it has answered
+// (404 for someone else's, as for none).
+func (in *Inbox) sessionFor(w http.ResponseWriter, r *http.Request, p identity.Person) (*store.Session, bool) {
+	sess, err := in.svc.core.GetForPerson(r.Context(), p.ID, r.PathValue("id"))
+	if err != nil {
+		in.svc.storeFailed(r, "get", err)
+		writeStoreError(w, err)
+		return nil, false
+	}
+	return sess, true
 }
 
 // Push handles POST /inbox/push (a PushSubscription.toJSON() of this

@@ -23,13 +23,20 @@ func TestInboxStrings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	given := inboxStrings(En) // the inbox's own, and the page's for attach.js
 	for _, m := range regexp.MustCompile(`S(?:\.([a-zA-Z]+)|\['([a-zA-Z.]+)'\])`).FindAllSubmatch(js, -1) {
 		key := string(m[1]) + string(m[2])
 		if strings.HasSuffix(key, ".") { // S['status.' + status]: checked below
 			continue
 		}
-		if _, ok := texts[En]["inboxjs."+key]; !ok {
+		if _, ok := given[key]; !ok {
 			t.Errorf("inbox.js uses unknown string %q", key)
+		}
+	}
+	// What attach.js reads from the strings it is given.
+	for _, k := range []string{"attach.hint", "attach.tooBig", "attach.tooMany", "attach.type", "attach.failed", "attach.uploading", "attach.done", "attach.remove", "attach.network"} {
+		if given[k] == "" || inboxStrings(Zh)[k] == "" {
+			t.Errorf("the inbox gets no string %s", k)
 		}
 	}
 	for _, st := range []string{"pending", "submitted", "expired", "cancelled"} {

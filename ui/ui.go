@@ -115,6 +115,7 @@ type pageView struct {
 	State     string
 	CSS, JS   string
 	FormJS    string // form.js, the builders page.js shares with the inbox
+	AttachJS  string // attach.js, the attachments page.js shares with the inbox
 	JSStrings map[string]string
 }
 
@@ -128,6 +129,7 @@ func RenderPage(w io.Writer, d PageData) error {
 		CSS:       d.StaticBase + "page.css?v=" + assets["page.css"].Version,
 		JS:        d.StaticBase + "page.js?v=" + assets["page.js"].Version,
 		FormJS:    d.StaticBase + "form.js?v=" + assets["form.js"].Version,
+		AttachJS:  d.StaticBase + "attach.js?v=" + assets["attach.js"].Version,
 		JSStrings: scriptStrings(d.Lang),
 	}
 	if d.SessionID == "" {
@@ -157,8 +159,23 @@ type inboxView struct {
 	HTMLLang          string
 	CSS, InboxCSS, JS string
 	FormJS            string // form.js, the builders inbox.js shares with the page
+	AttachJS          string // attach.js, the attachments inbox.js shares with the page
 	Icon, Icon192     string
 	JSStrings         map[string]string
+}
+
+// inboxStrings are the inbox script's strings, with the answer page's for
+// attachments (attach.js), which both show alike.
+func inboxStrings(l Lang) map[string]string {
+	out := prefixed(l, "inboxjs.")
+	for k, v := range prefixed(l, "js.attach.") {
+		out["attach."+k] = v
+	}
+	for _, k := range []string{"attach.label", "attach.pick", "attach.camera"} {
+		out[k] = texts[l][k]
+	}
+	out["attach.network"] = texts[l]["js.err.network"]
+	return out
 }
 
 // RenderInbox writes the inbox shell. It carries no question: the script
@@ -170,9 +187,10 @@ func RenderInbox(w io.Writer, d InboxData) error {
 		InboxCSS:  d.StaticBase + "inbox.css?v=" + assets["inbox.css"].Version,
 		JS:        d.StaticBase + "inbox.js?v=" + assets["inbox.js"].Version,
 		FormJS:    d.StaticBase + "form.js?v=" + assets["form.js"].Version,
+		AttachJS:  d.StaticBase + "attach.js?v=" + assets["attach.js"].Version,
 		Icon:      d.StaticBase + "icon.svg?v=" + assets["icon.svg"].Version,
 		Icon192:   d.StaticBase + "icon-192.png?v=" + assets["icon-192.png"].Version,
-		JSStrings: prefixed(d.Lang, "inboxjs."),
+		JSStrings: inboxStrings(d.Lang),
 	}
 	var buf bytes.Buffer
 	if err := inbox.Execute(&buf, v); err != nil {

@@ -6,7 +6,8 @@
 // Options with descriptions and the recommended mark, and forms of
 // several questions, are built by form.js, the answer page's own builders,
 // so both read and check them alike; the asker's images are fetched with
-// the sign-in and shown from blob: URLs, as on the page.
+// the sign-in and shown from blob: URLs, as on the page; files are
+// attached with attach.js, the page's own code, by sign-in.
 // Agent-supplied text is only ever set with textContent, except the
 // message, which the server has rendered from Markdown and sanitised.
 (function () {
@@ -85,7 +86,7 @@
   function render(qs) {
     var open = el('open'), done = el('done');
     var seen = {};
-    var openCount = 0;
+    var openCount = 0, doneCount = 0;
     qs.forEach(function (v) {
       seen[v.sessionId] = true;
       var c = cards[v.sessionId];
@@ -103,9 +104,18 @@
           announce(fill(S.closed, { s: S['status.' + v.status] || v.status }));
         }
       }
-      (pending ? open : done).appendChild(c.li); // keeps the server's order: newest first
+      // The server's order, newest first; a card already in its place is
+      // left alone, since moving a node takes the focus out of it (and
+      // drops the file input a person is picking with).
+      var list = pending ? open : done;
+      var at = list.children[pending ? openCount : doneCount];
+      if (at !== c.li) {
+        list.insertBefore(c.li, at || null);
+      }
       if (pending) {
         openCount++;
+      } else {
+        doneCount++;
       }
     });
     Object.keys(cards).forEach(function (id) {
@@ -280,6 +290,26 @@
       wrap.appendChild(ta);
       form.appendChild(wrap);
     }
+    var sending = false;
+    var attach = null;
+    if (v.attach && v.attach.maxFiles) {
+      // The page's attachments (attach.js), sent with the sign-in cookie
+      // to this question's inbox endpoint instead of with a token.
+      var els = window.FBAttach.build('attach-' + v.sessionId, { label: S['attach.label'], pick: S['attach.pick'], camera: S['attach.camera'] });
+      form.appendChild(els.wrap);
+      var as = { network: S['attach.network'] };
+      Object.keys(S).forEach(function (k) {
+        if (k.indexOf('attach.') === 0) {
+          as[k] = S[k];
+        }
+      });
+      attach = window.FBAttach.widget(els, {
+        rules: v.attach, url: base + '/questions/' + encodeURIComponent(v.sessionId) + '/attachments', token: '', S: as,
+        canAdd: function () { return !sending; },
+        canRemove: function () { return !sending; },
+        gone: load, dropTarget: form, paste: false
+      });
+    }
     var err = document.createElement('p');
     err.className = 'form-error';
     err.setAttribute('role', 'alert');
@@ -296,9 +326,17 @@
     }
     form.addEventListener('submit', function (ev) {
       ev.preventDefault();
+      if (sending) {
+        return;
+      }
       var text = ta ? ta.value : '';
       var c = cards[v.sessionId];
       var answer;
+      if (attach && attach.busy()) {
+        fail(S['attach.wait']);
+        return;
+      }
+      var ids = attach ? attach.uploaded().map(function (f) { return f.id; }) : [];
       if (qs.length) {
         // The page's checks, with the page's messages.
         var fa = F.formAnswers(form, qs, prefix);
@@ -320,7 +358,7 @@
       } else {
         var chosen = Array.prototype.filter.call(form.querySelectorAll('input[name="option-' + v.sessionId + '"]'), function (i) { return i.checked; })
           .map(function (i) { return i.value; });
-        if (!chosen.length && !text.trim()) {
+        if (!chosen.length && !text.trim() && !(v.allowFreeText && ids.length)) {
           fail(v.allowFreeText ? S.chooseOrWrite : S.chooseOnly);
           return;
         }
@@ -329,8 +367,12 @@
       if (v.allowFreeText) {
         answer.freeText = text;
       }
+      if (ids.length) {
+        answer.attachments = ids;
+      }
       answer.nonce = c ? c.nonce : randomNonce();
       err.hidden = true;
+      sending = true;
       btn.disabled = true;
       btn.textContent = S.sending;
       fetch(base + '/questions/' + encodeURIComponent(v.sessionId) + '/answer', {
@@ -347,6 +389,7 @@
       }).catch(function (e) {
         fail(fill(S.failed, { m: e.message }));
       }).then(function () {
+        sending = false;
         btn.disabled = false;
         btn.textContent = S.send;
         load();

@@ -451,11 +451,11 @@
     }
     // Uploaded files live on the server until the question ends: the
     // draft keeps their ids, and they come back without a preview.
-    if (Array.isArray(d.files) && view.attach) {
-      for (var f = 0; f < d.files.length && files.length < view.attach.maxFiles; f++) {
+    if (Array.isArray(d.files) && attach) {
+      for (var f = 0; f < d.files.length; f++) {
         var fd = d.files[f];
         if (fd && typeof fd.id === 'string' && typeof fd.name === 'string') {
-          addItem({ name: fd.name, type: String(fd.type || ''), size: Number(fd.size) || 0 }, fd.id);
+          attach.addUploaded({ name: fd.name, type: String(fd.type || ''), size: Number(fd.size) || 0 }, fd.id);
         }
       }
     }
@@ -539,7 +539,7 @@
     el('given-options').textContent = opts.length ? opts.join(', ') : S.none;
     el('given-text').textContent = res.freeText ? res.freeText : S.none;
     if (res.attachments && res.attachments.length) {
-      el('given-files').textContent = res.attachments.map(function (a) { return a.name + ' (' + humanSize(a.bytes) + ')'; }).join(', ');
+      el('given-files').textContent = res.attachments.map(function (a) { return a.name + ' (' + window.FBAttach.humanSize(a.bytes) + ')'; }).join(', ');
       el('given-files').hidden = false;
       el('given-files-label').hidden = false;
     }
@@ -766,34 +766,12 @@
     return found.length;
   }
 
-  // Attachments: files are pasted, dropped or picked, checked here against
-  // the server's rules (size, count, type) so that a file that cannot be
-  // taken is refused before a byte is sent, then uploaded at once with
-  // XMLHttpRequest (fetch cannot report upload progress). The token is the
-  // first multipart field, never in the URL. The submit names the uploads'
-  // ids; an upload no answer names expires with the question.
-  var files = []; // {name, type, size, id, state: uploading|done|failed, li, xhr}
-
-  function humanSize(n) {
-    var units = ['B', 'KiB', 'MiB', 'GiB'];
-    var u = 0;
-    while (n >= 1024 && u < units.length - 1) {
-      n /= 1024;
-      u++;
-    }
-    return (Math.round(n * 10) / 10) + ' ' + units[u];
-  }
+  // Attachments (attach.js, shared with the inbox): the capability token
+  // is the first multipart field and the remove's body, never in the URL.
+  var attach = null;
 
   function uploadedFiles() {
-    return files.filter(function (f) { return f.state === 'done'; }).map(function (f) {
-      return { id: f.id, name: f.name, type: f.type, size: f.size };
-    });
-  }
-
-  function attachError(text) {
-    var e = el('attach-error');
-    e.textContent = text;
-    e.hidden = !text;
+    return attach ? attach.uploaded() : [];
   }
 
   function setupAttach(v) {
@@ -801,190 +779,25 @@
     if (!a || !a.maxFiles) {
       return;
     }
-    var wrap = el('attach-wrap');
-    wrap.hidden = false;
-    var kinds = a.types.map(function (t) { return t === 'text/plain' ? 'TXT' : t.split('/')[1].toUpperCase(); }).join(', ');
-    el('attach-hint').textContent = fill(S['attach.hint'], { n: a.maxFiles, size: humanSize(a.maxSize), types: kinds });
-    var input = el('attach-input');
-    input.accept = a.types.join(',');
-    input.addEventListener('change', function () {
-      addFiles(input.files);
-      input.value = '';
-    });
-    if (a.types.some(function (t) { return t.indexOf('image/') === 0; })) {
-      var cam = el('attach-camera');
-      el('attach-camera-label').hidden = false;
-      cam.addEventListener('change', function () {
-        addFiles(cam.files);
-        cam.value = '';
-      });
-    } else {
-      el('attach-camera').disabled = true;
-    }
-    // Paste anywhere on the page (a screenshot from the clipboard).
-    document.addEventListener('paste', function (e) {
-      if (state !== 'pending' || !e.clipboardData || !e.clipboardData.files || !e.clipboardData.files.length) {
-        return;
-      }
-      // Text copied from a document often comes with a picture of itself:
-      // a paste with text is a text paste.
-      if (Array.prototype.indexOf.call(e.clipboardData.types || [], 'text/plain') >= 0) {
-        return;
-      }
-      e.preventDefault();
-      addFiles(e.clipboardData.files);
-    });
-    form.addEventListener('dragover', function (e) {
-      if (e.dataTransfer && Array.prototype.indexOf.call(e.dataTransfer.types, 'Files') >= 0) {
-        e.preventDefault();
-        wrap.classList.add('dragging');
-      }
-    });
-    form.addEventListener('dragleave', function () {
-      wrap.classList.remove('dragging');
-    });
-    form.addEventListener('drop', function (e) {
-      wrap.classList.remove('dragging');
-      if (e.dataTransfer && e.dataTransfer.files && e.dataTransfer.files.length) {
-        e.preventDefault();
-        addFiles(e.dataTransfer.files);
-      }
+    attach = window.FBAttach.widget({
+      wrap: el('attach-wrap'), hint: el('attach-hint'), input: el('attach-input'), camera: el('attach-camera'),
+      cameraLabel: el('attach-camera-label'), error: el('attach-error'), list: el('attach-list')
+    }, {
+      rules: a, url: uploadURL, token: token, S: attachStrings(),
+      canAdd: function () { return state === 'pending'; },
+      canRemove: function () { return !submitting; },
+      changed: saveDraft, gone: load, dropTarget: form, paste: true
     });
   }
 
-  function addFiles(list) {
-    var a = view && view.attach;
-    if (!a || state !== 'pending') {
-      return;
-    }
-    attachError('');
-    for (var i = 0; i < list.length; i++) {
-      var file = list[i];
-      var name = file.name || 'file';
-      var live = files.filter(function (f) { return f.state !== 'failed'; }).length;
-      if (live >= a.maxFiles) {
-        attachError(fill(S['attach.tooMany'], { n: a.maxFiles, name: name }));
-        return;
+  function attachStrings() {
+    var out = { network: S['err.network'] };
+    Object.keys(S).forEach(function (k) {
+      if (k.indexOf('attach.') === 0) {
+        out[k] = S[k];
       }
-      if (file.size > a.maxSize) {
-        attachError(fill(S['attach.tooBig'], { name: name, size: humanSize(file.size), max: humanSize(a.maxSize) }));
-        continue;
-      }
-      if (a.types.indexOf(file.type) < 0) {
-        attachError(fill(S['attach.type'], { name: name, types: a.types.join(', ') }));
-        continue;
-      }
-      upload(addItem({ name: name, type: file.type, size: file.size }, null, file), file);
-    }
-  }
-
-  // addItem lists a file: being uploaded (file given), or already
-  // uploaded (id given, from a draft).
-  function addItem(meta, uploadedID, file) {
-    var item = { name: meta.name, type: meta.type, size: meta.size, id: uploadedID, state: uploadedID ? 'done' : 'uploading' };
-    var li = document.createElement('li');
-    if (file && file.type.indexOf('image/') === 0) {
-      var img = document.createElement('img');
-      img.alt = '';
-      img.src = URL.createObjectURL(file);
-      img.onload = function () { URL.revokeObjectURL(img.src); };
-      li.appendChild(img);
-    }
-    var nm = document.createElement('span');
-    nm.className = 'attach-name';
-    nm.dir = 'auto';
-    nm.textContent = meta.name + ' (' + humanSize(meta.size) + ')';
-    li.appendChild(nm);
-    var prog = document.createElement('progress');
-    prog.max = 100;
-    prog.value = uploadedID ? 100 : 0;
-    prog.setAttribute('aria-label', meta.name);
-    li.appendChild(prog);
-    var st = document.createElement('span');
-    st.className = 'attach-status';
-    st.textContent = uploadedID ? fill(S['attach.done'], { name: meta.name }) : '';
-    li.appendChild(st);
-    var rm = document.createElement('button');
-    rm.type = 'button';
-    rm.className = 'button';
-    rm.textContent = '×';
-    rm.setAttribute('aria-label', fill(S['attach.remove'], { name: meta.name }));
-    rm.addEventListener('click', function () {
-      if (submitting) {
-        return; // the answer being sent may name it
-      }
-      if (item.xhr) {
-        item.xhr.abort();
-      }
-      if (item.id) {
-        // Free the space on the server too; if this fails, the upload
-        // simply expires with the question.
-        fetch(uploadURL + '/' + encodeURIComponent(item.id), {
-          method: 'DELETE',
-          headers: { 'Content-Type': 'application/json', 'Accept': 'application/json' },
-          body: JSON.stringify({ token: token }),
-          cache: 'no-store', credentials: 'omit', referrerPolicy: 'no-referrer'
-        }).catch(function () {});
-      }
-      files.splice(files.indexOf(item), 1);
-      li.remove();
-      saveDraft();
     });
-    li.appendChild(rm);
-    item.li = li;
-    item.progress = prog;
-    item.status = st;
-    li.setAttribute('data-state', item.state);
-    el('attach-list').appendChild(li);
-    files.push(item);
-    return item;
-  }
-
-  function setItemState(item, s, text) {
-    item.state = s;
-    item.li.setAttribute('data-state', s);
-    item.li.className = s === 'failed' ? 'failed' : '';
-    item.status.textContent = text;
-  }
-
-  function upload(item, file) {
-    var xhr = new XMLHttpRequest();
-    item.xhr = xhr;
-    xhr.open('POST', uploadURL);
-    xhr.responseType = 'json';
-    xhr.setRequestHeader('Accept', 'application/json');
-    xhr.upload.onprogress = function (e) {
-      if (e.lengthComputable) {
-        var p = Math.round(e.loaded / e.total * 100);
-        item.progress.value = p;
-        item.status.textContent = fill(S['attach.uploading'], { name: item.name, p: p });
-      }
-    };
-    xhr.onload = function () {
-      item.xhr = null;
-      var b = xhr.response || {};
-      if (xhr.status === 201 && b.id) {
-        item.id = b.id;
-        item.progress.value = 100;
-        setItemState(item, 'done', fill(S['attach.done'], { name: item.name }));
-        saveDraft();
-        return;
-      }
-      var m = (b.error && b.error.message) || ('HTTP ' + xhr.status);
-      setItemState(item, 'failed', fill(S['attach.failed'], { name: item.name, m: m }));
-      if (xhr.status === 409 || xhr.status === 410 || xhr.status === 404) {
-        load();
-      }
-    };
-    xhr.onerror = function () {
-      item.xhr = null;
-      setItemState(item, 'failed', fill(S['attach.failed'], { name: item.name, m: S['err.network'] }));
-    };
-    var fd = new FormData();
-    // The token first: the server reads no file from anyone without it.
-    fd.append('token', token);
-    fd.append('file', file, item.name);
-    xhr.send(fd);
+    return out;
   }
 
   function submit() {
@@ -993,7 +806,7 @@
     }
     var sel = selected();
     var text = view.allowFreeText ? freetext.value : '';
-    if (files.some(function (f) { return f.state === 'uploading'; })) {
+    if (attach && attach.busy()) {
       showError(S['attach.wait']);
       return;
     }
