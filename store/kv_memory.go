@@ -126,7 +126,12 @@ func (k *memKV) put(key string, value []byte, ttl time.Duration, onlyNew bool) (
 	return true, nil
 }
 
-func (k *memKV) Load(ctx context.Context, key string) ([]byte, error) {
+func (k *memKV) Load(ctx context.Context, key string) ([]byte, error) { return k.get(key, false) }
+
+func (k *memKV) Take(ctx context.Context, key string) ([]byte, error) { return k.get(key, true) }
+
+// get returns a copy of key's live value, dropping it when take is set.
+func (k *memKV) get(key string, take bool) ([]byte, error) {
 	if err := checkKVKey(key); err != nil {
 		return nil, err
 	}
@@ -138,25 +143,12 @@ func (k *memKV) Load(ctx context.Context, key string) ([]byte, error) {
 	e, ok := k.liveVal(key, k.now())
 	if !ok {
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, key)
+	}
+	if take {
+		k.dropVal(key, e)
+		return e.v, nil
 	}
 	return append([]byte(nil), e.v...), nil
-}
-
-func (k *memKV) Take(ctx context.Context, key string) ([]byte, error) {
-	if err := checkKVKey(key); err != nil {
-		return nil, err
-	}
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if err := k.usable(); err != nil {
-		return nil, err
-	}
-	e, ok := k.liveVal(key, k.now())
-	if !ok {
-		return nil, fmt.Errorf("%w: %s", ErrNotFound, key)
-	}
-	k.dropVal(key, e)
-	return e.v, nil
 }
 
 func (k *memKV) Delete(ctx context.Context, key string) error {
