@@ -471,7 +471,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	if len(hooks) > 0 {
-		h.notifier = notify.New(hooks, notify.Options{Logger: h.logger.Named("notify"), Observe: countDelivery})
+		h.notifier = notify.New(hooks, notify.Options{Delivery: notify.Delivery{Logger: h.logger.Named("notify"), Observe: countDelivery}})
 	}
 	// The newest configuration's webhooks get the events of the shared store.
 	sh.life.notifier.Store(h.notifier)

@@ -159,7 +159,7 @@ func (h *Handler) newReacher(ctx context.Context, cfg *settings, core *feedback.
 			h.logger.Warn("push insecure_loopback_for_tests is on: devices may register http push endpoints on loopback; never use this in production")
 		}
 		opt := notify.PushOptions{Keys: keys, Subject: subject, Subs: notify.Subscriptions{KV: kv},
-			Logger: h.logger.Named("push"), Observe: countDelivery}
+			Delivery: notify.Delivery{Logger: h.logger.Named("push"), Observe: countDelivery}}
 		if h.Push.InsecureLoopbackForTests {
 			opt.Client = notify.PublicClient(true)
 		}
@@ -175,7 +175,7 @@ func (h *Handler) newReacher(ctx context.Context, cfg *settings, core *feedback.
 			}
 			topics = append(topics, t)
 		}
-		n, err := notify.NewNtfy(topics, notify.NtfyOptions{Logger: h.logger.Named("ntfy"), Observe: countDelivery})
+		n, err := notify.NewNtfy(topics, notify.NtfyOptions{Delivery: notify.Delivery{Logger: h.logger.Named("ntfy"), Observe: countDelivery}})
 		if err != nil {
 			r.close()
 			return nil, err

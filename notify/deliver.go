@@ -4,10 +4,70 @@ import (
 	"context"
 	"net/http"
 	"time"
+
+	"go.uber.org/zap"
 )
 
-// What the webhook, ntfy and Web Push senders share: a queue that never
-// blocks the sender, and the retry loop around one delivery.
+// What the webhook, ntfy and Web Push senders share: their delivery
+// settings, a queue that never blocks the sender, and the retry loop around
+// one delivery.
+
+// Delivery tunes how a sender delivers; the zero value is production's
+// (each sender names its own defaults for attempts and waits).
+type Delivery struct {
+	// Client sends the requests. Whatever is given, redirects are never
+	// followed (a redirect would carry the body, capability links and
+	// tokens included, to a target nobody configured): a copy of it is
+	// used with CheckRedirect replaced.
+	Client      *http.Client
+	MaxAttempts int
+	MaxWait     time.Duration // longest wait between attempts, Retry-After included
+	// QueueSize is how many deliveries may wait (per receiver where a
+	// sender has several); default 1000. When full, the oldest waiting
+	// delivery is dropped.
+	QueueSize int
+	// Observe, when set, is told how each delivery ended: receiver is the
+	// receiver's scheme://host (never the full URL, which may be a secret),
+	// event the event name, outcome one of the Outcome constants. It is
+	// called from several goroutines and must not block. Deliveries cut
+	// short by Close are not reported.
+	Observe func(receiver, event, outcome string)
+	Sleep   func(context.Context, time.Duration) // for tests; default waits on a timer
+	Logger  *zap.Logger
+}
+
+// defaults fills what is unset: attempts and maxWait are the sender's own
+// defaults, newClient makes its client when none is given.
+func (d *Delivery) defaults(attempts int, maxWait time.Duration, newClient func() *http.Client) {
+	if d.Client == nil {
+		d.Client = newClient()
+	} else {
+		c := *d.Client
+		d.Client = &c
+	}
+	d.Client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	if d.MaxAttempts <= 0 {
+		d.MaxAttempts = attempts
+	}
+	if d.MaxWait <= 0 {
+		d.MaxWait = maxWait
+	}
+	if d.QueueSize <= 0 {
+		d.QueueSize = 1000
+	}
+	if d.Sleep == nil {
+		d.Sleep = sleep
+	}
+	if d.Logger == nil {
+		d.Logger = zap.NewNop()
+	}
+	if d.Observe == nil {
+		d.Observe = func(string, string, string) {}
+	}
+}
+
+// plainClient is the webhook and ntfy client before defaults.
+func plainClient() *http.Client { return &http.Client{Timeout: 10 * time.Second} }
 
 // enqueueDropOldest puts v on q without blocking. When q is full its oldest
 // waiting item makes room (and is handed to dropped); if other senders keep

@@ -83,13 +83,7 @@ type NtfyJob struct {
 
 // NtfyOptions tune delivery; zero values are production's.
 type NtfyOptions struct {
-	Client      *http.Client
-	MaxAttempts int           // default 6
-	MaxWait     time.Duration // default 5m
-	QueueSize   int           // per topic; default 1000, oldest dropped when full
-	Observe     func(receiver, event, outcome string)
-	Sleep       func(context.Context, time.Duration)
-	Logger      *zap.Logger
+	Delivery // 6 attempts, at most 5m between them; QueueSize is per topic
 }
 
 // Ntfy publishes messages to ntfy topics in the background, one queue and
@@ -110,32 +104,7 @@ type ntfyTarget struct {
 // NewNtfy starts a publisher; Close stops it. Topic URLs must have passed
 // SplitNtfyTopic.
 func NewNtfy(topics []NtfyTopic, opt NtfyOptions) (*Ntfy, error) {
-	client := &http.Client{Timeout: 10 * time.Second}
-	if opt.Client != nil {
-		c := *opt.Client
-		client = &c
-	}
-	// A redirect would carry the message and the token elsewhere.
-	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	opt.Client = client
-	if opt.MaxAttempts <= 0 {
-		opt.MaxAttempts = 6
-	}
-	if opt.MaxWait <= 0 {
-		opt.MaxWait = 5 * time.Minute
-	}
-	if opt.QueueSize <= 0 {
-		opt.QueueSize = 1000
-	}
-	if opt.Sleep == nil {
-		opt.Sleep = sleep
-	}
-	if opt.Logger == nil {
-		opt.Logger = zap.NewNop()
-	}
-	if opt.Observe == nil {
-		opt.Observe = func(string, string, string) {}
-	}
+	opt.defaults(6, 5*time.Minute, plainClient)
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &Ntfy{opt: opt, ctx: ctx, cancel: cancel}
 	for _, t := range topics {

@@ -102,27 +102,13 @@ type Webhook struct {
 	IncludeAnswer bool
 }
 
-// Options tune delivery; the zero value is production's.
+// Options tune delivery; the zero value is production's: 6 attempts, at
+// most 5m between them.
 type Options struct {
-	// Client sends the requests. Whatever is given, redirects are never
-	// followed: a copy of it is used with CheckRedirect replaced.
-	Client      *http.Client
-	MaxAttempts int           // default 6
-	MaxWait     time.Duration // longest wait between attempts, Retry-After included; default 5m
-	// QueueSize is how many deliveries may wait per receiver; default 1000.
-	// When a receiver's queue is full its oldest waiting delivery is dropped.
-	QueueSize int
+	Delivery
 	// Workers per receiver; default 2. Each receiver has its own queue and
 	// workers, so a slow or dead receiver delays only itself.
 	Workers int
-	// Observe, when set, is told how each delivery ended: receiver is the
-	// receiver's scheme://host (never the full URL, which may be a secret),
-	// event the event name, outcome one of the Outcome constants. It is
-	// called from several goroutines and must not block. Deliveries cut
-	// short by Close are not reported.
-	Observe func(receiver, event, outcome string)
-	Sleep   func(context.Context, time.Duration) // for tests; default waits on a timer
-	Logger  *zap.Logger
 }
 
 // Notifier delivers events to webhooks in the background.
@@ -146,35 +132,9 @@ type target struct {
 
 // New starts a Notifier; Close stops it.
 func New(hooks []Webhook, opt Options) *Notifier {
-	client := &http.Client{Timeout: 10 * time.Second}
-	if opt.Client != nil {
-		c := *opt.Client
-		client = &c
-	}
-	// A redirect would send the body (capability link included) to a
-	// target nobody configured; a 3xx is a failed delivery instead.
-	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	opt.Client = client
-	if opt.MaxAttempts <= 0 {
-		opt.MaxAttempts = 6
-	}
-	if opt.MaxWait <= 0 {
-		opt.MaxWait = 5 * time.Minute
-	}
-	if opt.QueueSize <= 0 {
-		opt.QueueSize = 1000
-	}
+	opt.defaults(6, 5*time.Minute, plainClient)
 	if opt.Workers <= 0 {
 		opt.Workers = 2
-	}
-	if opt.Sleep == nil {
-		opt.Sleep = sleep
-	}
-	if opt.Logger == nil {
-		opt.Logger = zap.NewNop()
-	}
-	if opt.Observe == nil {
-		opt.Observe = func(string, string, string) {}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &Notifier{opt: opt, ctx: ctx, cancel: cancel}

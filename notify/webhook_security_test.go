@@ -149,9 +149,9 @@ func TestFailureLogsOnlySchemeAndHost(t *testing.T) {
 			core, logs := observer.New(zapcore.DebugLevel)
 			obs, outcomes := observed()
 			u := base(t)
-			n := New([]Webhook{{URL: u + "/services/" + secret + "?topic=" + secret, Format: FormatSlack}}, Options{
+			n := New([]Webhook{{URL: u + "/services/" + secret + "?topic=" + secret, Format: FormatSlack}}, Options{Delivery: Delivery{
 				MaxAttempts: 2, Sleep: func(context.Context, time.Duration) {}, Logger: zap.New(core), Observe: obs,
-				Client: &http.Client{Timeout: 200 * time.Millisecond}})
+				Client: &http.Client{Timeout: 200 * time.Millisecond}}})
 			defer n.Close()
 			n.Send(EventCreated, session(), "")
 			if o := nextOutcome(t, outcomes); o.outcome != OutcomeFailed || o.receiver != u {
@@ -203,7 +203,7 @@ func TestDeadReceiverDoesNotDelayOthers(t *testing.T) {
 	n := New([]Webhook{
 		{URL: dead.URL, Events: []string{EventCreated}},
 		{URL: healthy.URL, Events: []string{EventExpired}},
-	}, Options{Client: &http.Client{}})
+	}, Options{Delivery: Delivery{Client: &http.Client{}}})
 	defer n.Close()
 	for range 8 { // more than any number of shared workers would absorb
 		n.Send(EventCreated, session(), "")
@@ -236,7 +236,7 @@ func TestFullQueueDropsOldest(t *testing.T) {
 	t.Cleanup(func() { close(release) })
 	core, logs := observer.New(zapcore.WarnLevel)
 	obs, outcomes := observed()
-	n := New([]Webhook{{URL: srv.URL}}, Options{QueueSize: 2, Workers: 1, Client: &http.Client{}, Logger: zap.New(core), Observe: obs})
+	n := New([]Webhook{{URL: srv.URL}}, Options{Workers: 1, Delivery: Delivery{QueueSize: 2, Client: &http.Client{}, Logger: zap.New(core), Observe: obs}})
 	defer n.Close()
 	sessions := make([]*store.Session, 6)
 	for i := range sessions {
@@ -283,7 +283,7 @@ func TestRedirectsAreNotFollowed(t *testing.T) {
 				t.Cleanup(redirector.Close)
 				var sleeps atomic.Int32
 				obs, outcomes := observed()
-				opt := Options{Observe: obs, Sleep: func(context.Context, time.Duration) { sleeps.Add(1) }}
+				opt := Options{Delivery: Delivery{Observe: obs, Sleep: func(context.Context, time.Duration) { sleeps.Add(1) }}}
 				var client *http.Client
 				if own {
 					client = &http.Client{Timeout: 5 * time.Second}

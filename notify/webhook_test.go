@@ -91,11 +91,11 @@ func TestRetriesHonourRetryAfter(t *testing.T) {
 	srv, got := receiver(t, 500, 429, 503)
 	var mu sync.Mutex
 	var waits []time.Duration
-	n := New([]Webhook{{URL: srv.URL}}, Options{Sleep: func(_ context.Context, d time.Duration) {
+	n := New([]Webhook{{URL: srv.URL}}, Options{Delivery: Delivery{Sleep: func(_ context.Context, d time.Duration) {
 		mu.Lock()
 		waits = append(waits, d)
 		mu.Unlock()
-	}})
+	}}})
 	defer n.Close()
 	n.Send(EventCreated, session(), "")
 	ids := map[string]bool{}
@@ -114,7 +114,7 @@ func TestRetriesHonourRetryAfter(t *testing.T) {
 
 func TestPermanentFailureIsNotRetried(t *testing.T) {
 	srv, got := receiver(t, 404, 200)
-	n := New([]Webhook{{URL: srv.URL}}, Options{Sleep: func(context.Context, time.Duration) {}})
+	n := New([]Webhook{{URL: srv.URL}}, Options{Delivery: Delivery{Sleep: func(context.Context, time.Duration) {}}})
 	n.Send(EventCreated, session(), "")
 	next(t, got)
 	n.Close() // waits for the worker: a retry would have been sent by now
@@ -160,7 +160,7 @@ func TestSendNeverBlocks(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { <-release }))
 	defer srv.Close()
 	defer close(release)
-	n := New([]Webhook{{URL: srv.URL}}, Options{QueueSize: 2})
+	n := New([]Webhook{{URL: srv.URL}}, Options{Delivery: Delivery{QueueSize: 2}})
 	defer n.Close()
 	for range 50 {
 		n.Send(EventCreated, session(), "")
@@ -177,7 +177,7 @@ func TestReceiverDown(t *testing.T) {
 	url := "http://" + l.Addr().String()
 	l.Close() // nothing listens there now
 	var waits atomic.Int32
-	n := New([]Webhook{{URL: url}}, Options{MaxAttempts: 4, Sleep: func(context.Context, time.Duration) { waits.Add(1) }})
+	n := New([]Webhook{{URL: url}}, Options{Delivery: Delivery{MaxAttempts: 4, Sleep: func(context.Context, time.Duration) { waits.Add(1) }}})
 	n.Send(EventCreated, session(), "")
 	deadline := time.Now().Add(10 * time.Second)
 	for waits.Load() < 3 && time.Now().Before(deadline) {

@@ -273,20 +273,14 @@ type PushOptions struct {
 	// (without mailto:) or an https URL.
 	Subject string
 	Subs    Subscriptions
-	// Client sends the requests; nil uses one that refuses to connect to
-	// loopback, private and link-local addresses (a browser picks the
-	// endpoint, so the endpoint is untrusted) and follows no redirects.
-	Client      *http.Client
-	MaxAttempts int           // default 5
-	MaxWait     time.Duration // longest wait between attempts; default 1m
-	QueueSize   int           // jobs waiting; default 1000, oldest dropped when full
-	Workers     int           // default 2
+	// Delivery: 5 attempts, at most 1m between them. A nil Client is one
+	// that refuses to connect to loopback, private and link-local
+	// addresses (a browser picks the endpoint, so it is untrusted).
+	Delivery
+	Workers int // default 2
 	// MaxInFlight bounds deliveries (one per device) in progress, retry
 	// waits included; default 64.
 	MaxInFlight int
-	Observe     func(receiver, event, outcome string)
-	Sleep       func(context.Context, time.Duration)
-	Logger      *zap.Logger
 }
 
 // Pusher sends Web Push messages in the background: a bounded queue of
@@ -303,36 +297,12 @@ type Pusher struct {
 
 // NewPusher starts a Pusher; Close stops it.
 func NewPusher(opt PushOptions) *Pusher {
-	if opt.Client == nil {
-		opt.Client = PublicClient(false)
-	} else {
-		c := *opt.Client
-		opt.Client = &c
-	}
-	opt.Client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	if opt.MaxAttempts <= 0 {
-		opt.MaxAttempts = 5
-	}
-	if opt.MaxWait <= 0 {
-		opt.MaxWait = time.Minute
-	}
-	if opt.QueueSize <= 0 {
-		opt.QueueSize = 1000
-	}
+	opt.defaults(5, time.Minute, func() *http.Client { return PublicClient(false) })
 	if opt.Workers <= 0 {
 		opt.Workers = 2
 	}
 	if opt.MaxInFlight <= 0 {
 		opt.MaxInFlight = 64
-	}
-	if opt.Sleep == nil {
-		opt.Sleep = sleep
-	}
-	if opt.Logger == nil {
-		opt.Logger = zap.NewNop()
-	}
-	if opt.Observe == nil {
-		opt.Observe = func(string, string, string) {}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &Pusher{opt: opt, queue: make(chan PushJob, opt.QueueSize), slots: make(chan struct{}, opt.MaxInFlight), ctx: ctx, cancel: cancel}

@@ -43,11 +43,11 @@ func newPushRig(t *testing.T) *pushRig {
 
 func (r *pushRig) pusher(t *testing.T, obs func(string, string, string)) *Pusher {
 	t.Helper()
-	p := NewPusher(PushOptions{Keys: r.keys, Subject: "mailto:ops@example.com", Subs: r.subs, Client: &http.Client{Timeout: 30 * time.Second},
+	p := NewPusher(PushOptions{Keys: r.keys, Subject: "mailto:ops@example.com", Subs: r.subs, Delivery: Delivery{Client: &http.Client{Timeout: 30 * time.Second},
 		Observe: obs, QueueSize: 10,
 		// Retry waits are recorded, not slept: the test checks the wait
 		// the sender chose, without spending it.
-		Sleep: func(_ context.Context, d time.Duration) { r.sleep <- d }})
+		Sleep: func(_ context.Context, d time.Duration) { r.sleep <- d }}})
 	t.Cleanup(p.Close)
 	return p
 }
@@ -241,7 +241,7 @@ func BenchmarkPushFanOut100(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	p := NewPusher(PushOptions{Keys: keys, Subject: "ops@example.com", Subs: subs, Client: &http.Client{}})
+	p := NewPusher(PushOptions{Keys: keys, Subject: "ops@example.com", Subs: subs, Delivery: Delivery{Client: &http.Client{}}})
 	defer p.Close()
 	b.ResetTimer()
 	for range b.N {
