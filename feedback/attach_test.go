@@ -134,18 +134,9 @@ func TestAttachChunksAndTTL(t *testing.T) {
 // (5 of 5 MiB) costs Redis at most 1.2 times their bytes, and every key
 // made for them has a TTL.
 func TestRedisAttachmentMemory(t *testing.T) {
-	srv := redistest.Start(t)
 	const prefix = "attm:"
-	st, err := store.NewRedis(store.RedisOptions{URL: srv.URL(), KeyPrefix: prefix})
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, admin := redisWithAdmin(t, prefix)
 	s := attachService(t, st)
-	admin, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{srv.Addr}, DisableCache: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(admin.Close)
 	ctx := t.Context()
 	a := ask(t, s, time.Minute)
 	var ids []string

@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/rueidis"
+
+	"github.com/mcpfeedback/caddy-mcp-feedback/internal/redistest"
 	"github.com/mcpfeedback/caddy-mcp-feedback/internal/validate"
 	"github.com/mcpfeedback/caddy-mcp-feedback/store"
 )
@@ -56,6 +59,23 @@ func newTestService(t *testing.T, st store.Store) *Service {
 	hub := NewHub(st)
 	t.Cleanup(func() { _ = hub.Close() })
 	return NewService(hub, Config{Limits: validate.DefaultLimits(), Retention: time.Hour})
+}
+
+// redisWithAdmin opens a Redis store with prefix on a fresh redis-server,
+// and a client that reads Redis behind the store's back.
+func redisWithAdmin(t *testing.T, prefix string) (*store.Redis, rueidis.Client) {
+	t.Helper()
+	srv := redistest.Start(t)
+	st, err := store.NewRedis(store.RedisOptions{URL: srv.URL(), KeyPrefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{srv.Addr}, DisableCache: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(admin.Close)
+	return st, admin
 }
 
 func ask(t *testing.T, s *Service, timeout time.Duration) *Asked {

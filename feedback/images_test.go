@@ -7,9 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/rueidis"
-
-	"github.com/mcpfeedback/caddy-mcp-feedback/internal/redistest"
 	"github.com/mcpfeedback/caddy-mcp-feedback/internal/validate"
 	"github.com/mcpfeedback/caddy-mcp-feedback/store"
 )
@@ -18,18 +15,9 @@ import (
 // 1 MiB) costs Redis at most 1.2 times their bytes, and every key it made
 // expires with the question. Redis' own used_memory is the measure.
 func TestRedisImageMemory(t *testing.T) {
-	srv := redistest.Start(t)
 	const prefix = "img:"
-	st, err := store.NewRedis(store.RedisOptions{URL: srv.URL(), KeyPrefix: prefix})
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, admin := redisWithAdmin(t, prefix)
 	s := newTestService(t, st)
-	admin, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{srv.Addr}, DisableCache: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(admin.Close)
 	ctx := t.Context()
 	used := func() int64 {
 		info, err := admin.Do(ctx, admin.B().Info().Section("memory").Build()).ToString()

@@ -7,9 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/rueidis"
-
-	"github.com/mcpfeedback/caddy-mcp-feedback/internal/redistest"
 	"github.com/mcpfeedback/caddy-mcp-feedback/internal/validate"
 	"github.com/mcpfeedback/caddy-mcp-feedback/store"
 )
@@ -23,18 +20,9 @@ import (
 // changing the hash behind the store's back: no change is announced, so its
 // copy keeps saying pending.
 func TestAnswerFromStalePeek(t *testing.T) {
-	srv := redistest.Start(t)
 	const prefix = "stale:"
-	st, err := store.NewRedis(store.RedisOptions{URL: srv.URL(), KeyPrefix: prefix})
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, admin := redisWithAdmin(t, prefix)
 	s := newTestService(t, st)
-	admin, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{srv.Addr}, DisableCache: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(admin.Close)
 	ctx := t.Context()
 	// behind sets fields of a question's hash without a word to the store.
 	behind := func(id string, fields ...string) {
