@@ -77,18 +77,30 @@ func (s *Server) revokeConsent(w http.ResponseWriter, r *http.Request, ctx conte
 		s.errorPage(w, r, http.StatusBadRequest, "client_id is missing")
 		return
 	}
-	if err := s.kv.Delete(ctx, keyConsent(person.ID, clientID)); err != nil {
-		s.log.Error("oauth: deleting a consent failed", zap.Error(err))
-		s.errorPage(w, r, http.StatusServiceUnavailable, "the server cannot reach its store; try again in a moment")
-		return
+	unavailable := func(err error) {
+		s.log.Error("oauth: revoking a consent failed", zap.Error(err))
+		s.errorPage(w, r, http.StatusServiceUnavailable, "the server cannot reach its store; nothing was revoked for sure, try again in a moment")
 	}
-	_ = s.kv.RemoveMember(ctx, keyConsents(person.ID), clientID)
+	// The grants first, while the consent still lists the client: if this
+	// fails the person sees the client still there and can try again.
 	grants, err := s.kv.Members(ctx, keyGrantsOf(person.ID, clientID))
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		s.log.Error("oauth: listing grants failed", zap.Error(err))
+		unavailable(err)
+		return
 	}
 	for _, g := range grants {
-		s.revokeGrant(ctx, g, "consent revoked by the person")
+		if err := s.revokeGrant(ctx, g, "consent revoked by the person"); err != nil {
+			unavailable(err)
+			return
+		}
+	}
+	if err := s.kv.Delete(ctx, keyConsent(person.ID, clientID)); err != nil {
+		unavailable(err)
+		return
+	}
+	if err := s.kv.RemoveMember(ctx, keyConsents(person.ID), clientID); err != nil {
+		unavailable(err)
+		return
 	}
 	http.Redirect(w, r, s.sitePath("/oauth/consents"), http.StatusSeeOther)
 }

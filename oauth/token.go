@@ -181,8 +181,9 @@ func (s *Server) exchangeCode(w http.ResponseWriter, ctx context.Context, c *Cli
 		s.writeTokenError(w, unavailable(err))
 		return
 	}
-	if err := s.kv.AddMember(ctx, keyGrantsOf(g.Sub, g.ClientID), g.ID, now.Add(RefreshTTL)); err != nil {
-		s.log.Warn("oauth: listing a grant failed", zap.Error(err))
+	if err := s.listGrant(ctx, &g, now); err != nil {
+		s.writeTokenError(w, unavailable(err))
+		return
 	}
 	s.markUsed(ctx, c)
 	s.issueTokens(w, ctx, &g, g.Scope)
@@ -250,8 +251,13 @@ func (s *Server) refresh(w http.ResponseWriter, ctx context.Context, c *Client, 
 		s.writeTokenError(w, unavailable(err))
 		return
 	}
-	// The grant lives as long as its newest refresh token.
+	// The grant lives as long as its newest refresh token, and so do the
+	// entries by which the person finds and revokes it.
 	if err := s.putJSON(ctx, keyGrant(g.ID), g, RefreshTTL); err != nil {
+		s.writeTokenError(w, unavailable(err))
+		return
+	}
+	if err := s.listGrant(ctx, &g, s.cfg.Now()); err != nil {
 		s.writeTokenError(w, unavailable(err))
 		return
 	}
@@ -289,22 +295,41 @@ func (s *Server) issueTokens(w http.ResponseWriter, ctx context.Context, g *gran
 	})
 }
 
+// listGrant (re)lists g under its person and client for as long as its
+// refresh tokens live, which is how revoking a consent finds it, and keeps
+// the client on the person's consents page as long: without it a client
+// that refreshes for months would drop out of both while its grant works.
+// Failing closed: a grant nobody can find cannot be revoked.
+func (s *Server) listGrant(ctx context.Context, g *grant, now time.Time) error {
+	until := now.Add(RefreshTTL)
+	if err := s.kv.AddMember(ctx, keyGrantsOf(g.Sub, g.ClientID), g.ID, until); err != nil {
+		return fmt.Errorf("listing grant: %w", err)
+	}
+	if err := s.kv.AddMember(ctx, keyConsents(g.Sub), g.ClientID, until); err != nil {
+		return fmt.Errorf("listing consent: %w", err)
+	}
+	return nil
+}
+
 // revokeGrant ends a grant: its tokens name it, and Check and refresh
 // refuse tokens whose grant is gone, on every instance at once.
-func (s *Server) revokeGrant(ctx context.Context, id, why string) {
+// It reports a store failure, so that a person or client asking for the
+// revocation is not told it happened.
+func (s *Server) revokeGrant(ctx context.Context, id, why string) error {
 	if id == "" {
-		return
+		return nil
 	}
 	var g grant
 	_ = s.loadJSON(ctx, keyGrant(id), &g)
 	if err := s.kv.Delete(ctx, keyGrant(id)); err != nil {
 		s.log.Error("oauth: revoking a grant failed", zap.String("reason", why), zap.Error(err))
-		return
+		return fmt.Errorf("revoking grant: %w", err)
 	}
 	if g.Sub != "" {
 		_ = s.kv.RemoveMember(ctx, keyGrantsOf(g.Sub, g.ClientID), id)
 	}
 	s.log.Info("oauth: grant revoked", zap.String("reason", why), zap.String("client_id", g.ClientID), zap.String("sub", g.Sub))
+	return nil
 }
 
 // revoke handles POST /oauth/revoke (RFC 7009): the token's whole grant
@@ -345,8 +370,15 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request) {
 			}
 			// Another client's token is left alone (RFC 7009 §2.1).
 			if rec.ClientID == c.ID {
-				_ = s.kv.Delete(ctx, k)
-				s.revokeGrant(ctx, rec.Grant, "revoked by the client")
+				// RFC 7009 §2.2.1: 503 when it could not be revoked.
+				if err := s.kv.Delete(ctx, k); err != nil {
+					s.writeTokenError(w, unavailable(err))
+					return
+				}
+				if err := s.revokeGrant(ctx, rec.Grant, "revoked by the client"); err != nil {
+					s.writeTokenError(w, unavailable(err))
+					return
+				}
 			}
 			break
 		}
