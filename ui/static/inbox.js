@@ -131,7 +131,7 @@
     if (navigator.setAppBadge) {
       (openCount ? navigator.setAppBadge(openCount) : navigator.clearAppBadge()).catch(function () {});
     }
-    tick();
+    tick(false);
   }
 
   function messageNode(html) {
@@ -404,7 +404,11 @@
     return form;
   }
 
-  function tick() {
+  // tick shows the time left; from the timer (reload true) a question whose
+  // time is up has the list read again. Not from render: while the server
+  // still says pending (clocks a little apart) that would read the list
+  // back to back.
+  function tick(reload) {
     var now = Date.now() + skew;
     var due = false;
     Array.prototype.forEach.call(document.querySelectorAll('[data-expires]'), function (p) {
@@ -413,7 +417,7 @@
       p.classList.toggle('urgent', left < 60000);
       due = due || left <= 0;
     });
-    if (due) {
+    if (due && reload) {
       load();
     }
   }
@@ -465,8 +469,8 @@
 
   // Notifications on this device.
   function keyBytes(b64) {
-    var s = (b64 + '===='.slice((b64.length + 3) % 4)).replace(/-/g, '+').replace(/_/g, '/');
-    var raw = atob(s);
+    // atob takes unpadded base64; the key is base64url (RFC 8292).
+    var raw = atob(b64.replace(/-/g, '+').replace(/_/g, '/'));
     var out = new Uint8Array(raw.length);
     for (var i = 0; i < raw.length; i++) {
       out[i] = raw.charCodeAt(i);
@@ -541,7 +545,7 @@
 
   load();
   connect();
-  setInterval(tick, 1000);
+  setInterval(function () { tick(true); }, 1000);
   // A fallback: the socket hears of changes on every instance, but an
   // announcement can be lost while the server reconnects to its store.
   setInterval(load, 20000);
