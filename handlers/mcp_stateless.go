@@ -151,16 +151,14 @@ func (m *MCP) inputRequired(ctx context.Context, rq *mcpRequest, req mcp.CallToo
 	if info == nil || info.ClientCapabilities == nil || info.ClientCapabilities.Elicitation == nil {
 		return nil
 	}
-	caps := info.ClientCapabilities.Elicitation
-	formOK := caps.Form != nil || caps.URL == nil
 	st := requestState{Question: sess.ID, Tool: req.Params.Name, Issuer: rq.claims.Issuer, Subject: rq.claims.Subject,
 		Until: until.Unix(), Link: link, Expires: sess.ExpiresAt.Unix()}
 	var params mcp.ElicitationParams
-	switch {
-	case rq.cfg.Elicitation == ElicitationForm && formOK && len(sess.PredefinedOptions) > 0:
+	switch elicitMode(rq.cfg.Elicitation, info.ClientCapabilities.Elicitation, sess, link) {
+	case ElicitationForm:
 		st.Mode = ElicitationForm
 		params = mcp.ElicitationParams{Mode: mcp.ElicitationModeForm, Message: sess.Message, RequestedSchema: formSchema(sess)}
-	case caps.URL != nil && link != "":
+	case ElicitationURL:
 		st.Mode = ElicitationURL
 		params = mcp.ElicitationParams{Mode: mcp.ElicitationModeURL, ElicitationID: sess.ID,
 			URL: link, Message: "The agent is asking you a question. Open this page to answer it:\n\n" + clip(sess.Message, 300)}
@@ -224,7 +222,7 @@ func (m *MCP) stateless(ctx context.Context, rq *mcpRequest, req mcp.CallToolReq
 		}
 	}
 	if sess.Status.Terminal() {
-		return outcomeResult(sess, st.Link, false), true
+		return answerResult(ctx, rq, sess, st.Link, false), true
 	}
 	ctx = context.WithValue(ctx, elicitedKey{}, true)
 	res, err := m.waitResult(ctx, rq, req, sess, time.Unix(st.Until, 0), st.Link)

@@ -262,6 +262,11 @@ func (m *MCP) createTask(ctx context.Context, rq *mcpRequest, params json.RawMes
 			return nil, invalidParams("%s", resultText(fail2))
 		}
 		sess, link = a.sess, a.link
+		// onTimeout keep: the question stays open past the asker's
+		// timeout, the task's wait does not (as for a plain call).
+		if end := waitEnd(sess); end.Before(sess.ExpiresAt) {
+			rec.Until = end
+		}
 	case ToolGetFeedbackResult:
 		_, args, s, fail := sessionCall(ctx, req, auth.ScopeRead, true)
 		if fail != nil {
@@ -643,7 +648,7 @@ func (m *MCP) awaitTask(ctx context.Context, rq *mcpRequest, rec *taskRecord, ev
 		res.Meta = mcp.NewMetaFromMap(map[string]any{relatedTaskKey: map[string]any{"taskId": rec.ID}})
 		return res, nil
 	}
-	res := outcomeResult(sess, m.link(ctx, rec.Question), sess.Status == store.StatusPending)
+	res := answerResult(ctx, rq, sess, m.link(ctx, rec.Question), sess.Status == store.StatusPending)
 	res.Meta = mcp.NewMetaFromMap(map[string]any{relatedTaskKey: map[string]any{"taskId": rec.ID}})
 	return res, nil
 }

@@ -208,7 +208,7 @@ func (m *MCP) getExtTask(ctx context.Context, rq *mcpRequest, params json.RawMes
 		if !rq.claims.HasScope(auth.ScopeRead) {
 			return nil, invalidParams("this token's scope does not include %s, which reading the answer needs", auth.ScopeRead)
 		}
-		res := outcomeResult(sess, "", sess.Status == store.StatusPending)
+		res := answerResult(ctx, rq, sess, "", sess.Status == store.StatusPending)
 		res.Meta = mcp.NewMetaFromMap(map[string]any{relatedTaskKey: map[string]any{"taskId": rec.ID}})
 		out["result"] = res
 	case mcp.TaskStatusFailed:

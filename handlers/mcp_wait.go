@@ -190,20 +190,17 @@ func (m *MCP) startElicitation(ctx context.Context, rq *mcpRequest, sess *store.
 	if caps == nil {
 		return nil
 	}
-	// An empty elicitation capability is the 2025-06-18 form, which meant
-	// form mode.
-	formOK := caps.Form != nil || caps.URL == nil
 	ctx, cancel := context.WithCancel(ctx)
 	e := &elicitation{m: m, cs: cs, cancel: cancel}
 	log := rq.svc.log.With(zap.String("session", sess.ID))
-	switch {
-	case rq.cfg.Elicitation == ElicitationForm && formOK && (len(sess.PredefinedOptions) > 0 || isForm(sess)):
+	switch elicitMode(rq.cfg.Elicitation, caps, sess, link) {
+	case ElicitationForm:
 		e.wg.Add(1)
 		go func() {
 			defer e.wg.Done()
 			m.formElicitation(ctx, rq, sess, log)
 		}()
-	case caps.URL != nil && link != "":
+	case ElicitationURL:
 		e.id = sess.ID + "." + rand.Text()[:8]
 		e.wg.Add(1)
 		go func() {
@@ -297,6 +294,23 @@ func formSchema(sess *store.Session) map[string]any {
 		return questionsSchema(sess)
 	}
 	return optionsSchema(sess)
+}
+
+// elicitMode is how a waiting call reaches the person through the agent's
+// own client, stateful or stateless alike: in the client's form
+// (ElicitationForm: `elicitation form` configured, a form-capable client, a
+// question with options or several questions), by opening the link
+// (ElicitationURL), or not at all (""). An empty elicitation capability is
+// the 2025-06-18 form, which meant form mode.
+func elicitMode(configured string, caps *mcp.ElicitationCapability, sess *store.Session, link string) string {
+	formOK := caps.Form != nil || caps.URL == nil
+	switch {
+	case configured == ElicitationForm && formOK && (len(sess.PredefinedOptions) > 0 || isForm(sess)):
+		return ElicitationForm
+	case caps.URL != nil && link != "":
+		return ElicitationURL
+	}
+	return ""
 }
 
 // isForm reports whether sess is a form of several questions.
