@@ -452,14 +452,6 @@ func (s *Server) renderConsent(w http.ResponseWriter, r *http.Request, c *Client
 	}
 }
 
-// storeFailed answers a token-endpoint-style request whose store call
-// failed.
-func (s *Server) storeFailed(w http.ResponseWriter, op string, err error) {
-	s.log.Error("oauth: store failed", zap.String("op", op), zap.Error(err))
-	w.Header().Set("Retry-After", "1")
-	writeOAuthError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "the server cannot reach its store; try again in a moment")
-}
-
 // displayName shows who is signed in: the name and, since names need not
 // be unique, the id that owns the questions.
 func displayName(p identity.Person) string {

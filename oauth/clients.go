@@ -166,7 +166,7 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if ok, err := s.allowRegistration(ctx, s.cfg.ClientAddr(r)); err != nil {
-		s.storeFailed(w, "register", err)
+		s.writeTokenError(w, unavailable(fmt.Errorf("register: %w", err)))
 		return
 	} else if !ok {
 		w.Header().Set("Retry-After", "3600")
@@ -200,7 +200,7 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 		c.SecretHash = hash(clientSecret)
 	}
 	if err := s.putJSON(ctx, keyClient(c.ID), c, UnusedRegistrationTTL); err != nil {
-		s.storeFailed(w, "register", err)
+		s.writeTokenError(w, unavailable(fmt.Errorf("register: %w", err)))
 		return
 	}
 	s.log.Info("oauth: client registered", zap.String("client_name", c.Name), zap.String("auth_method", c.AuthMethod))
