@@ -8,12 +8,13 @@ package mcpfeedback
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/mcpfeedback/caddy-mcp-feedback/internal/loopback"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -146,7 +147,7 @@ func (h *Handler) resolveLogin(repl *caddy.Replacer, s *settings) error {
 	}
 	ls := &loginSettings{mode: c.Mode, origin: origin, mount: strings.TrimRight(pu.EscapedPath(), "/")}
 	if pu.Scheme == "http" {
-		if !isLoopbackHost(pu.Hostname()) {
+		if !loopback.Host(pu.Hostname()) {
 			return fmt.Errorf("login needs an https public_url (sign-in cookies are Secure); plain http is only for 127.0.0.1, ::1 or localhost, not %q", pu.Host)
 		}
 		ls.plainHTTP = true
@@ -188,7 +189,7 @@ func (h *Handler) resolveLogin(repl *caddy.Replacer, s *settings) error {
 	}
 	switch {
 	case iu.Scheme == "https":
-	case iu.Scheme == "http" && ls.insecureLoopback && isLoopbackHost(iu.Hostname()):
+	case iu.Scheme == "http" && ls.insecureLoopback && loopback.Host(iu.Hostname()):
 	default:
 		return fmt.Errorf("login oidc: the issuer %q must be https (plain http only on loopback with insecure_loopback_for_tests)", ls.issuer)
 	}
@@ -224,16 +225,6 @@ func (h *Handler) resolveLogin(repl *caddy.Replacer, s *settings) error {
 	}
 	s.login = ls
 	return nil
-}
-
-// isLoopbackHost reports whether host (no port) is 127.0.0.0/8, ::1 or
-// localhost.
-func isLoopbackHost(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // newLogin builds the configured identity.Login (nil without `login`).

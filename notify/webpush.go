@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mcpfeedback/caddy-mcp-feedback/internal/loopback"
+
 	webpush "github.com/SherClockHolmes/webpush-go"
 	"go.uber.org/zap"
 
@@ -52,7 +54,7 @@ func CheckSubscription(s PushSubscription, allowLoopbackHTTP bool) error {
 	}
 	switch {
 	case u.Scheme == "https":
-	case u.Scheme == "http" && allowLoopbackHTTP && isLoopbackHost(u.Hostname()):
+	case u.Scheme == "http" && allowLoopbackHTTP && loopback.Host(u.Hostname()):
 	default:
 		return errors.New("endpoint must be an https URL")
 	}
@@ -71,14 +73,6 @@ func CheckSubscription(s PushSubscription, allowLoopbackHTTP bool) error {
 
 func decodeKey(s string) ([]byte, error) {
 	return base64.RawURLEncoding.DecodeString(strings.TrimRight(s, "="))
-}
-
-func isLoopbackHost(h string) bool {
-	if h == "localhost" {
-		return true
-	}
-	a, err := netip.ParseAddr(h)
-	return err == nil && a.IsLoopback()
 }
 
 // SubscriptionID names a subscription by its endpoint, which is unique per

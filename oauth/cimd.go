@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/mcpfeedback/caddy-mcp-feedback/internal/loopback"
 	"io"
 	"mime"
 	"net"
@@ -159,8 +160,8 @@ func (f *fetcher) checkCIMDURL(raw string) (*url.URL, error) {
 	if err != nil {
 		return nil, clientErr("client_id is not a valid URL")
 	}
-	loopback := f.insecure && (u.Scheme == "http" || u.Scheme == "https") && isLoopbackHost(u.Hostname())
-	if u.Scheme != "https" && !loopback {
+	local := f.insecure && (u.Scheme == "http" || u.Scheme == "https") && loopback.Host(u.Hostname())
+	if u.Scheme != "https" && !local {
 		return nil, clientErr("a client_id URL must be https")
 	}
 	if u.User != nil || u.Fragment != "" || strings.Contains(raw, "#") {
@@ -174,7 +175,7 @@ func (f *fetcher) checkCIMDURL(raw string) (*url.URL, error) {
 			return nil, clientErr("a client_id URL must not have . or .. segments")
 		}
 	}
-	if !loopback {
+	if !local {
 		if _, err := netip.ParseAddr(strings.Trim(u.Hostname(), "[]")); err == nil {
 			return nil, clientErr("a client_id URL must name a host, not an IP address")
 		}
@@ -238,7 +239,7 @@ func (f *fetcher) fetch(ctx context.Context, u *url.URL, id string) (*Client, ti
 	}
 	req.Header.Set("Accept", "application/json")
 	client := f.client
-	if f.insecure && isLoopbackHost(u.Hostname()) {
+	if f.insecure && loopback.Host(u.Hostname()) {
 		client = f.loopback
 	}
 	resp, err := client.Do(req)

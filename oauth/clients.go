@@ -7,13 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"slices"
 	"strings"
 	"time"
 	"unicode"
+
+	"github.com/mcpfeedback/caddy-mcp-feedback/internal/loopback"
 
 	"go.uber.org/zap"
 
@@ -78,12 +79,12 @@ func matchRedirect(c *Client, uri string) (string, bool) {
 	}
 	u, err := url.Parse(uri)
 	// url.Parse lowers the scheme; "HTTP://" must not pass as "http://".
-	if err != nil || !strings.HasPrefix(uri, "http://") || !isLoopbackHost(u.Hostname()) {
+	if err != nil || !strings.HasPrefix(uri, "http://") || !loopback.Host(u.Hostname()) {
 		return "", false
 	}
 	for _, reg := range c.RedirectURIs {
 		ru, err := url.Parse(reg)
-		if err != nil || ru.Scheme != "http" || !isLoopbackHost(ru.Hostname()) {
+		if err != nil || ru.Scheme != "http" || !loopback.Host(ru.Hostname()) {
 			continue
 		}
 		if ru.Hostname() == u.Hostname() && ru.EscapedPath() == u.EscapedPath() && ru.RawQuery == u.RawQuery &&
@@ -92,14 +93,6 @@ func matchRedirect(c *Client, uri string) (string, bool) {
 		}
 	}
 	return "", false
-}
-
-func isLoopbackHost(h string) bool {
-	if h == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(h)
-	return ip != nil && ip.IsLoopback()
 }
 
 // checkRedirectURI is the registration policy for a redirect URI: https;
@@ -128,7 +121,7 @@ func checkRedirectURI(raw string) error {
 			return fmt.Errorf("redirect URI %q has no host", raw)
 		}
 	case scheme == "http":
-		if !isLoopbackHost(u.Hostname()) {
+		if !loopback.Host(u.Hostname()) {
 			return fmt.Errorf("redirect URI %q: plain http is allowed only to a loopback address (127.0.0.1, [::1], localhost)", raw)
 		}
 	case slices.Contains(browserSchemes, scheme):

@@ -24,7 +24,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -32,6 +31,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/mcpfeedback/caddy-mcp-feedback/internal/loopback"
 
 	"github.com/MicahParks/jwkset"
 	"github.com/golang-jwt/jwt/v5"
@@ -458,21 +459,13 @@ func checkRemoteURL(raw string, insecureLoopback bool) error {
 	switch {
 	case u.Scheme == "https":
 		return nil
-	case u.Scheme == "http" && insecureLoopback && isLoopback(u.Hostname()):
+	case u.Scheme == "http" && insecureLoopback && loopback.Host(u.Hostname()):
 		return nil
 	case u.Scheme == "http" && insecureLoopback:
 		return fmt.Errorf("%w: %q: the loopback test switch allows http only to 127.0.0.1, ::1 or localhost", ErrRemoteConfig, raw)
 	default:
 		return fmt.Errorf("%w: %q must be https: the keys that decide who may act are fetched from it", ErrRemoteConfig, raw)
 	}
-}
-
-func isLoopback(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // newFetchClient is the HTTP client of JWKS and discovery fetches: a
