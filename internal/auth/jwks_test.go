@@ -394,7 +394,14 @@ func TestJWKSUnknownKIDRate(t *testing.T) {
 	if n := idp.fetches.Load(); n != 2 {
 		t.Fatalf("%d fetches, want 2", n)
 	}
-	time.Sleep(1100 * time.Millisecond)
+	// Once the interval has passed, an unknown kid refetches again: keep
+	// presenting it (bounded) until it does, then it is once more one
+	// fetch for the interval, however many tokens come.
+	deadline := time.Now().Add(5 * time.Second)
+	for idp.fetches.Load() < 3 && time.Now().Before(deadline) {
+		_, _ = v.Verify(tok)
+		time.Sleep(20 * time.Millisecond)
+	}
 	for range 5 {
 		_, _ = v.Verify(tok)
 	}
@@ -461,8 +468,21 @@ func TestJWKSBackgroundRefreshAndClose(t *testing.T) {
 			} else {
 				cancel()
 			}
-			time.Sleep(50 * time.Millisecond) // a refresh under way may finish
+			// A refresh already under way may still finish: wait (bounded)
+			// until the count holds still for a few refresh intervals,
+			// then watch that it stays so.
 			n := idp.fetches.Load()
+			for settled := time.Now().Add(5 * time.Second); ; {
+				time.Sleep(60 * time.Millisecond)
+				m := idp.fetches.Load()
+				if m == n {
+					break
+				}
+				if time.Now().After(settled) {
+					t.Fatalf("fetches still going on after %s: %d → %d", how, n, m)
+				}
+				n = m
+			}
 			time.Sleep(150 * time.Millisecond)
 			if m := idp.fetches.Load(); m != n {
 				t.Fatalf("fetches went on after %s: %d → %d", how, n, m)
