@@ -196,10 +196,6 @@ func (s *Service) attachFailed(w http.ResponseWriter, r *http.Request, err error
 	}
 }
 
-// downloadCSP: a download is never a document that can run anything, even
-// if a browser opened it as one.
-const downloadCSP = "default-src 'none'; sandbox"
-
 // Attachment handles GET /api/feedback/{id}/attachments/{aid}: a file the
 // answer carries, for the question's owner (scope feedback:read).
 func (s *Service) Attachment(w http.ResponseWriter, r *http.Request) {
@@ -224,7 +220,7 @@ func (s *Service) Attachment(w http.ResponseWriter, r *http.Request) {
 	}
 	hd.Set("Content-Type", ct)
 	hd.Set("X-Content-Type-Options", "nosniff")
-	hd.Set("Content-Security-Policy", downloadCSP)
+	hd.Set("Content-Security-Policy", imageCSP)
 	hd.Set("Cross-Origin-Resource-Policy", "same-origin")
 	hd.Set("Cache-Control", "private, no-store")
 	disp := "attachment"

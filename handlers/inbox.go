@@ -59,7 +59,7 @@ type Inbox struct {
 	cfg InboxConfig
 
 	mu      sync.Mutex
-	sockets map[*websocket.Conn]string // → person id
+	sockets map[*websocket.Conn]struct{} // open inbox sockets, closed by Stop
 	perUser map[string]int
 	stopped bool
 }
@@ -72,7 +72,7 @@ func NewInbox(h *Human, cfg InboxConfig) (*Inbox, error) {
 	if cfg.MaxSocketsPerPerson <= 0 {
 		cfg.MaxSocketsPerPerson = 10
 	}
-	return &Inbox{h: h, svc: h.svc, cfg: cfg, sockets: map[*websocket.Conn]string{}, perUser: map[string]int{}}, nil
+	return &Inbox{h: h, svc: h.svc, cfg: cfg, sockets: map[*websocket.Conn]struct{}{}, perUser: map[string]int{}}, nil
 }
 
 // Routes are the inbox's endpoints, keyed by ServeMux pattern.
@@ -229,10 +229,8 @@ func (in *Inbox) Answer(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	sess, err := in.svc.core.GetForPerson(r.Context(), p.ID, r.PathValue("id"))
-	if err != nil {
-		in.svc.storeFailed(r, "get", err)
-		writeStoreError(w, err)
+	sess, ok := in.sessionFor(w, r, p)
+	if !ok {
 		return
 	}
 	req, verr := validate.DecodeSubmit(raw)
@@ -259,10 +257,8 @@ func (in *Inbox) Image(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	sess, err := in.svc.core.GetForPerson(r.Context(), p.ID, r.PathValue("id"))
-	if err != nil {
-		in.svc.storeFailed(r, "get", err)
-		writeStoreError(w, err)
+	sess, ok := in.sessionFor(w, r, p)
+	if !ok {
 		return
 	}
 	in.h.writeImage(w, r, sess)
@@ -424,7 +420,7 @@ func (in *Inbox) WS(w http.ResponseWriter, r *http.Request) {
 	}
 	c.SetReadLimit(wsReadLimit)
 	in.mu.Lock()
-	in.sockets[c] = p.ID
+	in.sockets[c] = struct{}{}
 	in.mu.Unlock()
 	defer func() {
 		in.mu.Lock()

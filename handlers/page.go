@@ -457,8 +457,8 @@ func visible(s string) string {
 	return b.String()
 }
 
-// imageCSP: an image response is never a document that could run
-// anything, even when opened on its own.
+// imageCSP (images and attachment downloads alike): such a response is
+// never a document that could run anything, even when opened on its own.
 const imageCSP = "default-src 'none'; sandbox"
 
 // Image handles POST /feedback/{id}/image/{n} with {"token":"…"}: the
