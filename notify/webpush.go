@@ -198,15 +198,20 @@ const vapidKeep = 10 * 365 * 24 * time.Hour
 // the first time. PutNew makes instances that start together agree on one
 // pair: whoever stores first wins and every other one loads that.
 func LoadOrCreateVAPID(ctx context.Context, kv store.KV) (VAPIDKeys, error) {
-	priv, pub, err := webpush.GenerateVAPIDKeys()
-	if err != nil {
-		return VAPIDKeys{}, fmt.Errorf("generating VAPID keys: %w", err)
-	}
-	fresh, _ := json.Marshal(VAPIDKeys{Private: priv, Public: pub})
-	if _, err := kv.PutNew(ctx, vapidKey, fresh, vapidKeep); err != nil {
-		return VAPIDKeys{}, fmt.Errorf("storing VAPID keys: %w", err)
-	}
 	raw, err := kv.Load(ctx, vapidKey)
+	if errors.Is(err, store.ErrNotFound) {
+		// The first start: make keys, unless another instance just did
+		// (PutNew keeps the first), and read back whichever won.
+		priv, pub, gerr := webpush.GenerateVAPIDKeys()
+		if gerr != nil {
+			return VAPIDKeys{}, fmt.Errorf("generating VAPID keys: %w", gerr)
+		}
+		fresh, _ := json.Marshal(VAPIDKeys{Private: priv, Public: pub})
+		if _, err := kv.PutNew(ctx, vapidKey, fresh, vapidKeep); err != nil {
+			return VAPIDKeys{}, fmt.Errorf("storing VAPID keys: %w", err)
+		}
+		raw, err = kv.Load(ctx, vapidKey)
+	}
 	if err != nil {
 		return VAPIDKeys{}, fmt.Errorf("loading VAPID keys: %w", err)
 	}
