@@ -233,6 +233,11 @@
         }
         return r.blob();
       }).then(function (b) {
+        // Once shown, the image no longer needs its blob: a card is
+        // rebuilt on every change, which would otherwise keep them all.
+        img.onload = function () {
+          URL.revokeObjectURL(img.src);
+        };
         img.src = URL.createObjectURL(b);
         img.setAttribute('data-loaded', '1');
       }).catch(function () {
