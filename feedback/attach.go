@@ -117,7 +117,7 @@ func (s *Service) Attach(ctx context.Context, sess *Session, name, declared stri
 	}
 	if rules.MaxBytesPerSubject > 0 {
 		qkey := store.AttachmentQuotaKey(sess.Owner)
-		member := sess.ID + "/" + ref.ID + "/" + strconv.Itoa(len(data))
+		member := quotaMember(sess.ID, ref.ID, len(data))
 		if err := kv.AddMember(ctx, qkey, member, until); err != nil {
 			return nil, fmt.Errorf("attaching to %s: quota: %w", sess.ID, err)
 		}
@@ -141,7 +141,7 @@ func (s *Service) Attach(ctx context.Context, sess *Session, name, declared stri
 		bg := context.WithoutCancel(ctx)
 		_ = kv.RemoveMember(bg, set, ref.ID)
 		if rules.MaxBytesPerSubject > 0 {
-			_ = kv.RemoveMember(bg, store.AttachmentQuotaKey(sess.Owner), sess.ID+"/"+ref.ID+"/"+strconv.Itoa(len(data)))
+			_ = kv.RemoveMember(bg, store.AttachmentQuotaKey(sess.Owner), quotaMember(sess.ID, ref.ID, len(data)))
 		}
 		return nil, err
 	}
@@ -152,11 +152,8 @@ func (s *Service) Attach(ctx context.Context, sess *Session, name, declared stri
 // submit finds always has all its bytes.
 func (s *Service) storeUpload(ctx context.Context, sess *Session, ref *store.AttachmentRef, data []byte, ttl time.Duration) error {
 	kv := s.hub.store
-	for c := range store.ImageChunks(len(data)) {
-		chunk := data[c*store.ImageChunk : min((c+1)*store.ImageChunk, len(data))]
-		if err := kv.Put(ctx, store.AttachmentKey(sess.ID, ref.ID, c), chunk, ttl); err != nil {
-			return fmt.Errorf("attaching to %s: storing chunk %d: %w", sess.ID, c, err)
-		}
+	if err := s.putChunks(ctx, func(c int) string { return store.AttachmentKey(sess.ID, ref.ID, c) }, data, ttl); err != nil {
+		return fmt.Errorf("attaching to %s: %w", sess.ID, err)
 	}
 	meta, err := json.Marshal(ref)
 	if err != nil {
@@ -231,16 +228,9 @@ func (s *Service) Attachment(ctx context.Context, sess *Session, aid string) ([]
 	if ref == nil {
 		return nil, nil, store.ErrNotFound
 	}
-	data := make([]byte, 0, ref.Bytes)
-	for c := range store.ImageChunks(ref.Bytes) {
-		chunk, err := s.hub.store.Load(ctx, store.AttachmentKey(sess.ID, aid, c))
-		if err != nil {
-			return nil, nil, fmt.Errorf("attachment %s of %s: %w", aid, sess.ID, err)
-		}
-		data = append(data, chunk...)
-	}
-	if len(data) != ref.Bytes {
-		return nil, nil, fmt.Errorf("attachment %s of %s: %d bytes stored, %d expected: %w", aid, sess.ID, len(data), ref.Bytes, store.ErrNotFound)
+	data, err := s.loadChunks(ctx, func(c int) string { return store.AttachmentKey(sess.ID, aid, c) }, ref.Bytes)
+	if err != nil {
+		return nil, nil, fmt.Errorf("attachment %s of %s: %w", aid, sess.ID, err)
 	}
 	return data, ref, nil
 }
@@ -278,7 +268,7 @@ func (s *Service) Unattach(ctx context.Context, sess *Session, aid string) error
 			return fmt.Errorf("removing upload of %s: chunk %d: %w", sess.ID, c, err)
 		}
 	}
-	if err := kv.RemoveMember(ctx, store.AttachmentQuotaKey(sess.Owner), sess.ID+"/"+aid+"/"+strconv.Itoa(ref.Bytes)); err != nil {
+	if err := kv.RemoveMember(ctx, store.AttachmentQuotaKey(sess.Owner), quotaMember(sess.ID, aid, ref.Bytes)); err != nil {
 		return fmt.Errorf("removing upload of %s: quota: %w", sess.ID, err)
 	}
 	return nil

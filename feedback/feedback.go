@@ -165,11 +165,9 @@ func (s *Service) Ask(ctx context.Context, owner Owner, req *validate.CreateRequ
 	// that a question never names an image that is not there; a create
 	// that fails after them leaves them to their TTL.
 	for i, im := range req.Images {
-		for c := range store.ImageChunks(len(im.Data)) {
-			chunk := im.Data[c*store.ImageChunk : min((c+1)*store.ImageChunk, len(im.Data))]
-			if err := s.hub.store.Put(ctx, store.ImageKey(sess.ID, i, c), chunk, ttl+s.cfg.Retention); err != nil {
-				return nil, fmt.Errorf("asking: storing image %d: %w", i, err)
-			}
+		key := func(c int) string { return store.ImageKey(sess.ID, i, c) }
+		if err := s.putChunks(ctx, key, im.Data, ttl+s.cfg.Retention); err != nil {
+			return nil, fmt.Errorf("asking: image %d: %w", i, err)
 		}
 	}
 	if s.cfg.IndexByOwner {
@@ -375,16 +373,9 @@ func (s *Service) Image(ctx context.Context, sess *Session, n int) ([]byte, stri
 		return nil, "", store.ErrNotFound
 	}
 	ref := sess.Form.Images[n]
-	data := make([]byte, 0, ref.Bytes)
-	for c := range store.ImageChunks(ref.Bytes) {
-		chunk, err := s.hub.store.Load(ctx, store.ImageKey(sess.ID, n, c))
-		if err != nil {
-			return nil, "", fmt.Errorf("image %d of %s: %w", n, sess.ID, err)
-		}
-		data = append(data, chunk...)
-	}
-	if len(data) != ref.Bytes {
-		return nil, "", fmt.Errorf("image %d of %s: %d bytes stored, %d expected: %w", n, sess.ID, len(data), ref.Bytes, store.ErrNotFound)
+	data, err := s.loadChunks(ctx, func(c int) string { return store.ImageKey(sess.ID, n, c) }, ref.Bytes)
+	if err != nil {
+		return nil, "", fmt.Errorf("image %d of %s: %w", n, sess.ID, err)
 	}
 	return data, ref.MediaType, nil
 }
