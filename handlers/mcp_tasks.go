@@ -714,7 +714,9 @@ func (m *MCP) runTaskNotifier(ctx context.Context) {
 			return
 		case sess := <-m.taskQueue:
 			kvp := m.taskKV.Load()
-			if kvp == nil {
+			// Tasks are their question owner's, and notifications go to
+			// that owner's sessions here: with none, no store read.
+			if kvp == nil || !m.hasStreamableSession(sess.Owner) {
 				continue
 			}
 			kv := *kvp
@@ -734,6 +736,18 @@ func (m *MCP) runTaskNotifier(ctx context.Context) {
 			cancel()
 		}
 	}
+}
+
+// hasStreamableSession reports whether owner has a Streamable HTTP
+// session on this instance (where task notifications can go).
+func (m *MCP) hasStreamableSession(owner store.Owner) bool {
+	found := false
+	m.sessions.Range(func(_, v any) bool {
+		s := v.(*mcpSession)
+		found = !s.sse && s.owner == owner
+		return !found
+	})
+	return found
 }
 
 // notifyTask sends the task's status to its owner's Streamable HTTP
