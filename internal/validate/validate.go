@@ -258,8 +258,8 @@ func DecodeSubmit(body []byte) (*SubmitRequest, *Error) {
 		req.Attachments = ids
 	}
 	if raw, ok := fields["selectedOptions"]; ok && !isNull(raw) {
-		var arr []json.RawMessage
-		if err := json.Unmarshal(raw, &arr); err != nil {
+		arr, ok := splitArray(raw)
+		if !ok {
 			return nil, invalid("selectedOptions must be an array of strings")
 		}
 		for i, el := range arr {
@@ -338,6 +338,15 @@ func checkFreeText(s string) *Error {
 // allowed (case-sensitive, each at most once; nil allows any name) and
 // returns the raw members.
 func decodeObject(body []byte, allowed []string) (map[string]json.RawMessage, *Error) {
+	if fields, ok := splitObject(body, allowed); ok {
+		return fields, nil
+	}
+	return decodeObjectSlow(body, allowed)
+}
+
+// decodeObjectSlow is decodeObject with encoding/json's Decoder, token by
+// token: what says exactly what is wrong with a body.
+func decodeObjectSlow(body []byte, allowed []string) (map[string]json.RawMessage, *Error) {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return nil, invalid("the request body is empty; send a JSON object")
 	}
@@ -398,6 +407,9 @@ func jsonString(raw json.RawMessage, name string) (string, *Error) {
 	if len(raw) == 0 || raw[0] != '"' {
 		return "", invalid("%s must be a string", name)
 	}
+	if s, ok := plainString(raw); ok {
+		return s, nil
+	}
 	var s string
 	if err := json.Unmarshal(raw, &s); err != nil {
 		return "", invalid("%s must be a string", name)
@@ -423,8 +435,8 @@ func decodeOptions(raw json.RawMessage, field string, lim Limits) ([]store.Optio
 	if raw[0] != '[' {
 		return nil, invalid("%s", shape)
 	}
-	var arr []json.RawMessage
-	if err := json.Unmarshal(raw, &arr); err != nil {
+	arr, ok := splitArray(raw)
+	if !ok {
 		return nil, invalid("%s", shape)
 	}
 	if len(arr) > lim.MaxOptions {
@@ -432,8 +444,9 @@ func decodeOptions(raw json.RawMessage, field string, lim Limits) ([]store.Optio
 	}
 	opts := make([]store.Option, 0, len(arr))
 	recommended := -1
+	skeletons := make([]string, 0, len(arr))
 	for i, el := range arr {
-		name := fmt.Sprintf("%s[%d]", field, i)
+		name := field + "[" + strconv.Itoa(i) + "]"
 		o, verr := decodeOption(el, name)
 		if verr != nil {
 			return nil, verr
@@ -451,9 +464,11 @@ func decodeOptions(raw json.RawMessage, field string, lim Limits) ([]store.Optio
 		if slices.ContainsFunc(opts, func(p store.Option) bool { return p.Label == s }) {
 			return nil, invalid("%s repeats the option %q", name, truncate(s, 60))
 		}
-		if j := slices.IndexFunc(opts, func(p store.Option) bool { return skeleton(p.Label) == skeleton(s) }); j >= 0 {
+		skel := skeleton(s)
+		if j := slices.Index(skeletons, skel); j >= 0 {
 			return nil, invalid("%s looks the same as %s[%d] (they differ only in invisible characters)", name, field, j)
 		}
+		skeletons = append(skeletons, skel)
 		if o.Recommended {
 			if recommended >= 0 {
 				return nil, invalid("%s and %s[%d] are both recommended; at most one option may be", name, field, recommended)
@@ -583,6 +598,9 @@ func decodeMetadata(raw json.RawMessage) (json.RawMessage, *Error) {
 // newlines), the bidirectional overrides that can make one option look like
 // another on the answer page, and invisible characters (see invisibleAt).
 func checkText(s, name string, multiline bool) *Error {
+	if plainText(s, multiline) {
+		return nil
+	}
 	pos := 0
 	for i, r := range s {
 		pos++
@@ -600,6 +618,20 @@ func checkText(s, name string, multiline bool) *Error {
 		}
 	}
 	return nil
+}
+
+// plainText: s is printable ASCII (and tabs, and newlines when
+// multiline), which checkText passes without looking at each rune.
+func plainText(s string, multiline bool) bool {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c >= 0x20 && c < 0x7f, c == '\t':
+		case multiline && (c == '\n' || c == '\r'):
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // Invisible characters draw nothing, so text that contains them is not the
