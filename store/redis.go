@@ -31,10 +31,6 @@ const (
 	// answer before rueidis drops it; it also bounds how long a half-open
 	// subscriber connection goes unnoticed.
 	defaultWriteTimeout = 5 * time.Second
-	// defaultFlushDelay lets rueidis gather the commands of concurrent
-	// requests into one write: far fewer syscalls in Caddy and in Redis
-	// under load, for at most this much added latency.
-	defaultFlushDelay = 20 * time.Microsecond
 
 	subscribeMinBackoff = 100 * time.Millisecond
 	subscribeMaxBackoff = 5 * time.Second
@@ -158,9 +154,6 @@ func NewRedis(opts RedisOptions) (*Redis, error) {
 		}
 		if co.ConnWriteTimeout == 0 {
 			co.ConnWriteTimeout = defaultWriteTimeout
-		}
-		if co.MaxFlushDelay == 0 {
-			co.MaxFlushDelay = defaultFlushDelay
 		}
 		if co.ClientName == "" {
 			co.ClientName = "caddy-mcp-feedback"
