@@ -181,7 +181,7 @@ func run() error {
 		}
 	}
 	if want["wrk"] {
-		if err := wrkThroughput(&r, a, tok); err != nil {
+		if err := wrkThroughput(&r, a, env.redis, tok); err != nil {
 			return err
 		}
 	}
@@ -561,7 +561,53 @@ func writeSessions(path string, ss []session) error {
 	return os.WriteFile(path, []byte(b.String()), 0o600)
 }
 
-func wrkThroughput(r *report, a *harness.Caddy, tok string) error {
+// cpuTicks is the CPU time (user + system, in clock ticks of 10 ms, the
+// Linux USER_HZ) process pid has used, from /proc; 0 when it can't be read.
+func cpuTicks(pid int) int64 {
+	if pid == 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The command name (field 2) may hold spaces; the fields after it don't.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return ut + st
+}
+
+// cpuCost is CPU time per request of Caddy and Redis over wrk points, in µs:
+// what a request costs each process whatever else shares the machine.
+type cpuCost struct{ caddy, redis []float64 }
+
+// measure runs fn (a wrk point returning its rate) and records the CPU
+// Caddy and Redis used per request during it.
+func (c *cpuCost) measure(caddyPID, redisPID int, fn func() (float64, int64, error)) (float64, int64, error) {
+	c0, r0 := cpuTicks(caddyPID), cpuTicks(redisPID)
+	rate, failed, err := fn()
+	if err != nil || rate == 0 {
+		return rate, failed, err
+	}
+	n := rate * duration.Seconds()
+	c.caddy = append(c.caddy, float64(cpuTicks(caddyPID)-c0)*1e4/n)
+	c.redis = append(c.redis, float64(cpuTicks(redisPID)-r0)*1e4/n)
+	return rate, failed, err
+}
+
+func (c *cpuCost) cell() string {
+	return fmt.Sprintf("%.0f / %.0f", median(c.caddy), median(c.redis))
+}
+
+func wrkThroughput(r *report, a *harness.Caddy, redis *redistest.Server, tok string) error {
 	if _, err := exec.LookPath("wrk"); err != nil {
 		return fmt.Errorf("-wrk needs wrk on PATH (apt-get install wrk): %w", err)
 	}
@@ -597,24 +643,34 @@ func wrkThroughput(r *report, a *harness.Caddy, tok string) error {
 	r.f("## REST throughput, wrk (%d threads; requests/s; ratio = / plain `respond` route; medians of %d rounds)\n\n", *wrkThreads, *repeat)
 	r.f("| connections | plain respond | create | ratio | status | ratio | status, many ids | ratio | submit | ratio | errors |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
 	secs := duration.Seconds()
+	caddyPID, redisPID := a.Process().Cmd.Process.Pid, 0
+	if redis != nil {
+		redisPID = redis.PID()
+	}
+	var cpuRows []string
 	for _, conns := range levels {
 		var plain, cr, st, stMany, sb point
+		var cPlain, cCreate, cStatus, cMany, cSubmit cpuCost
 		var errs int64
 		for round := range *repeat {
-			pr, pf, err := wrk(conns, a.HTTP+"/plain", "", "")
+			pr, pf, err := cPlain.measure(caddyPID, redisPID, func() (float64, int64, error) { return wrk(conns, a.HTTP+"/plain", "", "") })
 			if err != nil {
 				return err
 			}
 			plain.add(pr, pr)
 			stop := profile(a, fmt.Sprintf("wrk-create-c%d-r%d", conns, round))
-			c, cf, err := wrk(conns, a.HTTP+"/api/feedback/create", createLua, "")
+			c, cf, err := cCreate.measure(caddyPID, redisPID, func() (float64, int64, error) {
+				return wrk(conns, a.HTTP+"/api/feedback/create", createLua, "")
+			})
 			stop()
 			if err != nil {
 				return err
 			}
 			cr.add(c, pr)
 			stop = profile(a, fmt.Sprintf("wrk-status-c%d-r%d", conns, round))
-			s, sf, err := wrk(conns, a.HTTP+"/api/feedback/"+statusSess.id+"/status", "", "Authorization: Bearer "+tok)
+			s, sf, err := cStatus.measure(caddyPID, redisPID, func() (float64, int64, error) {
+				return wrk(conns, a.HTTP+"/api/feedback/"+statusSess.id+"/status", "", "Authorization: Bearer "+tok)
+			})
 			stop()
 			if err != nil {
 				return err
@@ -630,13 +686,17 @@ func wrkThroughput(r *report, a *harness.Caddy, tok string) error {
 			if err := writeSessions(list, ss); err != nil {
 				return err
 			}
-			sm, smf, err := wrk(conns, a.HTTP, statusLua, "", list, strconv.Itoa(*wrkThreads))
+			sm, smf, err := cMany.measure(caddyPID, redisPID, func() (float64, int64, error) {
+				return wrk(conns, a.HTTP, statusLua, "", list, strconv.Itoa(*wrkThreads))
+			})
 			if err != nil {
 				return err
 			}
 			stMany.add(sm, pr)
 			stop = profile(a, fmt.Sprintf("wrk-submit-c%d-r%d", conns, round))
-			b, sbf, err := wrk(conns, a.HTTP, submitLua, "", list, strconv.Itoa(*wrkThreads))
+			b, sbf, err := cSubmit.measure(caddyPID, redisPID, func() (float64, int64, error) {
+				return wrk(conns, a.HTTP, submitLua, "", list, strconv.Itoa(*wrkThreads))
+			})
 			stop()
 			if err != nil {
 				return err
@@ -645,6 +705,12 @@ func wrkThroughput(r *report, a *harness.Caddy, tok string) error {
 			errs += pf + cf + sf + smf + sbf
 		}
 		r.f("| %d | %.0f | %s | %s | %s | %s | %d |\n", conns, median(plain.rates), cr.cell(), st.cell(), stMany.cell(), sb.cell(), errs)
+		cpuRows = append(cpuRows, fmt.Sprintf("| %d | %s | %s | %s | %s | %s |\n", conns, cPlain.cell(), cCreate.cell(), cStatus.cell(), cMany.cell(), cSubmit.cell()))
+	}
+	r.f("\nCPU time per request, Caddy / Redis (µs; from /proc, medians of the rounds):\n\n")
+	r.f("| connections | plain respond | create | status | status, many ids | submit |\n|---|---|---|---|---|---|\n")
+	for _, row := range cpuRows {
+		r.f("%s", row)
 	}
 	r.f("\nwrk -t %d -c N -d %s; status reads one session; \"status, many ids\" and submit walk sessions made for the round (each answered once).\n\n", *wrkThreads, *duration)
 	return nil

@@ -103,6 +103,16 @@ func (s *Server) URL() string { return "redis://" + s.Addr + "/0" }
 // Dir is the data directory (AOF files and redis.log).
 func (s *Server) Dir() string { return s.dir }
 
+// PID is the server's process id, or 0 when it is not running.
+func (s *Server) PID() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.proc == nil {
+		return 0
+	}
+	return s.proc.Cmd.Process.Pid
+}
+
 // Kill sends SIGKILL and waits for the process to exit. It does nothing if
 // the server is not running.
 func (s *Server) Kill() {
