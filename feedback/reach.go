@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/mcpfeedback/caddy-mcp-feedback/internal/validate"
 	"github.com/mcpfeedback/caddy-mcp-feedback/store"
 )
@@ -135,6 +137,9 @@ func For(sess *Session, subject string) bool {
 	return subject != "" && (sess.Owner.Subject == subject || slices.Contains(sess.To, subject))
 }
 
+// inboxReaders bounds the reads of one inbox listing in flight at once.
+const inboxReaders = 32
+
 // Inbox returns subject's questions (owned or addressed to them), open
 // and recently finished (still retained), newest first. It needs
 // Config.IndexByOwner: only questions asked while it was on are found.
@@ -143,22 +148,35 @@ func (s *Service) Inbox(ctx context.Context, subject string) ([]*Session, error)
 	if err != nil {
 		return nil, fmt.Errorf("reading inbox: %w", err)
 	}
-	out := make([]*Session, 0, len(ids))
-	for _, id := range ids {
+	// The reads go out together (rueidis pipelines concurrent commands), so
+	// an inbox of n questions takes a few round trips, not n.
+	read := make([]*Session, len(ids))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(inboxReaders)
+	for i, id := range ids {
 		if !ValidID(id) {
 			continue
 		}
-		sess, err := s.hub.read(ctx, id)
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-			continue // gone past its retention, or never created
-		case err != nil:
-			return nil, fmt.Errorf("reading inbox: %w", err)
+		g.Go(func() error {
+			sess, err := s.hub.read(gctx, id)
+			switch {
+			case errors.Is(err, store.ErrNotFound):
+				return nil // gone past its retention, or never created
+			case err != nil:
+				return err
+			}
+			read[i] = sess
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, fmt.Errorf("reading inbox: %w", err)
+	}
+	out := make([]*Session, 0, len(ids))
+	for _, sess := range read {
+		if sess != nil && For(sess, subject) {
+			out = append(out, sess)
 		}
-		if !For(sess, subject) {
-			continue
-		}
-		out = append(out, sess)
 	}
 	slices.SortFunc(out, func(a, b *Session) int {
 		if c := b.CreatedAt.Compare(a.CreatedAt); c != 0 {

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/mark3labs/mcp-go/mcp"
@@ -539,26 +540,54 @@ func (m *MCP) listTasks(ctx context.Context, rq *mcpRequest, params json.RawMess
 	slices.Sort(ids)
 	tasks := []mcp.Task{}
 	next := ""
-	for i := start; i < len(ids); i++ {
-		if len(tasks) == taskListPage {
+	// The tasks still missing from the page are read together (rueidis
+	// pipelines concurrent commands), then taken in order; a task that
+	// expired between the index and its read leaves a gap the next batch
+	// fills.
+	for i := start; i < len(ids) && next == ""; {
+		batch := ids[i:min(len(ids), i+taskListPage-len(tasks))]
+		got := make([]listedTask, len(batch))
+		var wg sync.WaitGroup
+		for j, id := range batch {
+			wg.Go(func() { got[j] = m.listedTask(ctx, rq, kv, owner, id) })
+		}
+		wg.Wait()
+		for _, t := range got {
+			i++
+			if t.err != nil {
+				return nil, t.err
+			}
+			if t.rec == nil {
+				continue // expired between the two reads
+			}
+			tasks = append(tasks, m.taskView(t.rec, t.sess, m.link(ctx, t.rec.Question)))
+		}
+		if len(tasks) == taskListPage && i < len(ids) {
 			next = strconv.Itoa(i)
-			break
 		}
-		rec, e := m.loadTask(ctx, kv, owner, ids[i])
-		if e != nil {
-			continue // expired between the two reads
-		}
-		sess, e := m.question(ctx, rq, rec)
-		if e != nil {
-			return nil, e
-		}
-		tasks = append(tasks, m.taskView(rec, sess, m.link(ctx, rec.Question)))
 	}
 	out := map[string]any{"tasks": tasks}
 	if next != "" {
 		out["nextCursor"] = next
 	}
 	return out, nil
+}
+
+// listedTask is one task of a tasks/list page as read: rec is nil for a
+// task that expired between the index and its record.
+type listedTask struct {
+	rec  *taskRecord
+	sess *store.Session
+	err  *rpcError
+}
+
+func (m *MCP) listedTask(ctx context.Context, rq *mcpRequest, kv store.KV, owner store.Owner, id string) listedTask {
+	rec, e := m.loadTask(ctx, kv, owner, id)
+	if e != nil {
+		return listedTask{}
+	}
+	sess, e := m.question(ctx, rq, rec)
+	return listedTask{rec: rec, sess: sess, err: e}
 }
 
 // taskResult blocks until the task is done and answers with the tool's

@@ -124,6 +124,53 @@ func TestMCPTasks(t *testing.T) {
 	t.Run("hostile", testTaskHostile)
 	t.Run("status notifications", testTaskNotifications)
 	t.Run("calls cap", testTaskCallsCap)
+	t.Run("list pages", testTaskListPages)
+}
+
+// testTaskListPages: tasks/list pages through every task once, in pages of
+// taskListPage with a cursor to the next, and leaves out one that expired.
+func testTaskListPages(t *testing.T) {
+	e := newMCPEnv(t, store.NewMemory())
+	s := e.rpcSession(t, "alice")
+	made := map[string]bool{}
+	var last string
+	for i := range 2*taskListPage + 7 {
+		task, _ := s.createTask(map[string]any{"message": fmt.Sprintf("question %d", i)})
+		last = task["taskId"].(string)
+		made[last] = true
+	}
+	// One task record gone (its TTL passed) while still in the owner's index.
+	if err := e.svc.core.Hub().Records().Delete(t.Context(), kvTask+last); err != nil {
+		t.Fatal(err)
+	}
+	delete(made, last)
+	seen, cursor, pages := map[string]bool{}, "", 0
+	for {
+		params := map[string]any{}
+		if cursor != "" {
+			params["cursor"] = cursor
+		}
+		page := resultOf(t, s.call("tasks/list", params))
+		pages++
+		for _, ts := range page["tasks"].([]any) {
+			id := ts.(map[string]any)["taskId"].(string)
+			if seen[id] || !made[id] {
+				t.Fatalf("page %d lists %s again or a task never made / expired", pages, id)
+			}
+			seen[id] = true
+		}
+		next, _ := page["nextCursor"].(string)
+		if n := len(page["tasks"].([]any)); next != "" && n != taskListPage {
+			t.Fatalf("page %d holds %d tasks and has a next cursor", pages, n)
+		}
+		if next == "" {
+			break
+		}
+		cursor = next
+	}
+	if len(seen) != len(made) || pages != 3 {
+		t.Fatalf("listed %d of %d tasks in %d pages", len(seen), len(made), pages)
+	}
 }
 
 // listener is an MCP client with the server's GET stream open, which
