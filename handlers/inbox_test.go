@@ -15,6 +15,7 @@ import (
 	"github.com/mcpfeedback/caddy-mcp-feedback/feedback"
 	"github.com/mcpfeedback/caddy-mcp-feedback/identity"
 	"github.com/mcpfeedback/caddy-mcp-feedback/internal/pushtest"
+	"github.com/mcpfeedback/caddy-mcp-feedback/internal/redistest"
 	"github.com/mcpfeedback/caddy-mcp-feedback/notify"
 	"github.com/mcpfeedback/caddy-mcp-feedback/store"
 )
@@ -279,6 +280,24 @@ func TestInboxSocket(t *testing.T) {
 func BenchmarkInboxList1000(b *testing.B) {
 	st := store.NewMemory()
 	defer st.Close()
+	benchInboxList(b, st, 1000)
+}
+
+// BenchmarkInboxListRedis100 is the same with 100 open questions on a real
+// redis-server, where each question is a round trip:
+//
+//	go test -run '^$' -bench InboxListRedis100 -benchtime 200x ./handlers/
+func BenchmarkInboxListRedis100(b *testing.B) {
+	rs := redistest.Start(b)
+	st, err := store.NewRedis(store.RedisOptions{URL: rs.URL(), KeyPrefix: "bench:"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	benchInboxList(b, st, 100)
+}
+
+func benchInboxList(b *testing.B, st store.Store, n int) {
 	svc := newServiceWith(b, st, feedback.Config{IndexByOwner: true})
 	hp, err := NewHuman(svc, HumanConfig{})
 	if err != nil {
@@ -289,7 +308,7 @@ func BenchmarkInboxList1000(b *testing.B) {
 		b.Fatal(err)
 	}
 	tok := mint(b, "alice")
-	for i := range 1000 {
+	for i := range n {
 		create(b, svc, tok, fmt.Sprintf(`{"message":"Question **%d**: deploy `+"`v%d`"+` to production?","predefinedOptions":["yes","no"],"metadata":{"agent_name":"bot-%d"}}`, i, i, i%7))
 	}
 	req := httptest.NewRequest("GET", "/inbox/questions", nil)
