@@ -320,12 +320,17 @@ func (s *Service) Authenticate(w http.ResponseWriter, r *http.Request, scope str
 
 func (s *Service) authenticate(w http.ResponseWriter, r *http.Request, scope string) (*auth.Claims, bool) {
 	claims, aerr := s.verify(r)
-	if aerr != nil && aerr.Reason == "store" {
-		// An access token of this site's authorization server that could
-		// not be looked up: the token may be fine, so no 401 (which would
-		// send the client through sign-in again).
-		s.cfg.Observer.StoreFailed("token")
-		s.log.Error("checking an access token failed", zap.Error(aerr.Err))
+	if aerr != nil && aerr.Temporary() {
+		// A token that could not be checked (an access token of this site's
+		// authorization server while the store is away, or any token before
+		// the identity provider's keys have loaded): it may be fine, so no
+		// 401 (which would send the client through sign-in again).
+		if aerr.Reason == "store" {
+			s.cfg.Observer.StoreFailed("token")
+		} else {
+			s.cfg.Observer.AuthFailed(aerr.Reason)
+		}
+		s.log.Error("checking a token failed", zap.String("reason", aerr.Reason), zap.Error(aerr.Err))
 		w.Header().Set("Retry-After", "1")
 		WriteError(w, http.StatusServiceUnavailable, "unavailable", aerr.Description())
 		return nil, false

@@ -94,6 +94,13 @@ func (e *Error) Status() int {
 	return http.StatusUnauthorized
 }
 
+// Temporary reports a token that could not be checked rather than one
+// found wrong: the store holding opaque tokens is unreachable, or the
+// identity provider's keys have not been loaded. The token may be fine, so
+// the answer is 503 and a retry, not a 401 that would send the client
+// through sign-in again.
+func (e *Error) Temporary() bool { return e.Reason == "store" || e.Reason == "keys_unavailable" }
+
 func (e *Error) Error() string {
 	if e.Err != nil {
 		return e.Reason + ": " + e.Err.Error()
