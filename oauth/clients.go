@@ -256,21 +256,25 @@ func checkRegistration(reg *registration) (*Client, error) {
 }
 
 // allowRegistration counts a registration from addr against the hourly
-// cap, in an expiring set every instance shares.
+// cap, in an expiring set every instance shares. It counts first and then
+// looks: a registration over the cap is taken back, so concurrent ones
+// racing for the last place cannot all get it (they may all be refused,
+// which fails closed).
 func (s *Server) allowRegistration(ctx context.Context, addr string) (bool, error) {
 	if s.cfg.RegistrationsPerHour < 0 {
 		return true, nil
 	}
-	key := keyRate(addr)
+	key, member := keyRate(addr), secret("")
+	if err := s.kv.AddMember(ctx, key, member, s.cfg.Now().Add(time.Hour)); err != nil {
+		return false, fmt.Errorf("oauth: counting a registration: %w", err)
+	}
 	members, err := s.kv.Members(ctx, key)
 	if err != nil {
 		return false, fmt.Errorf("oauth: reading the registration count: %w", err)
 	}
-	if len(members) >= s.cfg.RegistrationsPerHour {
+	if len(members) > s.cfg.RegistrationsPerHour {
+		_ = s.kv.RemoveMember(context.WithoutCancel(ctx), key, member)
 		return false, nil
-	}
-	if err := s.kv.AddMember(ctx, key, secret(""), s.cfg.Now().Add(time.Hour)); err != nil {
-		return false, fmt.Errorf("oauth: counting a registration: %w", err)
 	}
 	return true, nil
 }

@@ -11,9 +11,12 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/mcpfeedback/caddy-mcp-feedback/identity"
+	"github.com/mcpfeedback/caddy-mcp-feedback/internal/redistest"
 	"github.com/mcpfeedback/caddy-mcp-feedback/store"
 )
 
@@ -620,6 +623,46 @@ func TestRegisterRateLimit(t *testing.T) {
 	r, m := e.register(`{"redirect_uris":["https://a.example/cb"]}`)
 	if r.status != 429 || r.header.Get("Retry-After") == "" || m["error_description"] == "" {
 		t.Fatalf("4th: %d %s", r.status, r.body)
+	}
+}
+
+// TestRegisterRateLimitConcurrent: registrations racing from one address
+// never get past the cap together.
+// On redis-server too, where the count and the add are round trips apart.
+func TestRegisterRateLimitConcurrent(t *testing.T) {
+	t.Run("memory", func(t *testing.T) { testRegisterRace(t, nil) })
+	t.Run("redis", func(t *testing.T) {
+		kv, err := store.NewRedis(store.RedisOptions{URL: redistest.Start(t).URL(), KeyPrefix: "oauthtest:"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { kv.Close() })
+		testRegisterRace(t, kv)
+	})
+}
+
+func testRegisterRace(t *testing.T, kv store.KV) {
+	e := newEnv(t, func(c *Config) {
+		c.RegistrationsPerHour = 3
+		if kv != nil {
+			c.KV = kv
+		}
+	})
+	var wg sync.WaitGroup
+	var created, refused atomic.Int32
+	for range 24 {
+		wg.Go(func() {
+			switch r, _ := e.register(`{"redirect_uris":["https://a.example/cb"]}`); r.status {
+			case 201:
+				created.Add(1)
+			case 429:
+				refused.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if created.Load() > 3 || created.Load()+refused.Load() != 24 {
+		t.Fatalf("%d registrations created and %d refused of 24 with a cap of 3", created.Load(), refused.Load())
 	}
 }
 
