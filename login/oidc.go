@@ -240,17 +240,11 @@ func (l *OIDC) SignIn(w http.ResponseWriter, r *http.Request, back string) {
 // allowed.
 func (l *OIDC) countStart(r *http.Request, state string) (bool, error) {
 	key := "login:starts:" + digest(addressBucket(l.clientAddr(r)))
-	members, err := l.o.Records.Members(r.Context(), key)
+	ok, err := store.Admit(r.Context(), l.o.Records, key, digest(state), time.Now().Add(flowTTL), maxStartsPerAddress)
 	if err != nil {
-		return false, fmt.Errorf("reading sign-in starts: %w", err)
-	}
-	if len(members) >= maxStartsPerAddress {
-		return false, nil
-	}
-	if err := l.o.Records.AddMember(r.Context(), key, digest(state), time.Now().Add(flowTTL)); err != nil {
 		return false, fmt.Errorf("counting a sign-in start: %w", err)
 	}
-	return true, nil
+	return ok, nil
 }
 
 func (l *OIDC) clientAddr(r *http.Request) string {

@@ -256,27 +256,16 @@ func checkRegistration(reg *registration) (*Client, error) {
 }
 
 // allowRegistration counts a registration from addr against the hourly
-// cap, in an expiring set every instance shares. It counts first and then
-// looks: a registration over the cap is taken back, so concurrent ones
-// racing for the last place cannot all get it (they may all be refused,
-// which fails closed).
+// cap, in an expiring set every instance shares.
 func (s *Server) allowRegistration(ctx context.Context, addr string) (bool, error) {
 	if s.cfg.RegistrationsPerHour < 0 {
 		return true, nil
 	}
-	key, member := keyRate(addr), secret("")
-	if err := s.kv.AddMember(ctx, key, member, s.cfg.Now().Add(time.Hour)); err != nil {
+	ok, err := store.Admit(ctx, s.kv, keyRate(addr), secret(""), s.cfg.Now().Add(time.Hour), s.cfg.RegistrationsPerHour)
+	if err != nil {
 		return false, fmt.Errorf("oauth: counting a registration: %w", err)
 	}
-	members, err := s.kv.Members(ctx, key)
-	if err != nil {
-		return false, fmt.Errorf("oauth: reading the registration count: %w", err)
-	}
-	if len(members) > s.cfg.RegistrationsPerHour {
-		_ = s.kv.RemoveMember(context.WithoutCancel(ctx), key, member)
-		return false, nil
-	}
-	return true, nil
+	return ok, nil
 }
 
 // markUsed keeps a DCR registration that has completed a flow.

@@ -41,6 +41,26 @@ type KV interface {
 	Members(ctx context.Context, key string) ([]string, error)
 }
 
+// Admit counts member in the expiring set under key (until the given time)
+// and reports whether the set then holds at most limit members: a rate or
+// count cap every instance shares. It adds first and then counts, taking
+// the member back when it is over the cap, so that callers racing for the
+// last place cannot all get it (all may be refused, which fails closed).
+func Admit(ctx context.Context, kv KV, key, member string, until time.Time, limit int) (bool, error) {
+	if err := kv.AddMember(ctx, key, member, until); err != nil {
+		return false, fmt.Errorf("counting in %s: %w", key, err)
+	}
+	members, err := kv.Members(ctx, key)
+	if err != nil {
+		return false, fmt.Errorf("counting in %s: %w", key, err)
+	}
+	if len(members) > limit {
+		_ = kv.RemoveMember(context.WithoutCancel(ctx), key, member)
+		return false, nil
+	}
+	return true, nil
+}
+
 // Limits every KV backend enforces alike.
 const (
 	MaxKVKey     = 512
