@@ -18,6 +18,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -119,20 +120,45 @@ type keyCache struct {
 	gen           *genStorage
 }
 
-// genStorage is jwkset's memory storage counting key-set replacements
-// (each fetch replaces the whole set): the Verifier's cache of verified
-// tokens keeps a JWKS token only while the key set it was checked
-// against is the current one, so a key the provider dropped stops
-// verifying its tokens at the next fetch, not at their exp.
+// genStorage is jwkset's memory storage counting key-set changes (each
+// fetch replaces the whole set): the Verifier's cache of verified tokens
+// keeps a JWKS token only while the key set it was checked against is the
+// current one, so a key the provider dropped stops verifying its tokens at
+// the next fetch, not at their exp. A fetch that brings the same keys
+// again (the hourly refresh, nearly always) changes nothing, so the cache
+// is not emptied for it.
 type genStorage struct {
 	jwkset.Storage
-	n atomic.Uint64
+	n  atomic.Uint64
+	mu sync.Mutex
+	fp [sha256.Size]byte // of the keys in use; zero before the first fetch
 }
 
 func (g *genStorage) KeyReplaceAll(ctx context.Context, given []jwkset.JWK) error {
+	fp, fpErr := keySetPrint(given)
 	err := g.Storage.KeyReplaceAll(ctx, given)
-	g.n.Add(1)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if err != nil || fpErr != nil || fp != g.fp || g.n.Load() == 0 {
+		g.fp = fp
+		g.n.Add(1)
+	}
 	return err
+}
+
+// keySetPrint is a digest of a key set that does not depend on the order
+// of its keys.
+func keySetPrint(keys []jwkset.JWK) ([sha256.Size]byte, error) {
+	each := make([]string, 0, len(keys))
+	for _, k := range keys {
+		b, err := json.Marshal(k.Marshal())
+		if err != nil {
+			return [sha256.Size]byte{}, err
+		}
+		each = append(each, string(b))
+	}
+	slices.Sort(each)
+	return sha256.Sum256([]byte(strings.Join(each, "\n"))), nil
 }
 
 // generation identifies the key set in use: it changes with every fetch;

@@ -440,6 +440,41 @@ func TestJWKSKeyRotation(t *testing.T) {
 	}
 }
 
+// TestJWKSRefreshKeepsVerifiedTokens: a background refresh that brings the
+// same keys again leaves the key-set generation (and so the cache of
+// verified tokens) as it was; one that brings other keys moves it.
+func TestJWKSRefreshKeepsVerifiedTokens(t *testing.T) {
+	keys(t)
+	idp := newTestIdP(t, true, testRSA)
+	v, err := NewVerifierFrom(t.Context(), Options{VerifierOptions: VerifierOptions{Audience: testAudience},
+		JWKS: JWKSOptions{OIDCIssuer: idp.srv.URL, RootCAs: idp.roots(), RefreshInterval: 20 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	if _, aerr := v.Verify(signWith(t, testRSA, idpClaims(idp.srv.URL), nil)); aerr != nil {
+		t.Fatal(aerr)
+	}
+	gen := v.modes.remote.generation()
+	for start, deadline := idp.fetches.Load(), time.Now().Add(5*time.Second); idp.fetches.Load() < start+3; {
+		if time.Now().After(deadline) {
+			t.Fatal("no background refresh")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if g := v.modes.remote.generation(); g != gen {
+		t.Fatalf("refreshes of the same keys moved the generation %d → %d", gen, g)
+	}
+	idp.setJWKS(jwksJSON(t, testRSA, testRSANext))
+	deadline := time.Now().Add(5 * time.Second)
+	for v.modes.remote.generation() == gen {
+		if time.Now().After(deadline) {
+			t.Fatal("a refresh with a new key left the generation")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // TestJWKSBackgroundRefreshAndClose: the background refresh runs, and Close
 // (or the end of the context) stops it.
 func TestJWKSBackgroundRefreshAndClose(t *testing.T) {
