@@ -33,15 +33,9 @@ func (m *MCP) waitResult(ctx context.Context, rq *mcpRequest, req mcp.CallToolRe
 	if until.After(sess.ExpiresAt) {
 		until = sess.ExpiresAt
 	}
-	// A held call keeps only what it needs: the logger encodes its field
+	// A waiting call keeps only what it needs: the logger encodes its field
 	// only if a line is logged, the elicitation (when there is one) has its
 	// own context, and progress builds its text when it sends.
-	log := rq.svc.log.WithLazy(zap.String("session", sess.ID))
-	started := time.Now()
-	ended := func(reason string) {
-		log.Debug("mcp: stopped waiting", zap.String("reason", reason), zap.Duration("waited", time.Since(started)))
-	}
-
 	var el *elicitation
 	if server.IsModernRequest(ctx) {
 		// 2026-07-28: no server-to-client requests; the elicitation goes
@@ -52,11 +46,31 @@ func (m *MCP) waitResult(ctx context.Context, rq *mcpRequest, req mcp.CallToolRe
 	} else {
 		el = m.startElicitation(ctx, rq, sess, link)
 	}
+	if hc := heldFrom(ctx); el == nil && hc != nil && !server.IsModernRequest(ctx) && hc.take(server.ClientSessionFromContext(ctx)) {
+		// The wait goes on without the request (mcp_held.go), in a
+		// goroutine that only waits: its stack stays small.
+		go hc.run(ctx, func() (*mcp.CallToolResult, error) {
+			return m.await(ctx, rq, req, sess, until, link, nil, hc.notify)
+		})
+		return nil, errHeld
+	}
 	defer el.stop()
+	return m.await(ctx, rq, req, sess, until, link, el, nil)
+}
 
+// await is waitResult's wait and outcome. notify, when set, is where
+// progress goes instead of the session's notification channel.
+func (m *MCP) await(ctx context.Context, rq *mcpRequest, req mcp.CallToolRequest, sess *store.Session, until time.Time, link string,
+	el *elicitation, notify func(context.Context, string, map[string]any)) (*mcp.CallToolResult, error) {
+	log := rq.svc.log.WithLazy(zap.String("session", sess.ID))
+	started := time.Now()
+	ended := func(reason string) {
+		log.Debug("mcp: stopped waiting", zap.String("reason", reason), zap.Duration("waited", time.Since(started)))
+	}
 	// Progress rides on the waiting goroutine: a held call costs no
 	// goroutine of its own for it.
 	prog := newProgress(ctx, m.server, req, sess, link, until)
+	prog.notify = notify
 	prog.send()
 	cur, err := rq.svc.core.AwaitEvery(ctx, sess.ID, until, feedback.Every{D: m.opts.ProgressEvery, Fn: prog.tick})
 	if cur != nil {
@@ -119,6 +133,9 @@ type progress struct {
 	link    string // the answer link, or "" (link_to_agent off)
 	id      string
 	until   time.Time
+	// notify, when set, sends instead of the session's notification
+	// channel (a held call writes to its own stream).
+	notify func(context.Context, string, map[string]any)
 }
 
 func newProgress(ctx context.Context, srv *server.MCPServer, req mcp.CallToolRequest, sess *store.Session, link string, until time.Time) *progress {
@@ -153,12 +170,17 @@ func (p *progress) send() {
 	} else {
 		msg = fmt.Sprintf("Waiting for the user to answer question %s (%d seconds left)", p.id, secondsLeft(p.until))
 	}
-	_ = p.srv.SendNotificationToClient(p.ctx, "notifications/progress", map[string]any{
+	params := map[string]any{
 		"progressToken": p.token,
 		"progress":      v,
 		"total":         p.total,
 		"message":       msg,
-	})
+	}
+	if p.notify != nil {
+		p.notify(p.ctx, "notifications/progress", params)
+		return
+	}
+	_ = p.srv.SendNotificationToClient(p.ctx, "notifications/progress", params)
 }
 
 // elicitation is the optional second channel to the person: the client
