@@ -40,6 +40,8 @@ import (
 	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
 	"go.uber.org/zap"
+
+	"github.com/mcpfeedback/caddy-mcp-feedback/store"
 )
 
 // errHeld is what a held call's first dispatch returns to mcp-go. Its
@@ -249,14 +251,20 @@ func (hc *heldCall) gone() {
 	hc.call.cancel(context.Canceled)
 }
 
-// run waits (wait is the tool's waiting, with progress through notify),
-// then writes the result mcp-go makes of it and closes the connection.
-func (hc *heldCall) run(ctx context.Context, wait func() (*mcp.CallToolResult, error)) {
+// run waits, then writes the result mcp-go makes of the outcome and
+// closes the connection. Its frames, and wait's, are what the goroutine
+// keeps while it waits: they are kept small.
+func (hc *heldCall) run(ctx context.Context, w *waiting) {
+	cur, err := w.wait(ctx)
+	hc.finish(ctx, w, cur, err)
+}
+
+func (hc *heldCall) finish(ctx context.Context, w *waiting, cur *store.Session, werr error) {
 	defer close(hc.call.done) // after the write: Shutdown waits for it
 	defer hc.m.held.Add(-1)
 	defer hc.sess.end()
 	defer hc.conn.Close()
-	res, err := wait()
+	res, err := w.outcome(ctx, cur, werr)
 	// Counted and released before the write, as on the ordinary path, so a
 	// client that calls again at once finds its slot free.
 	hc.end(res, err)

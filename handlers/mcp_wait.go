@@ -33,9 +33,9 @@ func (m *MCP) waitResult(ctx context.Context, rq *mcpRequest, req mcp.CallToolRe
 	if until.After(sess.ExpiresAt) {
 		until = sess.ExpiresAt
 	}
-	// A waiting call keeps only what it needs: the logger encodes its field
-	// only if a line is logged, the elicitation (when there is one) has its
-	// own context, and progress builds its text when it sends.
+	// A waiting call keeps only what it needs: the elicitation (when there
+	// is one) has its own context, progress builds its text when it sends,
+	// and of the request progress keeps its token only.
 	var el *elicitation
 	if server.IsModernRequest(ctx) {
 		// 2026-07-28: no server-to-client requests; the elicitation goes
@@ -46,40 +46,57 @@ func (m *MCP) waitResult(ctx context.Context, rq *mcpRequest, req mcp.CallToolRe
 	} else {
 		el = m.startElicitation(ctx, rq, sess, link)
 	}
-	if hc := heldFrom(ctx); el == nil && hc != nil && !server.IsModernRequest(ctx) && hc.take(server.ClientSessionFromContext(ctx)) {
+	w := &waiting{m: m, rq: rq, sess: sess, until: until, link: link, el: el, started: time.Now()}
+	w.prog = newProgress(ctx, m.server, req, sess, link, until)
+	if hc := heldFrom(ctx); el == nil && hc != nil && sess.Status == store.StatusPending && !server.IsModernRequest(ctx) &&
+		hc.take(server.ClientSessionFromContext(ctx)) {
 		// The wait goes on without the request (mcp_held.go), in a
-		// goroutine that only waits: its stack stays small.
-		go hc.run(ctx, func() (*mcp.CallToolResult, error) {
-			return m.await(ctx, rq, req, sess, until, link, nil, hc.notify)
-		})
+		// goroutine that only waits; progress goes to the call's stream.
+		w.prog.notify = hc.notify
+		go hc.run(ctx, w)
 		return nil, errHeld
 	}
 	defer el.stop()
-	return m.await(ctx, rq, req, sess, until, link, el, nil)
+	cur, err := w.wait(ctx)
+	return w.outcome(ctx, cur, err)
 }
 
-// await is waitResult's wait and outcome. notify, when set, is where
-// progress goes instead of the session's notification channel.
-func (m *MCP) await(ctx context.Context, rq *mcpRequest, req mcp.CallToolRequest, sess *store.Session, until time.Time, link string,
-	el *elicitation, notify func(context.Context, string, map[string]any)) (*mcp.CallToolResult, error) {
-	log := rq.svc.log.WithLazy(zap.String("session", sess.ID))
-	started := time.Now()
-	ended := func(reason string) {
-		log.Debug("mcp: stopped waiting", zap.String("reason", reason), zap.Duration("waited", time.Since(started)))
-	}
-	// Progress rides on the waiting goroutine: a held call costs no
+// waiting is one call's wait, split in two so that the frames a waiting
+// goroutine keeps while it waits are small ones (a held call's goroutine
+// is all it keeps; see mcp_held.go): wait, then outcome.
+type waiting struct {
+	m       *MCP
+	rq      *mcpRequest
+	prog    *progress
+	sess    *store.Session
+	until   time.Time
+	link    string
+	el      *elicitation
+	started time.Time
+}
+
+// wait sends the first progress and waits, through the core's Await, until
+// the question is no longer pending or until.
+func (w *waiting) wait(ctx context.Context) (*store.Session, error) {
+	w.prog.send()
+	// Progress rides on the waiting goroutine: a waiting call costs no
 	// goroutine of its own for it.
-	prog := newProgress(ctx, m.server, req, sess, link, until)
-	prog.notify = notify
-	prog.send()
-	cur, err := rq.svc.core.AwaitEvery(ctx, sess.ID, until, feedback.Every{D: m.opts.ProgressEvery, Fn: prog.tick})
+	return w.rq.svc.core.AwaitEvery(ctx, w.sess.ID, w.until, feedback.Every{D: w.m.opts.ProgressEvery, Fn: w.prog.tick})
+}
+
+// outcome is the call's result once the wait has ended.
+func (w *waiting) outcome(ctx context.Context, cur *store.Session, err error) (*mcp.CallToolResult, error) {
+	rq, sess, link := w.rq, w.sess, w.link
 	if cur != nil {
 		sess = cur
+	}
+	ended := func(reason string) {
+		rq.svc.log.Debug("mcp: stopped waiting", zap.String("session", sess.ID), zap.String("reason", reason), zap.Duration("waited", time.Since(w.started)))
 	}
 	switch {
 	case err == nil && sess.Status.Terminal():
 		ended(string(sess.Status))
-		if sess.Status == store.StatusSubmitted && el.complete(context.WithoutCancel(ctx)) {
+		if sess.Status == store.StatusSubmitted && w.el.complete(context.WithoutCancel(ctx)) {
 			settle(ctx)
 		}
 		return answerResult(context.WithoutCancel(ctx), rq, sess, link, false), nil
