@@ -669,7 +669,9 @@ func (m *MCP) trackCall(next server.ToolHandlerFunc) server.ToolHandlerFunc {
 			}
 		}
 		// end is the call's bookkeeping once it has its outcome: counted,
-		// and its slots given back.
+		// and its slots given back. A held call keeps it for the whole wait,
+		// so it keeps the tool's name only, not the request (its headers).
+		name := req.Params.Name
 		end := func(res *mcp.CallToolResult, err error) {
 			outcome := "ok"
 			switch {
@@ -692,7 +694,7 @@ func (m *MCP) trackCall(next server.ToolHandlerFunc) server.ToolHandlerFunc {
 				delete(m.callsBy, owner)
 			}
 			m.callsMu.Unlock()
-			m.opts.Observer.ToolCall(req.Params.Name, outcome)
+			m.opts.Observer.ToolCall(name, outcome)
 		}
 		var hc *heldCall
 		if holdable {

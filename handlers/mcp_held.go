@@ -69,7 +69,9 @@ func newHoldable(w http.ResponseWriter, r *http.Request, body []byte) *holdable 
 		return nil
 	}
 	srv, _ := r.Context().Value(http.ServerContextKey).(*http.Server)
-	return &holdable{w: w, body: body, srv: srv, started: time.Now()}
+	// The body is kept for the whole wait: exactly its bytes, not the
+	// buffer it was read into.
+	return &holdable{w: w, body: bytes.Clone(body), srv: srv, started: time.Now()}
 }
 
 // containsToolsCall is a cheap first filter; mcp-go decides what the
