@@ -29,7 +29,10 @@ const notificationSettle = 20 * time.Millisecond
 // waitResult waits, through the core's Await, until the question is no
 // longer pending or until, then returns its outcome. Progress and the
 // optional elicitation run beside the wait.
-func (m *MCP) waitResult(ctx context.Context, rq *mcpRequest, req mcp.CallToolRequest, sess *store.Session, until time.Time, link string) (*mcp.CallToolResult, error) {
+// decorate, when set, amends a result before it is returned (a held call
+// returns it later, from another goroutine).
+func (m *MCP) waitResult(ctx context.Context, rq *mcpRequest, req mcp.CallToolRequest, sess *store.Session, until time.Time, link string,
+	decorate func(*mcp.CallToolResult)) (*mcp.CallToolResult, error) {
 	if until.After(sess.ExpiresAt) {
 		until = sess.ExpiresAt
 	}
@@ -46,7 +49,7 @@ func (m *MCP) waitResult(ctx context.Context, rq *mcpRequest, req mcp.CallToolRe
 	} else {
 		el = m.startElicitation(ctx, rq, sess, link)
 	}
-	w := &waiting{m: m, rq: rq, sess: sess, until: until, link: link, el: el, started: time.Now()}
+	w := &waiting{m: m, rq: rq, sess: sess, until: until, link: link, el: el, started: time.Now(), decorate: decorate}
 	w.prog = newProgress(ctx, m.server, req, sess, link, until)
 	if hc := heldFrom(ctx); el == nil && hc != nil && sess.Status == store.StatusPending && !server.IsModernRequest(ctx) &&
 		hc.take(server.ClientSessionFromContext(ctx)) {
@@ -71,8 +74,9 @@ type waiting struct {
 	sess    *store.Session
 	until   time.Time
 	link    string
-	el      *elicitation
-	started time.Time
+	el       *elicitation
+	started  time.Time
+	decorate func(*mcp.CallToolResult)
 }
 
 // wait sends the first progress and waits, through the core's Await, until
@@ -86,6 +90,14 @@ func (w *waiting) wait(ctx context.Context) (*store.Session, error) {
 
 // outcome is the call's result once the wait has ended.
 func (w *waiting) outcome(ctx context.Context, cur *store.Session, err error) (*mcp.CallToolResult, error) {
+	res, err := w.result(ctx, cur, err)
+	if res != nil && w.decorate != nil {
+		w.decorate(res)
+	}
+	return res, err
+}
+
+func (w *waiting) result(ctx context.Context, cur *store.Session, err error) (*mcp.CallToolResult, error) {
 	rq, sess, link := w.rq, w.sess, w.link
 	if cur != nil {
 		sess = cur
