@@ -68,12 +68,12 @@ func (m *MCP) waitResult(ctx context.Context, rq *mcpRequest, req mcp.CallToolRe
 // goroutine keeps while it waits are small ones (a held call's goroutine
 // is all it keeps; see mcp_held.go): wait, then outcome.
 type waiting struct {
-	m       *MCP
-	rq      *mcpRequest
-	prog    *progress
-	sess    *store.Session
-	until   time.Time
-	link    string
+	m        *MCP
+	rq       *mcpRequest
+	prog     *progress
+	sess     *store.Session
+	until    time.Time
+	link     string
 	el       *elicitation
 	started  time.Time
 	decorate func(*mcp.CallToolResult)
