@@ -62,6 +62,7 @@ type holdable struct {
 	mu          sync.Mutex
 	wroteHeader bool
 	held        bool
+	call        *heldCall // once held
 }
 
 func newHoldable(w http.ResponseWriter, r *http.Request, body []byte) *holdable {
@@ -80,9 +81,9 @@ func containsToolsCall(body []byte) bool {
 	return bytes.Contains(body, []byte(`"tools/call"`))
 }
 
-// gateWriter is the writer mcp-go gets for a holdable request: once the call
-// is held, what mcp-go still writes there (the placeholder error of the
-// first dispatch) goes nowhere.
+// gateWriter is the writer mcp-go gets for a holdable request. Once the
+// call is held, what mcp-go still writes there goes to the held stream
+// (relay), but for the placeholder response of the first dispatch.
 type gateWriter struct {
 	flushWriter
 	h *holdable
@@ -102,10 +103,28 @@ func (g gateWriter) Write(p []byte) (int, error) {
 	g.h.mu.Lock()
 	defer g.h.mu.Unlock()
 	if g.h.held {
+		g.h.call.relay(p)
 		return len(p), nil
 	}
 	g.h.wroteHeader = true
 	return g.flushWriter.Write(p)
+}
+
+// relay writes to the held stream an event mcp-go wrote to the request it
+// no longer serves: between the takeover and the request's end its
+// forwarder, and then its final drain, can still take notifications of the
+// session off the session's channel, which the client would otherwise
+// never get. A response is dropped: on this stream there is only the one
+// to this request, and the first dispatch's is a placeholder.
+func (hc *heldCall) relay(p []byte) {
+	_, data, ok := bytes.Cut(p, []byte("data: "))
+	var msg struct {
+		Method string `json:"method"`
+	}
+	if !ok || json.Unmarshal(bytes.TrimSpace(data), &msg) != nil || msg.Method == "" {
+		return
+	}
+	hc.writeFrame(p, false)
 }
 
 func (g gateWriter) Flush() {
@@ -127,7 +146,8 @@ type heldCall struct {
 	values *callValues
 
 	conn net.Conn
-	wmu  sync.Mutex // one write at a time on conn
+	wmu   sync.Mutex // one write at a time on conn
+	ended bool       // the body's end was written (under wmu)
 	mu   sync.Mutex
 	took bool // the wait left the request
 	lost bool // the client went away (read or write failed)
@@ -208,7 +228,7 @@ func (hc *heldCall) take(cs server.ClientSession) bool {
 			_ = conn.SetReadDeadline(h.started.Add(d))
 		}
 	}
-	h.held, h.w = true, nil
+	h.held, h.w, h.call = true, nil, hc
 	hc.values.detach()
 	hc.conn = conn
 	hc.mu.Lock()
@@ -305,13 +325,21 @@ func (hc *heldCall) write(msg any, last bool) {
 		hc.m.log.Error("mcp: held call: encoding a message", zap.Error(err))
 		return
 	}
-	event := fmt.Appendf(nil, "event: message\ndata: %s\n\n", data)
+	hc.writeFrame(fmt.Appendf(nil, "event: message\ndata: %s\n\n", data), last)
+}
+
+// writeFrame writes event as one chunk; last also ends the body.
+func (hc *heldCall) writeFrame(event []byte, last bool) {
 	frame := fmt.Appendf(make([]byte, 0, len(event)+16), "%x\r\n%s\r\n", len(event), event)
 	if last {
 		frame = append(frame, "0\r\n\r\n"...)
 	}
 	hc.wmu.Lock()
 	defer hc.wmu.Unlock()
+	if hc.ended {
+		return // nothing may follow the end of the body
+	}
+	hc.ended = last
 	if _, err := hc.conn.Write(frame); err != nil {
 		hc.gone()
 	}

@@ -416,3 +416,33 @@ func testHeldHTTP2(t *testing.T) {
 		t.Fatalf("over HTTP/2: %+v", got)
 	}
 }
+
+// TestHeldRelay: what mcp-go still writes to a request whose call is held
+// goes to the held stream, as a chunk, but for the placeholder response;
+// nothing follows the end of the body.
+func TestHeldRelay(t *testing.T) {
+	srv, cli := net.Pipe()
+	defer cli.Close()
+	hc := &heldCall{conn: srv, call: &inflight{cancel: func(error) {}}}
+	got := make(chan string, 1)
+	go func() {
+		b, _ := io.ReadAll(cli)
+		got <- string(b)
+	}()
+	note := "event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{}}\n\n"
+	for _, p := range []string{
+		note,
+		"event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":3,\"error\":{\"code\":-32603,\"message\":\"the call waits off its request\"}}\n\n",
+		"event: message\ndata: {not json\n\n",
+		"no event at all",
+	} {
+		hc.relay([]byte(p))
+	}
+	hc.writeFrame([]byte("last"), true)
+	hc.relay([]byte(note))
+	_ = srv.Close()
+	want := fmt.Sprintf("%x\r\n%s\r\n", len(note), note) + "4\r\nlast\r\n0\r\n\r\n"
+	if g := recv(t, got, "the relayed bytes"); g != want {
+		t.Fatalf("relayed %q, want %q", g, want)
+	}
+}
