@@ -145,12 +145,12 @@ type heldCall struct {
 	end    func(*mcp.CallToolResult, error)
 	values *callValues
 
-	conn net.Conn
+	conn  net.Conn
 	wmu   sync.Mutex // one write at a time on conn
 	ended bool       // the body's end was written (under wmu)
-	mu   sync.Mutex
-	took bool // the wait left the request
-	lost bool // the client went away (read or write failed)
+	mu    sync.Mutex
+	took  bool // the wait left the request
+	lost  bool // the client went away (read or write failed)
 }
 
 type heldKey struct{}
