@@ -191,6 +191,7 @@ func TestMCPHeld(t *testing.T) {
 	t.Run("session DELETE", testHeldDelete)
 	t.Run("shutdown", testHeldShutdown)
 	t.Run("HTTP/2 keeps the ordinary path", testHeldHTTP2)
+	t.Run("server timeouts still apply", testHeldTimeouts)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		runtime.GC()
@@ -444,5 +445,43 @@ func TestHeldRelay(t *testing.T) {
 	want := fmt.Sprintf("%x\r\n%s\r\n", len(note), note) + "4\r\nlast\r\n0\r\n\r\n"
 	if g := recv(t, got, "the relayed bytes"); g != want {
 		t.Fatalf("relayed %q, want %q", g, want)
+	}
+}
+
+// testHeldTimeouts: Hijack clears the deadlines net/http set for the
+// request; a held call gets them back, so a server's ReadTimeout (read:
+// the client is taken for gone, as net/http's background read does) and
+// WriteTimeout (the next progress cannot be written) end it as they end
+// a call on the ordinary path.
+func testHeldTimeouts(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		read, write  time.Duration
+		progressTick time.Duration
+	}{
+		{"read", 500 * time.Millisecond, 0, time.Hour},
+		{"write", 0, 500 * time.Millisecond, 100 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newMCPEnv(t, store.NewMemory(), func(mo *MCPOptions, _ *MCPConfig, _ *validate.Limits) { mo.ProgressEvery = tc.progressTick })
+			// The same handler on a server with the timeouts (set before
+			// it starts); e's cleanup closes it, this one the first.
+			first := e.srv
+			e.srv = httptest.NewUnstartedServer(first.Config.Handler)
+			e.srv.Config.ReadTimeout, e.srv.Config.WriteTimeout = tc.read, tc.write
+			e.srv.Start()
+			t.Cleanup(first.Close)
+			tok := mint(t, "alice")
+			r := e.rawSession(tok)
+			o := askRaw(t, r, "timeouts")
+			start := time.Now()
+			h := openProgress(t, e, r, tok, o, 11, 600)
+			released(t, e)
+			if waited := time.Since(start); waited < 400*time.Millisecond {
+				t.Fatalf("released after %v, before the %s timeout", waited, tc.name)
+			}
+			e.waitLog("mcp: stopped waiting", "client went away")
+			_ = h.conn.Close()
+		})
 	}
 }
