@@ -204,7 +204,11 @@ func (hc *heldCall) take(cs server.ClientSession) bool {
 	h.w.WriteHeader(http.StatusOK)
 	h.wroteHeader = true
 	if hdr.Get("Content-Encoding") != "" {
-		return false // Caddy's encode sits in between; its stream is not ours to continue
+		// Caddy's encode sits in between: its stream is not ours to
+		// continue. The head, Connection: close included, is fixed by
+		// now: this response keeps the ordinary path and its connection
+		// closes after it.
+		return false
 	}
 	rc := http.NewResponseController(h.w)
 	if err := rc.Flush(); err != nil {
