@@ -701,18 +701,35 @@ func (m *MCP) trackCall(next server.ToolHandlerFunc) server.ToolHandlerFunc {
 			hc = &heldCall{m: m, hold: rq.hold, call: c, sess: s, unlink: unlink, end: end, values: values}
 			ctx = context.WithValue(ctx, heldKey{}, hc)
 		}
-		res, err := next(ctx, req)
+		var (
+			res      *mcp.CallToolResult
+			err      error
+			returned bool
+		)
+		defer func() {
+			if hc != nil && hc.taken() {
+				// The wait goes on without this goroutine; the held call
+				// ends the call (end, then done once its result is written).
+				return
+			}
+			if !returned {
+				err = errPanicked // counted as such; mcp-go's recovery answers
+			}
+			unlink()
+			end(res, err)
+			close(c.done)
+		}()
+		res, err = next(ctx, req)
+		returned = true
 		if hc != nil && hc.taken() {
-			// The wait goes on without this goroutine; the held call ends
-			// the call (end, then done once its result is written).
 			return nil, errHeld
 		}
-		unlink()
-		end(res, err)
-		close(c.done)
 		return res, err
 	}
 }
+
+// errPanicked is the outcome counted for a tool call that panicked.
+var errPanicked = errors.New("the tool call panicked")
 
 // sweep drops Streamable HTTP sessions that have been idle for IdleTTL:
 // no request for that long and nothing open (a GET stream or a POST with a

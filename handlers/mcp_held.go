@@ -49,6 +49,10 @@ import (
 // the held call writes.
 var errHeld = errors.New("the call waits off its request")
 
+// errHeldPanic is the outcome counted for a held call whose goroutine
+// panicked.
+var errHeldPanic = errors.New("the held call panicked")
+
 // holdable is a Streamable HTTP POST whose tool call may be held: HTTP/1.1,
 // a session open here, a tools/call.
 type holdable struct {
@@ -151,6 +155,8 @@ type heldCall struct {
 	mu    sync.Mutex
 	took  bool // the wait left the request
 	lost  bool // the client went away (read or write failed)
+
+	counted, closed bool // run's goroutine only
 }
 
 type heldKey struct{}
@@ -280,36 +286,73 @@ func (hc *heldCall) gone() {
 // run waits, then writes the result mcp-go makes of the outcome and
 // closes the connection. Its frames, and wait's, are what the goroutine
 // keeps while it waits: they are kept small.
+// (A deferred recover here would be on the stack all through the wait and
+// keep it from shrinking: the code that runs while it waits, progress,
+// recovers on its own, finish too.)
 func (hc *heldCall) run(ctx context.Context, w *waiting) {
 	cur, err := w.wait(ctx)
 	hc.finish(ctx, w, cur, err)
 }
 
 func (hc *heldCall) finish(ctx context.Context, w *waiting, cur *store.Session, werr error) {
-	defer close(hc.call.done) // after the write: Shutdown waits for it
-	defer hc.m.held.Add(-1)
-	defer hc.sess.end()
-	defer hc.conn.Close()
+	defer hc.recoverPanic()
 	res, err := w.outcome(ctx, cur, werr)
 	// Counted and released before the write, as on the ordinary path, so a
 	// client that calls again at once finds its slot free.
-	hc.end(res, err)
+	hc.count(res, err)
 	hc.mu.Lock()
 	lost := hc.lost
 	hc.mu.Unlock()
-	if lost {
+	if !lost {
+		msg := hc.m.server.HandleMessage(context.WithValue(context.WithoutCancel(ctx), resumeKey{}, &resumed{res, err}), hc.hold.body)
+		if msg == nil {
+			msg = mcp.NewJSONRPCError(mcp.NewRequestId(nil), mcp.INTERNAL_ERROR, "no response", nil)
+		}
+		hc.write(msg, true)
+	}
+	hc.close()
+}
+
+// count does trackCall's end of the call, once. (run's goroutine only.)
+func (hc *heldCall) count(res *mcp.CallToolResult, err error) {
+	if !hc.counted {
+		hc.counted = true
+		hc.end(res, err)
+	}
+}
+
+// close lets the connection and the call go, once: done is closed after
+// the result was written, so Shutdown waits for it. (run's goroutine only.)
+func (hc *heldCall) close() {
+	if hc.closed {
 		return
 	}
-	msg := hc.m.server.HandleMessage(context.WithValue(context.WithoutCancel(ctx), resumeKey{}, &resumed{res, err}), hc.hold.body)
-	if msg == nil {
-		msg = mcp.NewJSONRPCError(mcp.NewRequestId(nil), mcp.INTERNAL_ERROR, "no response", nil)
+	hc.closed = true
+	_ = hc.conn.Close()
+	hc.sess.end()
+	hc.m.held.Add(-1)
+	close(hc.call.done)
+}
+
+// recoverPanic: a panic on the ordinary path is caught by mcp-go's
+// recovery middleware; a held call's goroutine is its own, so it catches
+// its own, and still gives its slot back and ends its connection.
+func (hc *heldCall) recoverPanic() {
+	if p := recover(); p != nil {
+		hc.m.log.Error("mcp: a held call panicked", zap.Any("panic", p), zap.StackSkip("stack", 1))
+		hc.count(nil, errHeldPanic)
+		hc.close()
 	}
-	hc.write(msg, true)
 }
 
 // notify writes a notification as mcp-go's SendNotificationToClient would
 // send it, to this call's own stream.
 func (hc *heldCall) notify(ctx context.Context, method string, params map[string]any) {
+	defer func() {
+		if p := recover(); p != nil {
+			hc.m.log.Error("mcp: a held call's notification panicked", zap.Any("panic", p), zap.StackSkip("stack", 1))
+		}
+	}()
 	cs := server.ClientSessionFromContext(ctx)
 	if cs == nil || !cs.Initialized() {
 		return
