@@ -197,10 +197,15 @@ func (hc *heldCall) take(cs server.ClientSession) bool {
 	if h.held || h.wroteHeader {
 		return false // mcp-go has begun this response (a session notification)
 	}
-	// What a progress notification does on the ordinary path: the
-	// response, and the session's later ones, are SSE.
-	if up, ok := cs.(server.SessionWithStreamableHTTPConfig); ok {
-		up.UpgradeToSSEWhenReceiveNotification()
+	// Once the head below is sent, a call that still cannot be held must
+	// have mcp-go answer it as an event stream too: what a progress
+	// notification does on the ordinary path (for the session's later
+	// responses as well).
+	fallback := func() bool {
+		if up, ok := cs.(server.SessionWithStreamableHTTPConfig); ok {
+			up.UpgradeToSSEWhenReceiveNotification()
+		}
+		return false
 	}
 	hdr := h.w.Header()
 	hdr.Set("Content-Type", "text/event-stream")
@@ -214,15 +219,15 @@ func (hc *heldCall) take(cs server.ClientSession) bool {
 		// continue. The head, Connection: close included, is fixed by
 		// now: this response keeps the ordinary path and its connection
 		// closes after it.
-		return false
+		return fallback()
 	}
 	rc := http.NewResponseController(h.w)
 	if err := rc.Flush(); err != nil {
-		return false
+		return fallback()
 	}
 	conn, _, err := rc.Hijack()
 	if err != nil {
-		return false
+		return fallback()
 	}
 	// The returned bufio.ReadWriter is let go: net/http's 4 KiB reader and
 	// writer are most of what an idle connection holds. The reader can only
