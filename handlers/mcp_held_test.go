@@ -186,6 +186,7 @@ func TestMCPHeld(t *testing.T) {
 	base := runtime.NumGoroutine()
 	t.Run("answer with progress, the ordinary path's result", testHeldAnswer)
 	t.Run("wait elapses", testHeldDeadline)
+	t.Run("progress keeps coming", testHeldProgressTicks)
 	t.Run("client disconnects", testHeldDisconnect)
 	t.Run("notifications/cancelled", testHeldCancelled)
 	t.Run("session DELETE", testHeldDelete)
@@ -484,4 +485,34 @@ func testHeldTimeouts(t *testing.T) {
 			_ = h.conn.Close()
 		})
 	}
+}
+
+// testHeldProgressTicks: while held, progress comes every ProgressEvery on
+// the call's stream, growing, until the answer.
+func testHeldProgressTicks(t *testing.T) {
+	e, r, tok, o := heldEnv(t, func(mo *MCPOptions, _ *MCPConfig, _ *validate.Limits) { mo.ProgressEvery = 50 * time.Millisecond })
+	h := openProgress(t, e, r, tok, o, 21, 600)
+	last := -1.0
+	for range 3 {
+		ev := h.event()
+		params, _ := ev["params"].(map[string]any)
+		v, _ := params["progress"].(float64)
+		if ev["method"] != "notifications/progress" || params["progressToken"] != "tok21" || v <= last {
+			t.Fatalf("tick after progress %v: %v", last, ev)
+		}
+		last = v
+	}
+	e.submit(o.FeedbackURL, `{"freeText":"ticked"}`)
+	for {
+		ev := h.event()
+		if ev["method"] == "notifications/progress" {
+			continue // a tick that came before the answer
+		}
+		if ev["id"] != float64(21) || !strings.Contains(fmt.Sprint(ev["result"]), "ticked") {
+			t.Fatalf("after the ticks: %v", ev)
+		}
+		break
+	}
+	h.end()
+	released(t, e)
 }
