@@ -121,6 +121,9 @@ type MCP struct {
 	ownersMu sync.Mutex
 	owners   map[store.Owner]int
 
+	// held counts the calls waiting off their requests (mcp_held.go).
+	held atomic.Int64
+
 	callsMu sync.Mutex
 	calls   map[*inflight]struct{}
 	// callsBy counts the calls in flight per subject (under callsMu).
@@ -172,6 +175,10 @@ type streamState struct {
 type inflight struct {
 	cancel context.CancelCauseFunc
 	done   chan struct{}
+	// heldID is the JSON-RPC id (as mcp-go keys it) of a call held off
+	// its request, which notifications/cancelled names; "" otherwise.
+	// Under its session's mu.
+	heldID string
 }
 
 // Causes of a tool call's cancellation that do not come from the client.
@@ -196,6 +203,9 @@ type mcpRequest struct {
 	// a session was made from it, which now holds the slot instead.
 	reserved   bool
 	registered atomic.Bool
+	// hold lets a waiting tool call of this request go on without its
+	// goroutine (mcp_held.go); nil where that cannot be done.
+	hold *holdable
 }
 
 func requestFrom(ctx context.Context) *mcpRequest {
@@ -371,6 +381,7 @@ func (m *MCP) serve(svc *Service, cfg MCPConfig, next http.Handler, sse bool, se
 			r.Body = bodyBytes{bytes.NewReader(body), body}
 		}
 		owner := OwnerOf(claims)
+		var local *mcpSession // the session, when it is open on this instance
 		if sessionID != nil {
 			id := sessionID(r)
 			switch s := m.session(id); {
@@ -401,6 +412,7 @@ func (m *MCP) serve(svc *Service, cfg MCPConfig, next http.Handler, sse bool, se
 			case s != nil:
 				s.begin()
 				defer s.end()
+				local = s
 			}
 		}
 		rq := &mcpRequest{svc: svc, claims: claims, cfg: cfg, base: svc.cfg.BaseURL(r), sse: sse}
@@ -432,6 +444,15 @@ func (m *MCP) serve(svc *Service, cfg MCPConfig, next http.Handler, sse bool, se
 		if sse && r.Method == http.MethodGet {
 			rq.stream = &streamState{flushed: make(chan struct{}, 1)}
 		}
+		if !sse && local != nil && r.Method == http.MethodPost {
+			if body, ok := r.Body.(interface{ Bytes() []byte }); ok {
+				// A call held off its request (mcp_held.go) is no longer
+				// in mcp-go's table of requests notifications/cancelled
+				// looks in; the notification still goes on to mcp-go.
+				local.cancelHeld(body.Bytes())
+				rq.hold = newHoldable(w, r, body.Bytes())
+			}
+		}
 		ctx := context.WithValue(r.Context(), mcpRequestKey{}, rq)
 		if r.Method == http.MethodPost && sessionID != nil {
 			if body, ok := r.Body.(interface{ Bytes() []byte }); ok {
@@ -451,7 +472,11 @@ func (m *MCP) serve(svc *Service, cfg MCPConfig, next http.Handler, sse bool, se
 				}
 			}
 		}
-		next.ServeHTTP(flushWriter{w, rq.stream}, r.WithContext(ctx))
+		var out http.ResponseWriter = flushWriter{w, rq.stream}
+		if rq.hold != nil {
+			out = gateWriter{flushWriter{w, nil}, rq.hold}
+		}
+		next.ServeHTTP(out, r.WithContext(ctx))
 	}
 }
 
@@ -581,19 +606,36 @@ func (m *MCP) onUnregister(_ context.Context, cs server.ClientSession) {
 }
 
 // trackCall is the tool middleware that makes every call cancellable from
-// outside: by its session's end and by process exit.
+// outside: by its session's end and by process exit. A call that may be held
+// (mcp_held.go) gets a context of its own, linked to the request's only until
+// the hold takes over, and hands its end to the held call.
 func (m *MCP) trackCall(next server.ToolHandlerFunc) server.ToolHandlerFunc {
 	return func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		if r, ok := ctx.Value(resumeKey{}).(*resumed); ok {
+			// The second dispatch of a held call: its outcome is known and
+			// was counted when it ended; mcp-go turns it into the response.
+			return r.res, r.err
+		}
+		rq := requestFrom(ctx)
+		in := ctx // the request's (and mcp-go's notifications/cancelled) context
+		holdable := rq != nil && rq.hold != nil
+		var values *callValues
+		if holdable {
+			values = newCallValues(m.server, in, rq)
+			ctx = values
+		}
 		ctx, cancel := context.WithCancelCause(ctx)
+		unlink := func() bool { return true }
+		if holdable {
+			// Until the hold takes over, the request's end ends the call,
+			// with the same cause, as if ctx were its child.
+			unlink = context.AfterFunc(in, func() { cancel(context.Cause(in)) })
+		}
 		c := &inflight{cancel: cancel, done: make(chan struct{})}
-		defer func() {
-			cancel(nil)
-			close(c.done)
-		}()
 
 		var owner store.Owner
 		limit := DefaultMaxMCPCallsPerSubject
-		if rq := requestFrom(ctx); rq != nil {
+		if rq != nil {
 			owner = OwnerOf(rq.claims)
 			if rq.cfg.MaxCallsPerSubject > 0 {
 				limit = rq.cfg.MaxCallsPerSubject
@@ -602,26 +644,21 @@ func (m *MCP) trackCall(next server.ToolHandlerFunc) server.ToolHandlerFunc {
 		m.callsMu.Lock()
 		if m.callsBy[owner] >= limit {
 			m.callsMu.Unlock()
+			unlink()
+			cancel(nil)
 			m.opts.Observer.ToolCall(req.Params.Name, "refused")
 			return toolError("this token's subject already has %d tool calls in flight (the limit); wait for one to finish or cancel one, then try again", limit), nil
 		}
 		m.calls[c] = struct{}{}
 		m.callsBy[owner]++
 		m.callsMu.Unlock()
-		defer func() {
-			m.callsMu.Lock()
-			delete(m.calls, c)
-			if m.callsBy[owner]--; m.callsBy[owner] <= 0 {
-				delete(m.callsBy, owner)
-			}
-			m.callsMu.Unlock()
-		}()
 		if m.closing.Load() {
 			cancel(errShutdown)
 		}
 
+		var s *mcpSession
 		if cs := server.ClientSessionFromContext(ctx); cs != nil {
-			if s := m.session(cs.SessionID()); s != nil {
+			if s = m.session(cs.SessionID()); s != nil {
 				s.mu.Lock()
 				if s.closed {
 					cancel(errSessionClosed)
@@ -629,27 +666,70 @@ func (m *MCP) trackCall(next server.ToolHandlerFunc) server.ToolHandlerFunc {
 					s.calls[c] = struct{}{}
 				}
 				s.mu.Unlock()
-				defer func() {
-					s.mu.Lock()
-					delete(s.calls, c)
-					s.mu.Unlock()
-				}()
 			}
 		}
-		res, err := next(ctx, req)
-		outcome := "ok"
-		switch {
-		case err != nil:
-			outcome = "error"
-		case context.Cause(ctx) != nil:
-			outcome = "cancelled"
-		case res != nil && res.IsError:
-			outcome = "tool_error"
+		// end is the call's bookkeeping once it has its outcome: counted,
+		// and its slots given back. A held call keeps it for the whole wait,
+		// so it keeps the tool's name only, not the request (its headers).
+		name := req.Params.Name
+		end := func(res *mcp.CallToolResult, err error) {
+			outcome := "ok"
+			switch {
+			case err != nil:
+				outcome = "error"
+			case context.Cause(ctx) != nil:
+				outcome = "cancelled"
+			case res != nil && res.IsError:
+				outcome = "tool_error"
+			}
+			cancel(nil)
+			if s != nil {
+				s.mu.Lock()
+				delete(s.calls, c)
+				s.mu.Unlock()
+			}
+			m.callsMu.Lock()
+			delete(m.calls, c)
+			if m.callsBy[owner]--; m.callsBy[owner] <= 0 {
+				delete(m.callsBy, owner)
+			}
+			m.callsMu.Unlock()
+			m.opts.Observer.ToolCall(name, outcome)
 		}
-		m.opts.Observer.ToolCall(req.Params.Name, outcome)
+		var hc *heldCall
+		if holdable {
+			hc = &heldCall{m: m, hold: rq.hold, call: c, sess: s, unlink: unlink, end: end, values: values}
+			ctx = context.WithValue(ctx, heldKey{}, hc)
+		}
+		var (
+			res      *mcp.CallToolResult
+			err      error
+			returned bool
+		)
+		defer func() {
+			if hc != nil && hc.taken() {
+				// The wait goes on without this goroutine; the held call
+				// ends the call (end, then done once its result is written).
+				return
+			}
+			if !returned {
+				err = errPanicked // counted as such; mcp-go's recovery answers
+			}
+			unlink()
+			end(res, err)
+			close(c.done)
+		}()
+		res, err = next(ctx, req)
+		returned = true
+		if hc != nil && hc.taken() {
+			return nil, errHeld
+		}
 		return res, err
 	}
 }
+
+// errPanicked is the outcome counted for a tool call that panicked.
+var errPanicked = errors.New("the tool call panicked")
 
 // sweep drops Streamable HTTP sessions that have been idle for IdleTTL:
 // no request for that long and nothing open (a GET stream or a POST with a

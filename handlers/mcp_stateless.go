@@ -225,7 +225,7 @@ func (m *MCP) stateless(ctx context.Context, rq *mcpRequest, req mcp.CallToolReq
 		return answerResult(ctx, rq, sess, st.Link, false), true
 	}
 	ctx = context.WithValue(ctx, elicitedKey{}, true)
-	res, err := m.waitResult(ctx, rq, req, sess, time.Unix(st.Until, 0), st.Link)
+	res, err := m.waitResult(ctx, rq, req, sess, time.Unix(st.Until, 0), st.Link, nil)
 	if err != nil {
 		return toolError("the wait ended: %v", err), true
 	}

@@ -277,15 +277,17 @@ func (m *MCP) interactiveFeedback(ctx context.Context, req mcp.CallToolRequest) 
 				"Then call get_feedback_result with {\"sessionId\":%q,\"wait\":%d} to wait for the answer. The question expires at %s.%s",
 			sess.ID, show, sess.ID, secondsLeft(waitEnd(sess)), sess.ExpiresAt.Format(time.RFC3339), warningText(creq.Warnings))), nil
 	}
-	res, err := m.waitResult(ctx, rq, req, sess, waitEnd(sess), link)
-	if res != nil && len(creq.Warnings) > 0 {
-		if out, ok := res.StructuredContent.(Outcome); ok {
-			out.Warnings = creq.Warnings
-			res.StructuredContent = out
+	var warn func(*mcp.CallToolResult)
+	if len(creq.Warnings) > 0 {
+		warn = func(res *mcp.CallToolResult) {
+			if out, ok := res.StructuredContent.(Outcome); ok {
+				out.Warnings = creq.Warnings
+				res.StructuredContent = out
+			}
+			res.Content = append(res.Content, mcp.NewTextContent(strings.TrimSpace(warningText(creq.Warnings))))
 		}
-		res.Content = append(res.Content, mcp.NewTextContent(strings.TrimSpace(warningText(creq.Warnings))))
 	}
-	return res, err
+	return m.waitResult(ctx, rq, req, sess, waitEnd(sess), link, warn)
 }
 
 // ask validates interactive_feedback's arguments and creates the question
@@ -339,7 +341,7 @@ func (m *MCP) getFeedbackResult(ctx context.Context, req mcp.CallToolRequest) (*
 	if args.Wait == nil || *args.Wait == 0 || sess.Status.Terminal() {
 		return answerResult(ctx, rq, sess, link, false), nil
 	}
-	return m.waitResult(ctx, rq, req, sess, time.Now().Add(*args.Wait), link)
+	return m.waitResult(ctx, rq, req, sess, time.Now().Add(*args.Wait), link, nil)
 }
 
 func (m *MCP) checkFeedbackStatus(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {

@@ -29,19 +29,16 @@ const notificationSettle = 20 * time.Millisecond
 // waitResult waits, through the core's Await, until the question is no
 // longer pending or until, then returns its outcome. Progress and the
 // optional elicitation run beside the wait.
-func (m *MCP) waitResult(ctx context.Context, rq *mcpRequest, req mcp.CallToolRequest, sess *store.Session, until time.Time, link string) (*mcp.CallToolResult, error) {
+// decorate, when set, amends a result before it is returned (a held call
+// returns it later, from another goroutine).
+func (m *MCP) waitResult(ctx context.Context, rq *mcpRequest, req mcp.CallToolRequest, sess *store.Session, until time.Time, link string,
+	decorate func(*mcp.CallToolResult)) (*mcp.CallToolResult, error) {
 	if until.After(sess.ExpiresAt) {
 		until = sess.ExpiresAt
 	}
-	// A held call keeps only what it needs: the logger encodes its field
-	// only if a line is logged, the elicitation (when there is one) has its
-	// own context, and progress builds its text when it sends.
-	log := rq.svc.log.WithLazy(zap.String("session", sess.ID))
-	started := time.Now()
-	ended := func(reason string) {
-		log.Debug("mcp: stopped waiting", zap.String("reason", reason), zap.Duration("waited", time.Since(started)))
-	}
-
+	// A waiting call keeps only what it needs: the elicitation (when there
+	// is one) has its own context, progress builds its text when it sends,
+	// and of the request progress keeps its token only.
 	var el *elicitation
 	if server.IsModernRequest(ctx) {
 		// 2026-07-28: no server-to-client requests; the elicitation goes
@@ -52,20 +49,66 @@ func (m *MCP) waitResult(ctx context.Context, rq *mcpRequest, req mcp.CallToolRe
 	} else {
 		el = m.startElicitation(ctx, rq, sess, link)
 	}
+	w := &waiting{m: m, rq: rq, sess: sess, until: until, link: link, el: el, started: time.Now(), decorate: decorate}
+	w.prog = newProgress(ctx, m.server, req, sess, link, until)
+	if hc := heldFrom(ctx); el == nil && hc != nil && sess.Status == store.StatusPending && !server.IsModernRequest(ctx) &&
+		hc.take(server.ClientSessionFromContext(ctx)) {
+		// The wait goes on without the request (mcp_held.go), in a
+		// goroutine that only waits; progress goes to the call's stream.
+		w.prog.notify = hc.notify
+		go hc.run(ctx, w)
+		return nil, errHeld
+	}
 	defer el.stop()
+	cur, err := w.wait(ctx)
+	return w.outcome(ctx, cur, err)
+}
 
-	// Progress rides on the waiting goroutine: a held call costs no
+// waiting is one call's wait, split in two so that the frames a waiting
+// goroutine keeps while it waits are small ones (a held call's goroutine
+// is all it keeps; see mcp_held.go): wait, then outcome.
+type waiting struct {
+	m        *MCP
+	rq       *mcpRequest
+	prog     *progress
+	sess     *store.Session
+	until    time.Time
+	link     string
+	el       *elicitation
+	started  time.Time
+	decorate func(*mcp.CallToolResult)
+}
+
+// wait sends the first progress and waits, through the core's Await, until
+// the question is no longer pending or until.
+func (w *waiting) wait(ctx context.Context) (*store.Session, error) {
+	w.prog.send()
+	// Progress rides on the waiting goroutine: a waiting call costs no
 	// goroutine of its own for it.
-	prog := newProgress(ctx, m.server, req, sess, link, until)
-	prog.send()
-	cur, err := rq.svc.core.AwaitEvery(ctx, sess.ID, until, feedback.Every{D: m.opts.ProgressEvery, Fn: prog.tick})
+	return w.rq.svc.core.AwaitEvery(ctx, w.sess.ID, w.until, feedback.Every{D: w.m.opts.ProgressEvery, Fn: w.prog.tick})
+}
+
+// outcome is the call's result once the wait has ended.
+func (w *waiting) outcome(ctx context.Context, cur *store.Session, err error) (*mcp.CallToolResult, error) {
+	res, err := w.result(ctx, cur, err)
+	if res != nil && w.decorate != nil {
+		w.decorate(res)
+	}
+	return res, err
+}
+
+func (w *waiting) result(ctx context.Context, cur *store.Session, err error) (*mcp.CallToolResult, error) {
+	rq, sess, link := w.rq, w.sess, w.link
 	if cur != nil {
 		sess = cur
+	}
+	ended := func(reason string) {
+		rq.svc.log.Debug("mcp: stopped waiting", zap.String("session", sess.ID), zap.String("reason", reason), zap.Duration("waited", time.Since(w.started)))
 	}
 	switch {
 	case err == nil && sess.Status.Terminal():
 		ended(string(sess.Status))
-		if sess.Status == store.StatusSubmitted && el.complete(context.WithoutCancel(ctx)) {
+		if sess.Status == store.StatusSubmitted && w.el.complete(context.WithoutCancel(ctx)) {
 			settle(ctx)
 		}
 		return answerResult(context.WithoutCancel(ctx), rq, sess, link, false), nil
@@ -119,6 +162,9 @@ type progress struct {
 	link    string // the answer link, or "" (link_to_agent off)
 	id      string
 	until   time.Time
+	// notify, when set, sends instead of the session's notification
+	// channel (a held call writes to its own stream).
+	notify func(context.Context, string, map[string]any)
 }
 
 func newProgress(ctx context.Context, srv *server.MCPServer, req mcp.CallToolRequest, sess *store.Session, link string, until time.Time) *progress {
@@ -153,12 +199,17 @@ func (p *progress) send() {
 	} else {
 		msg = fmt.Sprintf("Waiting for the user to answer question %s (%d seconds left)", p.id, secondsLeft(p.until))
 	}
-	_ = p.srv.SendNotificationToClient(p.ctx, "notifications/progress", map[string]any{
+	params := map[string]any{
 		"progressToken": p.token,
 		"progress":      v,
 		"total":         p.total,
 		"message":       msg,
-	})
+	}
+	if p.notify != nil {
+		p.notify(p.ctx, "notifications/progress", params)
+		return
+	}
+	_ = p.srv.SendNotificationToClient(p.ctx, "notifications/progress", params)
 }
 
 // elicitation is the optional second channel to the person: the client

@@ -1,0 +1,229 @@
+package e2e
+
+import (
+	"bufio"
+	"compress/gzip"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// heldSites: the module at the root, and under /gz/ behind `encode gzip`
+// (a compressed stream cannot be taken over, so calls there keep the
+// ordinary path). One memory store, so one set of MCP sessions.
+const heldSites = `
+http://127.0.0.1:{HTTP} {
+	handle_path /gz/* {
+		encode gzip
+		mcp_feedback {
+			jwt_secret {env.JWT_SECRET}
+		}
+	}
+	mcp_feedback {
+		jwt_secret {env.JWT_SECRET}
+	}
+	respond "next handler" 200
+}
+`
+
+// heldPost posts one JSON-RPC message at url in session sid ("" for none)
+// and returns the response and its body (the last data line of an event
+// stream).
+func heldPost(t *testing.T, c *Caddy, url, tok, sid, body string) (*http.Response, string) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", url, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Authorization", "Bearer "+tok)
+	if sid != "" {
+		req.Header.Set("Mcp-Session-Id", sid)
+	}
+	resp, err := c.Client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		t.Fatalf("POST %s: %d %s", url, resp.StatusCode, b)
+	}
+	out := string(b)
+	if i := strings.LastIndex(out, "data: "); i >= 0 {
+		out = strings.TrimSpace(out[i+6:])
+	}
+	return resp, out
+}
+
+// rawSession initializes a Streamable HTTP session at url and returns its id.
+func rawSession(t *testing.T, c *Caddy, url, tok string) string {
+	t.Helper()
+	resp, _ := heldPost(t, c, url, tok, "", `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"e2e-held","version":"0"}}}`)
+	sid := resp.Header.Get("Mcp-Session-Id")
+	if sid == "" {
+		t.Fatal("no session id")
+	}
+	heldPost(t, c, url, tok, sid, `{"jsonrpc":"2.0","method":"notifications/initialized"}`)
+	return sid
+}
+
+// heldCall is a get_feedback_result with wait on its own HTTP/1.1
+// connection, read off the wire.
+type heldCall struct {
+	t      *testing.T
+	conn   net.Conn
+	resp   *http.Response
+	events *bufio.Reader
+}
+
+func openHeldCall(t *testing.T, c *Caddy, path, tok, sid, question string, id int) *heldCall {
+	t.Helper()
+	host := strings.TrimPrefix(c.HTTP, "http://")
+	conn, err := net.Dial("tcp", host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	msg := fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"get_feedback_result","arguments":{"sessionId":%q,"wait":600},"_meta":{"progressToken":"p%d"}}}`, id, question, id)
+	// Accept-Encoding as Go's and Node's HTTP clients send it.
+	fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nAccept-Encoding: gzip\r\n"+
+		"Authorization: Bearer %s\r\nMcp-Session-Id: %s\r\nMcp-Protocol-Version: 2025-11-25\r\nContent-Length: %d\r\n\r\n%s", path, host, tok, sid, len(msg), msg)
+	_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("response head: %v", err)
+	}
+	h := &heldCall{t: t, conn: conn, resp: resp}
+	body := io.Reader(resp.Body)
+	if resp.Header.Get("Content-Encoding") == "gzip" {
+		zr, err := gzip.NewReader(resp.Body)
+		if err != nil {
+			t.Fatalf("gzip stream: %v", err)
+		}
+		body = zr
+	}
+	h.events = bufio.NewReader(body)
+	return h
+}
+
+// event reads the next event's JSON-RPC message.
+func (h *heldCall) event() map[string]any {
+	h.t.Helper()
+	_ = h.conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	var data string
+	for {
+		line, err := h.events.ReadString('\n')
+		if err != nil {
+			h.t.Fatalf("reading an event: %v", err)
+		}
+		line = strings.TrimRight(line, "\n")
+		if line == "" && data != "" {
+			break
+		}
+		if d, ok := strings.CutPrefix(line, "data: "); ok {
+			data = d
+		}
+	}
+	var m map[string]any
+	if err := json.Unmarshal([]byte(data), &m); err != nil {
+		h.t.Fatalf("event %q: %v", data, err)
+	}
+	return m
+}
+
+// progressLink reads the first event, which must be this call's progress,
+// and returns the answer link it names.
+func (h *heldCall) progressLink(id int) string {
+	h.t.Helper()
+	ev := h.event()
+	params, _ := ev["params"].(map[string]any)
+	if ev["method"] != "notifications/progress" || params["progressToken"] != fmt.Sprint("p", id) {
+		h.t.Fatalf("first event is not the call's progress: %v", ev)
+	}
+	return linkIn(h.t, fmt.Sprint(params["message"]))
+}
+
+func (h *heldCall) result(id int) string {
+	h.t.Helper()
+	ev := h.event()
+	if ev["id"] != float64(id) || ev["result"] == nil {
+		h.t.Fatalf("call %d's response: %v", id, ev)
+	}
+	b, _ := json.Marshal(ev["result"])
+	return string(b)
+}
+
+// TestMCPHeldCallsInCaddy: through the real Caddy binary, a waiting call on
+// HTTP/1.1 is held (its response says Connection: close, its progress and
+// result come on its own stream, then the connection closes); it lives
+// through a config reload; behind `encode gzip` a call keeps the ordinary
+// path and works too; an exit ends a held call with its "restarting"
+// result.
+func TestMCPHeldCallsInCaddy(t *testing.T) {
+	c := startMCPCaddy(t, heldSites)
+	alice := token(t, "alice")
+	sid := rawSession(t, c, c.HTTP+"/mcp", alice)
+	// Questions asked in the session the waits use, whose progress then
+	// names the answer link.
+	ask := func() string {
+		_, body := heldPost(t, c, c.HTTP+"/mcp", alice, sid, `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"interactive_feedback","arguments":{"message":"held in caddy?"}}}`)
+		var m struct {
+			Result struct {
+				StructuredContent struct {
+					SessionID string `json:"sessionId"`
+				} `json:"structuredContent"`
+			} `json:"result"`
+		}
+		if err := json.Unmarshal([]byte(body), &m); err != nil || m.Result.StructuredContent.SessionID == "" {
+			t.Fatalf("interactive_feedback: %s", body)
+		}
+		return m.Result.StructuredContent.SessionID
+	}
+
+	// Held, then a reload, then answered.
+	q := ask()
+	h := openHeldCall(t, c, "/mcp", alice, sid, q, 10)
+	if !h.resp.Close || h.resp.Header.Get("Content-Type") != "text/event-stream" || h.resp.Header.Get("Content-Encoding") != "" {
+		t.Fatalf("held call's response head: close %v, %v", h.resp.Close, h.resp.Header)
+	}
+	link := h.progressLink(10)
+	c.reload(heldSites)
+	answer(t, c, link, `{"freeText":"after a reload"}`)
+	if res := h.result(10); !strings.Contains(res, "after a reload") || !strings.Contains(res, `"status":"submitted"`) {
+		t.Fatalf("held call's result: %s", res)
+	}
+	if rest, err := io.ReadAll(h.events); err != nil || len(rest) != 0 {
+		t.Fatalf("after the result: %q, %v", rest, err)
+	}
+	c.waitLog(t, "stopped waiting", "submitted")
+
+	// Behind encode gzip: the ordinary path, compressed (the head already
+	// said Connection: close when the encoder showed itself).
+	q = ask()
+	gz := openHeldCall(t, c, "/gz/mcp", alice, sid, q, 11)
+	if gz.resp.Header.Get("Content-Encoding") != "gzip" {
+		t.Fatalf("call behind encode gzip: close %v, %v", gz.resp.Close, gz.resp.Header)
+	}
+	link = gz.progressLink(11)
+	answer(t, c, link, `{"freeText":"compressed"}`)
+	if res := gz.result(11); !strings.Contains(res, "compressed") {
+		t.Fatalf("result behind encode gzip: %s", res)
+	}
+
+	// An exit ends a held call with a result.
+	q = ask()
+	h = openHeldCall(t, c, "/mcp", alice, sid, q, 12)
+	h.progressLink(12)
+	c.stop()
+	if res := h.result(12); !strings.Contains(res, "restarting") || !strings.Contains(res, `"status":"pending"`) {
+		t.Fatalf("held call's result on exit: %s", res)
+	}
+	if c.exitErr != nil {
+		t.Fatalf("caddy exited with %v", c.exitErr)
+	}
+}
