@@ -92,8 +92,11 @@ type Redis struct {
 	// channel); tests wait on it to tell a first subscription from a
 	// resubscribe.
 	subscribed atomic.Int64
-	// follows holds, per question with a local watcher, the stop of the
-	// goroutine that keeps its channel subscribed (see follow).
+	// sub keeps the channels of watched questions subscribed on one
+	// connection (a single Redis); nil on a Cluster, where follows holds,
+	// per question with a local watcher, the stop of the goroutine that
+	// keeps its channel subscribed (see follow).
+	sub      *subscriber
 	followMu sync.Mutex
 	follows  map[string]func()
 	subCtx   context.Context
@@ -169,6 +172,14 @@ func NewRedis(opts RedisOptions) (*Redis, error) {
 	r.follows = map[string]func(){}
 	r.subCtx, r.stopSub = context.WithCancel(context.Background())
 	r.hub.onFirst, r.hub.onLast = r.startFollowing, r.stopFollowing
+	if r.client.Mode() != rueidis.ClientModeCluster {
+		r.sub = newSubscriber(r)
+		r.subWG.Add(1)
+		go func() {
+			defer r.subWG.Done()
+			r.sub.run(r.subCtx)
+		}()
+	}
 	return r, nil
 }
 
@@ -180,6 +191,10 @@ func (r *Redis) channel(id string) string { return r.prefix + "ev:{" + id + "}" 
 // startFollowing subscribes to id's channel for as long as id has a local
 // watcher; the hub calls it (under its lock) when the first one arrives.
 func (r *Redis) startFollowing(id string) {
+	if r.sub != nil {
+		r.sub.set(r.channel(id), true)
+		return
+	}
 	ctx, cancel := context.WithCancel(r.subCtx)
 	r.followMu.Lock()
 	r.follows[id] = cancel
@@ -194,6 +209,10 @@ func (r *Redis) startFollowing(id string) {
 // stopFollowing ends id's subscription; the hub calls it (under its lock)
 // when the last watcher of id leaves.
 func (r *Redis) stopFollowing(id string) {
+	if r.sub != nil {
+		r.sub.set(r.channel(id), false)
+		return
+	}
 	r.followMu.Lock()
 	cancel := r.follows[id]
 	delete(r.follows, id)
@@ -203,7 +222,8 @@ func (r *Redis) stopFollowing(id string) {
 	}
 }
 
-// follow keeps id's channel subscribed until ctx ends. rueidis resubscribes
+// follow keeps id's channel subscribed until ctx ends, with a Receive of its
+// own (Redis Cluster; a single Redis uses the subscriber). rueidis resubscribes
 // by itself after a reconnect; the loop covers Receive giving up (a
 // SUNSUBSCRIBE from the server on a slot migration, an ACL error).
 //
