@@ -238,9 +238,9 @@ func (r *Redis) follow(ctx context.Context, id string) {
 		// Runs on the connection's reader goroutine: hub calls never block.
 		if s.Kind == "ssubscribe" && s.Channel == ch {
 			confirmed.Store(true)
+			r.subscribed.Add(1) // counted before the signal it explains
 			r.cache.invalidate(id)
 			r.hub.notify(id)
-			r.subscribed.Add(1)
 		}
 	})
 	backoff := subscribeMinBackoff

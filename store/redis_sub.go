@@ -100,9 +100,9 @@ func (s *subscriber) session(ctx context.Context) (confirmed bool) {
 			if sub.Kind == "ssubscribe" {
 				ok.Store(true)
 				id := s.r.idOf(sub.Channel)
+				s.r.subscribed.Add(1) // counted before the signal it explains
 				s.r.cache.invalidate(id)
 				s.r.hub.notify(id)
-				s.r.subscribed.Add(1)
 			}
 		},
 	})

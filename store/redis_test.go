@@ -556,3 +556,53 @@ func TestRedisAnnounceAcross(t *testing.T) {
 	a, b := newRedis(t, srv, prefix), newRedis(t, srv, prefix)
 	storetest.AnnounceAcross(t, a, b, func(string) { waitSubscribeCount(t, b, 1) })
 }
+
+// TestRedisSubscriberChurn: watchers of many questions come and go faster
+// than the subscriber connection applies them; in the end exactly the
+// questions still watched are subscribed (once each, on one connection),
+// the others are not, and a change of a watched one reaches its watcher.
+func TestRedisSubscriberChurn(t *testing.T) {
+	srv := redistest.Start(t)
+	admin := adminClient(t, srv)
+	prefix := uniquePrefix()
+	watching, writer := newRedis(t, srv, prefix), newRedis(t, srv, prefix)
+	ctx := t.Context()
+	ids := make([]string, 20)
+	for i := range ids {
+		s := storetest.NewSession(time.Minute)
+		if err := writer.Create(ctx, s, time.Hour); err != nil {
+			t.Fatalf("Create: %v", err)
+		}
+		ids[i] = s.ID
+	}
+	// Each question is watched and left 10 times; the even ones are
+	// watched once more at the end and kept.
+	for range 10 {
+		for _, id := range ids {
+			wctx, cancel := context.WithCancel(ctx)
+			watching.Watch(wctx, id)
+			cancel()
+		}
+	}
+	kept := map[string]<-chan struct{}{}
+	for i, id := range ids {
+		if i%2 == 0 {
+			kept[id] = watching.Watch(ctx, id)
+		}
+	}
+	for i, id := range ids {
+		want := int64(0)
+		if i%2 == 0 {
+			want = 1
+		}
+		waitSubscribers(t, admin, prefix+"ev:{"+id+"}", want)
+	}
+	id := ids[4]
+	drain(kept[id])
+	if _, err := writer.Submit(ctx, id, store.Answer{FreeText: "after the churn"}); err != nil {
+		t.Fatalf("Submit: %v", err)
+	}
+	if got := waitStatus(t, watching, kept[id], id, store.StatusSubmitted); got.Result.FreeText != "after the churn" {
+		t.Fatalf("watcher read %+v", got.Result)
+	}
+}
