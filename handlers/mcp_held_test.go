@@ -193,19 +193,7 @@ func TestMCPHeld(t *testing.T) {
 	t.Run("shutdown", testHeldShutdown)
 	t.Run("HTTP/2 keeps the ordinary path", testHeldHTTP2)
 	t.Run("server timeouts still apply", testHeldTimeouts)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		runtime.GC()
-		n := runtime.NumGoroutine()
-		if n <= base {
-			return
-		}
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			t.Fatalf("%d goroutines after the held-call tests, %d before:\n%s", n, base, buf[:runtime.Stack(buf, true)])
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitGoroutines(t, base, "the held-call tests")
 }
 
 // heldEnv is one server, one raw session and one open question.

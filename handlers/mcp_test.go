@@ -257,6 +257,13 @@ func TestMCP(t *testing.T) {
 	t.Run("shutdown ends waits with a result", testShutdown)
 	t.Run("2026-07-28 client", testModernClient)
 
+	waitGoroutines(t, base, "the MCP tests")
+}
+
+// waitGoroutines polls (bounded) until no more goroutines run than base,
+// the count before what: nothing it started is left behind.
+func waitGoroutines(t *testing.T, base int, what string) {
+	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		runtime.GC()
@@ -266,7 +273,7 @@ func TestMCP(t *testing.T) {
 		}
 		if time.Now().After(deadline) {
 			buf := make([]byte, 1<<20)
-			t.Fatalf("%d goroutines after the MCP tests, %d before:\n%s", n, base, buf[:runtime.Stack(buf, true)])
+			t.Fatalf("%d goroutines after %s, %d before:\n%s", n, what, base, buf[:runtime.Stack(buf, true)])
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

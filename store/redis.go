@@ -266,14 +266,19 @@ func (r *Redis) follow(ctx context.Context, id string) {
 		if confirmed.Load() {
 			backoff = subscribeMinBackoff
 		}
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-		case <-t.C:
-		}
-		backoff = min(2*backoff, subscribeMaxBackoff)
+		backoff = pause(ctx, backoff)
 	}
+}
+
+// pause waits d or until ctx ends, and returns the next backoff after d.
+func pause(ctx context.Context, d time.Duration) time.Duration {
+	t := time.NewTimer(d)
+	select {
+	case <-ctx.Done():
+		t.Stop()
+	case <-t.C:
+	}
+	return min(2*d, subscribeMaxBackoff)
 }
 
 // Result codes of the scripts: {code, changed, HGETALL...}.

@@ -5,7 +5,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/redis/rueidis"
 )
@@ -67,13 +66,7 @@ func (s *subscriber) run(ctx context.Context) {
 		if s.session(ctx) {
 			backoff = subscribeMinBackoff
 		}
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-		case <-t.C:
-		}
-		backoff = min(2*backoff, subscribeMaxBackoff)
+		backoff = pause(ctx, backoff)
 	}
 }
 
