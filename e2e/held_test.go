@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"compress/gzip"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -82,8 +83,25 @@ type heldCall struct {
 
 func openHeldCall(t *testing.T, c *Caddy, path, tok, sid, question string, id int) *heldCall {
 	t.Helper()
-	host := strings.TrimPrefix(c.HTTP, "http://")
-	conn, err := net.Dial("tcp", host)
+	return openHeldCallAt(t, c, c.HTTP, path, tok, sid, question, id)
+}
+
+// openHeldCallAt is openHeldCall at base, which may be https:// (then over
+// TLS with HTTP/1.1, as Node's fetch speaks it, trusting Caddy's local CA).
+func openHeldCallAt(t *testing.T, c *Caddy, base, path, tok, sid, question string, id int) *heldCall {
+	t.Helper()
+	var (
+		conn net.Conn
+		err  error
+	)
+	host, secure := strings.CutPrefix(base, "https://")
+	if secure {
+		roots := c.Client.Transport.(*http.Transport).TLSClientConfig.RootCAs
+		conn, err = tls.Dial("tcp", host, &tls.Config{RootCAs: roots, NextProtos: []string{"http/1.1"}})
+	} else {
+		host = strings.TrimPrefix(base, "http://")
+		conn, err = net.Dial("tcp", host)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -225,5 +243,50 @@ func TestMCPHeldCallsInCaddy(t *testing.T) {
 	}
 	if c.exitErr != nil {
 		t.Fatalf("caddy exited with %v", c.exitErr)
+	}
+}
+
+// TestMCPHeldCallOverTLS: on HTTPS with HTTP/1.1 (what Node's fetch, and so
+// most MCP clients, speak) a waiting call is held too: the taken-over
+// connection is the TLS one, and its progress and result arrive intact.
+func TestMCPHeldCallOverTLS(t *testing.T) {
+	c := startMCPCaddy(t, `
+http://127.0.0.1:{HTTP} {
+	mcp_feedback {
+		jwt_secret {env.JWT_SECRET}
+	}
+}
+https://localhost:{HTTPS} {
+	tls internal
+	mcp_feedback {
+		jwt_secret {env.JWT_SECRET}
+	}
+}
+`)
+	alice := token(t, "alice")
+	sid := rawSession(t, c, c.HTTPS+"/mcp", alice)
+	_, body := heldPost(t, c, c.HTTPS+"/mcp", alice, sid, `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"interactive_feedback","arguments":{"message":"held over TLS?"}}}`)
+	var m struct {
+		Result struct {
+			StructuredContent struct {
+				SessionID string `json:"sessionId"`
+			} `json:"structuredContent"`
+		} `json:"result"`
+	}
+	if err := json.Unmarshal([]byte(body), &m); err != nil || m.Result.StructuredContent.SessionID == "" {
+		t.Fatalf("interactive_feedback: %s", body)
+	}
+	h := openHeldCallAt(t, c, c.HTTPS, "/mcp", alice, sid, m.Result.StructuredContent.SessionID, 20)
+	if !h.resp.Close || h.resp.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("held call's response head over TLS: close %v, %v", h.resp.Close, h.resp.Header)
+	}
+	link := h.progressLink(20)
+	c.waitLog(t, "waiting call taken off its request", `"tls":true`)
+	answer(t, c, link, `{"freeText":"over TLS"}`)
+	if res := h.result(20); !strings.Contains(res, "over TLS") || !strings.Contains(res, `"status":"submitted"`) {
+		t.Fatalf("held call's result over TLS: %s", res)
+	}
+	if rest, err := io.ReadAll(h.events); err != nil || len(rest) != 0 {
+		t.Fatalf("after the result: %q, %v", rest, err)
 	}
 }

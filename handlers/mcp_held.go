@@ -28,6 +28,7 @@ package handlers
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -256,6 +257,8 @@ func (hc *heldCall) take(cs server.ClientSession) bool {
 	// was open: the idle sweep must leave it.
 	hc.sess.begin()
 	hc.m.held.Add(1)
+	_, overTLS := conn.(*tls.Conn)
+	hc.m.log.Debug("mcp: waiting call taken off its request", zap.Bool("tls", overTLS))
 	// From here the request's end (imminent) must not end the call. If it
 	// already has (notifications/cancelled raced the takeover), the wait
 	// finds its context cancelled and answers as it would have.
