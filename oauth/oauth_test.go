@@ -754,3 +754,56 @@ func TestCORS(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckNamedGrant: an access token names its grant, read beside its
+// record; the record decides. A token from before tokens named their grant
+// still checks (its grant read after its record), a name that is not the
+// record's grant is not believed, and a revoked grant ends its tokens
+// whichever way they are read.
+func TestCheckNamedGrant(t *testing.T) {
+	e := newEnv(t)
+	id := e.newClient(cb)
+	_, tk := e.exchange(id, cb, e.code(id, cb, "alice"))
+	named, _, ok := strings.Cut(strings.TrimPrefix(tk.Access, AccessPrefix), ".")
+	if !ok || named == "" {
+		t.Fatalf("the access token %q does not name its grant", tk.Access)
+	}
+	if got := e.check(tk.Access); got != "ok" {
+		t.Fatalf("named token: %s", got)
+	}
+	ctx := context.Background()
+	var rec tokenRecord
+	if err := e.srv.loadJSON(ctx, keyAccess(tk.Access), &rec); err != nil || rec.Grant != named {
+		t.Fatalf("record %+v (%v), the token names %s", rec, err, named)
+	}
+	// As issued before: no grant in the token.
+	legacy := AccessPrefix + "legacy0123456789"
+	if err := e.srv.putJSON(ctx, keyAccess(legacy), rec, AccessTTL); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.check(legacy); got != "ok" {
+		t.Fatalf("token without a grant name: %s", got)
+	}
+	// A token whose name is another, live grant: its record's grant counts.
+	_, other := e.exchange(id, cb, e.code(id, cb, "bob"))
+	otherGrant, _, _ := strings.Cut(strings.TrimPrefix(other.Access, AccessPrefix), ".")
+	misnamed := AccessPrefix + otherGrant + ".x0123456789"
+	if err := e.srv.putJSON(ctx, keyAccess(misnamed), rec, AccessTTL); err != nil {
+		t.Fatal(err)
+	}
+	claims, aerr := e.srv.Check(ctx, misnamed)
+	if aerr != nil || claims.Subject != "alice" {
+		t.Fatalf("misnamed token: %+v %v, want alice's grant", claims, aerr)
+	}
+	if err := e.srv.revokeGrant(ctx, named, "test"); err != nil {
+		t.Fatal(err)
+	}
+	for _, tok := range []string{tk.Access, legacy, misnamed} {
+		if got := e.check(tok); got != "revoked" {
+			t.Fatalf("after the grant was revoked, %q checks %s", tok, got)
+		}
+	}
+	if got := e.check(other.Access); got != "ok" {
+		t.Fatalf("bob's token after alice's grant was revoked: %s", got)
+	}
+}
