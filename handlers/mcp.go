@@ -458,7 +458,7 @@ func (m *MCP) serve(svc *Service, cfg MCPConfig, next http.Handler, sse bool, se
 				local.cancelHeld(body.Bytes())
 				// The client's reply to a held call's elicitation is for
 				// that call, not for mcp-go, which never sent it.
-				if local.elicitationReply(w, body.Bytes()) {
+				if local.elicitationReply(w, r.Header.Get(server.HeaderKeyProtocolVersion), body.Bytes()) {
 					return
 				}
 				rq.hold = newHoldable(w, r, body.Bytes())

@@ -451,9 +451,11 @@ func (s *mcpSession) forgetElicitation(id string) {
 
 // elicitationReply takes body if it is the client's reply to an
 // elicitation a held call of this session sent, hands it to the call, and
-// answers 202 as mcp-go answers a reply. false: body is something else.
-func (s *mcpSession) elicitationReply(w http.ResponseWriter, body []byte) bool {
-	if !bytes.Contains(body, []byte(heldElicitationPrefix)) {
+// answers 202 as mcp-go answers a reply. false: body is something else, or
+// comes with a protocol version mcp-go refuses replies under (it answers).
+func (s *mcpSession) elicitationReply(w http.ResponseWriter, version string, body []byte) bool {
+	if !bytes.Contains(body, []byte(heldElicitationPrefix)) ||
+		(version != "" && (!mcp.IsValidProtocolVersion(version) || version == mcp.ProtocolVersion20260728)) {
 		return false
 	}
 	var msg struct {

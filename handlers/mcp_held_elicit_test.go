@@ -235,19 +235,23 @@ func testHeldElicitHostile(t *testing.T) {
 	h, el := openElicited(t, e, r, tok, o, 35)
 	id, _ := el["id"].(string)
 	other := e.elicitSession(tok, `{"url":{}}`) // alice's second session
+	accept := fmt.Sprintf(`{"jsonrpc":"2.0","id":%q,"result":{"action":"accept"}}`, id)
 	for _, c := range []struct {
 		name, body string
 		via        *rpc
 		want       int
+		hdr        map[string]string
 	}{
-		{"unknown id", fmt.Sprintf(`{"jsonrpc":"2.0","id":%q,"result":{"action":"accept"}}`, heldElicitationPrefix+"999999"), r, 400},
-		{"id in an array", fmt.Sprintf(`{"jsonrpc":"2.0","id":[%q],"result":{"action":"accept"}}`, id), r, 400},
-		{"id as an object", fmt.Sprintf(`{"jsonrpc":"2.0","id":{"id":%q},"result":{"action":"accept"}}`, id), r, 400},
-		{"not JSON", fmt.Sprintf(`{"jsonrpc":"2.0","id":%q,"result":`, id), r, 0},
-		{"a request with that id", fmt.Sprintf(`{"jsonrpc":"2.0","id":%q,"method":"ping"}`, id), r, 200},
-		{"from another session", fmt.Sprintf(`{"jsonrpc":"2.0","id":%q,"result":{"action":"accept"}}`, id), other, 400},
+		{"an unknown protocol version", accept, r, 400, map[string]string{"Mcp-Protocol-Version": "1999-01-01"}},
+		{"the 2026-07-28 protocol, which has no replies", accept, r, 400, map[string]string{"Mcp-Protocol-Version": "2026-07-28"}},
+		{"unknown id", fmt.Sprintf(`{"jsonrpc":"2.0","id":%q,"result":{"action":"accept"}}`, heldElicitationPrefix+"999999"), r, 400, nil},
+		{"id in an array", fmt.Sprintf(`{"jsonrpc":"2.0","id":[%q],"result":{"action":"accept"}}`, id), r, 400, nil},
+		{"id as an object", fmt.Sprintf(`{"jsonrpc":"2.0","id":{"id":%q},"result":{"action":"accept"}}`, id), r, 400, nil},
+		{"not JSON", fmt.Sprintf(`{"jsonrpc":"2.0","id":%q,"result":`, id), r, 0, nil},
+		{"a request with that id", fmt.Sprintf(`{"jsonrpc":"2.0","id":%q,"method":"ping"}`, id), r, 200, nil},
+		{"from another session", fmt.Sprintf(`{"jsonrpc":"2.0","id":%q,"result":{"action":"accept"}}`, id), other, 400, nil},
 	} {
-		resp := c.via.post(c.body, nil)
+		resp := c.via.post(c.body, c.hdr)
 		if resp.code >= 500 || (c.want != 0 && resp.code != c.want) || (resp.code >= 400 && strings.TrimSpace(resp.body) == "") {
 			t.Errorf("%s: HTTP %d %q", c.name, resp.code, resp.body)
 		}
