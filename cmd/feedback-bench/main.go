@@ -1099,7 +1099,7 @@ func heldConnections(r *report, env *benchEnv, a *harness.Caddy, tok string) err
 		}
 	}
 	if *heldElicit != "" {
-		r.f("\nMCP with -held-elicit %s: `elicitation url`, and every agent declares URL elicitation, so every waiting call also sends one; the agents %s.\n", *heldElicit,
+		r.f("\nMCP with -held-elicit %s: `elicitation url`, and every agent declares URL elicitation, so every waiting call also sends one; the agents %s. Each call waits on a question its own session asked through interactive_feedback before the measurement (only then does the session know its link), over max(64, held/64) sessions (a session remembers 64 links).\n", *heldElicit,
 			map[string]string{"accept": "accept it at once", "open": "leave it open while the call waits"}[*heldElicit])
 	}
 	r.f("\nMCP: every call is get_feedback_result with wait over Streamable HTTP, each on its own HTTP connection, spread over 64 MCP sessions (as an agent host holds many), and counted as held once its first progress notification arrived; the latency is an answer on the same instance to one more waiting call while they are all held. WebSocket: one owner watcher per session, counted once connection_established arrived.\n\n")
@@ -1127,6 +1127,12 @@ func heldMCP(r *report, env *benchEnv, tok string, sess []session) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	agents := make([]*mcpAgent, 64)
+	if *heldElicit != "" {
+		// A session remembers the links of its last 64 questions
+		// (handlers/mcp_tools.go maxLinksPerSession): enough sessions that
+		// every call's question still has its link.
+		agents = make([]*mcpAgent, max(64, (n+63)/64))
+	}
 	for i := range agents {
 		if agents[i], err = mcpElicitClient(ctx, h.HTTP, tok, *heldElicit); err != nil {
 			return err
