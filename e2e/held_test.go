@@ -326,6 +326,25 @@ func TestMCPHeldElicitationInCaddy(t *testing.T) {
 		t.Fatalf("result behind encode gzip: %s", res)
 	}
 
+	// The TS SDK (a real client that declares elicitation): its call is
+	// held (the elicitation's id is the held call's own), it accepts the
+	// elicitation, and elicitation/complete reaches it before the result.
+	p := runClient(t, "http", c.HTTP+"/mcp", "elicit", alice)
+	ev := p.expect("elicitation")
+	el, _ := ev["params"].(map[string]any)
+	if id, _ := ev["requestId"].(string); !strings.HasPrefix(id, "feedback-elicitation-") || el["mode"] != "url" {
+		t.Fatalf("the TS SDK's elicitation is not a held call's: %v", ev)
+	}
+	answer(t, c, fmt.Sprint(el["url"]), `{"freeText":"opened from the SDK"}`)
+	res := p.expect("result")
+	if done, _ := res["completedBeforeResult"].([]any); len(done) != 1 || done[0] != el["elicitationId"] {
+		t.Fatalf("elicitation/complete before the result: %v, want [%v]", res["completedBeforeResult"], el["elicitationId"])
+	}
+	if r := asResult(t, res); r.Structured["status"] != "submitted" {
+		t.Fatalf("result %+v", r)
+	}
+	p.finish()
+
 	// An exit ends a held call with an open elicitation with a result.
 	h = openHeldCall(t, c, "/mcp", alice, sid, ask(), 22)
 	elicitation(h, 22, true)
