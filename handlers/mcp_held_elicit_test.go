@@ -33,6 +33,7 @@ func TestMCPHeldElicitation(t *testing.T) {
 	t.Run("form answered in the client", testHeldElicitForm)
 	t.Run("hostile replies", testHeldElicitHostile)
 	t.Run("client disconnects", testHeldElicitDisconnect)
+	t.Run("notifications/cancelled", testHeldElicitCancelled)
 	t.Run("many at once, replies racing the takeover", testHeldElicitRace)
 	t.Run("a response that cannot be held keeps mcp-go's elicitation", testHeldElicitFallback)
 	t.Run("mcp-go's own client", testHeldElicitGoClient)
@@ -481,4 +482,25 @@ func testHeldElicitGoClient(t *testing.T) {
 		t.Fatal("no elicitation/complete before the result")
 	}
 	released(t, e)
+}
+
+// testHeldElicitCancelled: notifications/cancelled ends a held call with
+// its elicitation open as it ends any held call (mcp-go's error response on
+// its stream), and the elicitation is let go with it.
+func testHeldElicitCancelled(t *testing.T) {
+	e, r, tok, o := elicitEnv(t)
+	h, el := openElicited(t, e, r, tok, o, 39)
+	if resp := r.post(`{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":39,"reason":"user"}}`, nil); resp.code != http.StatusAccepted {
+		t.Fatalf("notifications/cancelled: HTTP %d %s", resp.code, resp.body)
+	}
+	got, err := h.next()
+	if err != nil || got["id"] != float64(39) || got["error"] == nil {
+		t.Fatalf("the cancelled call's response: %v, %v", got, err)
+	}
+	h.end()
+	released(t, e)
+	noElicitsLeft(t, e, r)
+	if resp := reply(r, el, `{"action":"accept"}`); resp.code != http.StatusBadRequest {
+		t.Fatalf("a reply to a cancelled call's elicitation: %d %s", resp.code, resp.body)
+	}
 }
