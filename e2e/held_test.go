@@ -246,6 +246,135 @@ func TestMCPHeldCallsInCaddy(t *testing.T) {
 	}
 }
 
+// TestMCPHeldElicitationInCaddy: through the real Caddy binary, a waiting
+// call whose client takes URL elicitations is held too: the elicitation
+// comes first on the call's own stream (Connection: close), the client's
+// reply reaches the call across a config reload, elicitation/complete
+// comes before the result; behind `encode gzip` the same happens on the
+// ordinary path, through mcp-go; an exit ends a held call with its
+// "restarting" result and no elicitation/complete (nothing was answered).
+func TestMCPHeldElicitationInCaddy(t *testing.T) {
+	c := startMCPCaddy(t, heldSites)
+	alice := token(t, "alice")
+	resp, _ := heldPost(t, c, c.HTTP+"/mcp", alice, "", `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{"elicitation":{"url":{}}},"clientInfo":{"name":"e2e-held-elicit","version":"0"}}}`)
+	sid := resp.Header.Get("Mcp-Session-Id")
+	heldPost(t, c, c.HTTP+"/mcp", alice, sid, `{"jsonrpc":"2.0","method":"notifications/initialized"}`)
+	ask := func() string {
+		_, body := heldPost(t, c, c.HTTP+"/mcp", alice, sid, `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"interactive_feedback","arguments":{"message":"held with an elicitation?"}}}`)
+		var m struct {
+			Result struct {
+				StructuredContent struct {
+					SessionID string `json:"sessionId"`
+				} `json:"structuredContent"`
+			} `json:"result"`
+		}
+		if err := json.Unmarshal([]byte(body), &m); err != nil || m.Result.StructuredContent.SessionID == "" {
+			t.Fatalf("interactive_feedback: %s", body)
+		}
+		return m.Result.StructuredContent.SessionID
+	}
+	// elicitation reads the call's elicitation and its first progress: on
+	// a held call in that order (both are written by the call, the
+	// elicitation first); on the ordinary path in either.
+	elicitation := func(h *heldCall, id int, held bool) (params map[string]any, rpcID string) {
+		t.Helper()
+		var progress bool
+		for params == nil || !progress {
+			ev := h.event()
+			if ev["method"] == "notifications/progress" && (!held || params != nil) {
+				progress = true
+				continue
+			}
+			params, _ = ev["params"].(map[string]any)
+			rid, _ := json.Marshal(ev["id"])
+			rpcID = string(rid)
+			if ev["method"] != "elicitation/create" || params["mode"] != "url" || !strings.Contains(fmt.Sprint(params["url"]), "/feedback/") {
+				t.Fatalf("want the call's elicitation, got %v", ev)
+			}
+		}
+		return params, rpcID
+	}
+	completeThenResult := func(h *heldCall, id int, params map[string]any) string {
+		t.Helper()
+		ev := h.event()
+		cp, _ := ev["params"].(map[string]any)
+		if ev["method"] != "notifications/elicitation/complete" || cp["elicitationId"] != params["elicitationId"] {
+			t.Fatalf("before the result, want elicitation/complete for %v: %v", params["elicitationId"], ev)
+		}
+		return h.result(id)
+	}
+
+	// Held, the reply across a reload, then answered on the page.
+	h := openHeldCall(t, c, "/mcp", alice, sid, ask(), 20)
+	if !h.resp.Close || h.resp.Header.Get("Content-Encoding") != "" {
+		t.Fatalf("held call's response head: close %v, %v", h.resp.Close, h.resp.Header)
+	}
+	params, rid := elicitation(h, 20, true)
+	if !strings.HasPrefix(rid, `"`) {
+		t.Fatalf("a held call's elicitation has an id of its own (a string), not mcp-go's: %s", rid)
+	}
+	c.reload(heldSites)
+	if r, _ := heldPost(t, c, c.HTTP+"/mcp", alice, sid, `{"jsonrpc":"2.0","id":`+rid+`,"result":{"action":"accept"}}`); r.StatusCode != http.StatusAccepted {
+		t.Fatalf("the elicitation reply: %d", r.StatusCode)
+	}
+	c.waitLog(t, "URL elicitation answered", "accept")
+	answer(t, c, fmt.Sprint(params["url"]), `{"freeText":"opened in caddy"}`)
+	if res := completeThenResult(h, 20, params); !strings.Contains(res, "opened in caddy") {
+		t.Fatalf("held call's result: %s", res)
+	}
+	if rest, err := io.ReadAll(h.events); err != nil || len(rest) != 0 {
+		t.Fatalf("after the result: %q, %v", rest, err)
+	}
+
+	// Behind encode gzip: mcp-go's elicitation on the ordinary path.
+	gz := openHeldCall(t, c, "/gz/mcp", alice, sid, ask(), 21)
+	if gz.resp.Header.Get("Content-Encoding") != "gzip" {
+		t.Fatalf("call behind encode gzip: %v", gz.resp.Header)
+	}
+	params, rid = elicitation(gz, 21, false)
+	if strings.HasPrefix(rid, `"`) {
+		t.Fatalf("behind encode gzip the elicitation is mcp-go's (a number): %s", rid)
+	}
+	if r, _ := heldPost(t, c, c.HTTP+"/gz/mcp", alice, sid, `{"jsonrpc":"2.0","id":`+rid+`,"result":{"action":"decline"}}`); r.StatusCode != http.StatusAccepted {
+		t.Fatalf("the elicitation reply behind encode gzip: %d", r.StatusCode)
+	}
+	c.waitLog(t, "URL elicitation answered", "decline")
+	answer(t, c, fmt.Sprint(params["url"]), `{"freeText":"compressed"}`)
+	if res := completeThenResult(gz, 21, params); !strings.Contains(res, "compressed") {
+		t.Fatalf("result behind encode gzip: %s", res)
+	}
+
+	// The TS SDK (a real client that declares elicitation): its call is
+	// held (the elicitation's id is the held call's own), it accepts the
+	// elicitation, and elicitation/complete reaches it before the result.
+	p := runClient(t, "http", c.HTTP+"/mcp", "elicit", alice)
+	ev := p.expect("elicitation")
+	el, _ := ev["params"].(map[string]any)
+	if id, _ := ev["requestId"].(string); !strings.HasPrefix(id, "feedback-elicitation-") || el["mode"] != "url" {
+		t.Fatalf("the TS SDK's elicitation is not a held call's: %v", ev)
+	}
+	answer(t, c, fmt.Sprint(el["url"]), `{"freeText":"opened from the SDK"}`)
+	res := p.expect("result")
+	if done, _ := res["completedBeforeResult"].([]any); len(done) != 1 || done[0] != el["elicitationId"] {
+		t.Fatalf("elicitation/complete before the result: %v, want [%v]", res["completedBeforeResult"], el["elicitationId"])
+	}
+	if r := asResult(t, res); r.Structured["status"] != "submitted" {
+		t.Fatalf("result %+v", r)
+	}
+	p.finish()
+
+	// An exit ends a held call with an open elicitation with a result.
+	h = openHeldCall(t, c, "/mcp", alice, sid, ask(), 22)
+	elicitation(h, 22, true)
+	c.stop()
+	if res := h.result(22); !strings.Contains(res, "restarting") || !strings.Contains(res, `"status":"pending"`) {
+		t.Fatalf("held call's result on exit: %s", res)
+	}
+	if c.exitErr != nil {
+		t.Fatalf("caddy exited with %v", c.exitErr)
+	}
+}
+
 // TestMCPHeldCallOverTLS: on HTTPS with HTTP/1.1 (what Node's fetch, and so
 // most MCP clients, speak) a waiting call is held too: the taken-over
 // connection is the TLS one, and its progress and result arrive intact.

@@ -123,6 +123,8 @@ type MCP struct {
 
 	// held counts the calls waiting off their requests (mcp_held.go).
 	held atomic.Int64
+	// elicitSeq numbers the elicitation requests held calls send.
+	elicitSeq atomic.Uint64
 
 	callsMu sync.Mutex
 	calls   map[*inflight]struct{}
@@ -161,6 +163,10 @@ type mcpSession struct {
 	closed bool
 	calls  map[*inflight]struct{}
 	links  linkCache
+	// elicits are the elicitations held calls of this session sent on
+	// their own streams, by JSON-RPC id, until answered or ended
+	// (mcp_held.go).
+	elicits map[string]*elicitation
 }
 
 // streamState lets Shutdown see an SSE stream write: a call's result goes
@@ -450,6 +456,11 @@ func (m *MCP) serve(svc *Service, cfg MCPConfig, next http.Handler, sse bool, se
 				// in mcp-go's table of requests notifications/cancelled
 				// looks in; the notification still goes on to mcp-go.
 				local.cancelHeld(body.Bytes())
+				// The client's reply to a held call's elicitation is for
+				// that call, not for mcp-go, which never sent it.
+				if local.elicitationReply(w, r.Header.Get(server.HeaderKeyProtocolVersion), body.Bytes()) {
+					return
+				}
 				rq.hold = newHoldable(w, r, body.Bytes())
 			}
 		}

@@ -20,9 +20,16 @@ package handlers
 // response then ends and the connection closes (Connection: close said so
 // up front).
 //
+// A call whose client takes an elicitation is held too. mcp-go would send
+// the elicitation on the request's stream and route the client's reply
+// (a POST of its own) to the request; once held, the call sends it on its
+// own stream instead, after the takeover (so the two cannot race), with an
+// id of its own, and the reply is taken off the reply's POST before mcp-go
+// sees it (elicitationReply). elicitation/complete goes to the same
+// stream, before the result.
+//
 // Anything that cannot be taken over keeps the ordinary path: HTTP/2 and
-// HTTP/3, sessions of another instance, a client that takes an elicitation
-// (its reply is routed through the request), a response an encoder sits on,
+// HTTP/3, sessions of another instance, a response an encoder sits on,
 // and a response mcp-go has already begun.
 
 import (
@@ -34,6 +41,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -304,7 +312,9 @@ func (hc *heldCall) run(ctx context.Context, w *waiting) {
 
 func (hc *heldCall) finish(ctx context.Context, w *waiting, cur *store.Session, werr error) {
 	defer hc.recoverPanic()
+	defer w.el.stop() // also when outcome panics
 	res, err := w.outcome(ctx, cur, werr)
+	w.el.stop() // before the result, as on the ordinary path
 	// Counted and released before the write, as on the ordinary path, so a
 	// client that calls again at once finds its slot free.
 	hc.count(res, err)
@@ -398,6 +408,109 @@ func (hc *heldCall) writeFrame(event []byte, last bool) {
 	if _, err := hc.conn.Write(frame); err != nil {
 		hc.gone()
 	}
+}
+
+// heldElicitationPrefix begins the JSON-RPC id of every elicitation a held
+// call sends. It is a string, so it cannot meet the numbers mcp-go gives
+// its own server-to-client requests.
+const heldElicitationPrefix = "feedback-elicitation-"
+
+// elicit sends e's elicitation/create on the held stream and keeps e to
+// take the client's reply (elicitationReply).
+func (hc *heldCall) elicit(e *elicitation, params mcp.ElicitationParams) error {
+	if err := params.Validate(); err != nil {
+		return fmt.Errorf("elicitation request: %w", err)
+	}
+	e.held = hc
+	e.rpcID = heldElicitationPrefix + strconv.FormatUint(hc.m.elicitSeq.Add(1), 10)
+	s := hc.sess
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return errSessionClosed
+	}
+	if s.elicits == nil {
+		s.elicits = make(map[string]*elicitation)
+	}
+	s.elicits[e.rpcID] = e // before the request leaves: the reply may be quick
+	s.mu.Unlock()
+	hc.write(mcp.JSONRPCRequest{
+		JSONRPC: mcp.JSONRPC_VERSION,
+		ID:      mcp.NewRequestId(e.rpcID),
+		Request: mcp.Request{Method: string(mcp.MethodElicitationCreate)},
+		Params:  params,
+	}, false)
+	return nil
+}
+
+// forgetElicitation stops taking replies to the elicitation id: one that
+// comes later goes on to mcp-go, which answers it as it answers a reply to
+// a request it no longer waits for (400).
+func (s *mcpSession) forgetElicitation(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.elicits, id)
+}
+
+// elicitationReply takes body if it is the client's reply to an
+// elicitation a held call of this session sent, hands it to the call, and
+// answers 202 as mcp-go answers a reply. false: body is something else, or
+// comes with a protocol version mcp-go refuses replies under (it answers).
+func (s *mcpSession) elicitationReply(w http.ResponseWriter, version string, body []byte) bool {
+	if !bytes.Contains(body, []byte(heldElicitationPrefix)) ||
+		(version != "" && (!mcp.IsValidProtocolVersion(version) || version == mcp.ProtocolVersion20260728)) {
+		return false
+	}
+	var msg struct {
+		ID     any             `json:"id"`
+		Method string          `json:"method"`
+		Result json.RawMessage `json:"result"`
+		Error  *struct {
+			Code    int    `json:"code"`
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(body, &msg) != nil || msg.Method != "" {
+		return false
+	}
+	id, ok := msg.ID.(string)
+	if !ok {
+		return false
+	}
+	s.mu.Lock()
+	e := s.elicits[id]
+	if e != nil {
+		// One reply per request. stop waits for this one (it forgets e
+		// under the same lock before it waits).
+		delete(s.elicits, id)
+		e.wg.Add(1)
+	}
+	s.mu.Unlock()
+	if e == nil {
+		return false
+	}
+	defer e.wg.Done()
+	var (
+		res mcp.ElicitationResult
+		err error
+	)
+	switch {
+	case msg.Error != nil:
+		err = fmt.Errorf("%s error %d: %s", mcp.MethodElicitationCreate, msg.Error.Code, msg.Error.Message)
+	case len(msg.Result) == 0:
+		err = errors.New("the elicitation reply has neither result nor error")
+	default:
+		if uerr := json.Unmarshal(msg.Result, &res); uerr != nil {
+			err = fmt.Errorf("decode the elicitation reply: %w", uerr)
+		}
+	}
+	if err != nil {
+		e.reply(nil, err)
+	} else {
+		e.reply(&res, nil)
+	}
+	w.WriteHeader(http.StatusAccepted)
+	return true
 }
 
 // cancelHeld cancels this session's held call that a notifications/cancelled

@@ -39,27 +39,31 @@ func (m *MCP) waitResult(ctx context.Context, rq *mcpRequest, req mcp.CallToolRe
 	// A waiting call keeps only what it needs: the elicitation (when there
 	// is one) has its own context, progress builds its text when it sends,
 	// and of the request progress keeps its token only.
-	var el *elicitation
-	if server.IsModernRequest(ctx) {
+	modern := server.IsModernRequest(ctx)
+	if modern {
 		// 2026-07-28: no server-to-client requests; the elicitation goes
 		// out as an input-required result, once (mcp_stateless.go).
 		if res := m.inputRequired(ctx, rq, req, sess, until, link); res != nil {
 			return res, nil
 		}
-	} else {
-		el = m.startElicitation(ctx, rq, sess, link)
 	}
-	w := &waiting{m: m, rq: rq, sess: sess, until: until, link: link, el: el, started: time.Now(), decorate: decorate}
+	w := &waiting{m: m, rq: rq, sess: sess, until: until, link: link, started: time.Now(), decorate: decorate}
 	w.prog = newProgress(ctx, m.server, req, sess, link, until)
-	if hc := heldFrom(ctx); el == nil && hc != nil && sess.Status == store.StatusPending && !server.IsModernRequest(ctx) &&
+	if hc := heldFrom(ctx); hc != nil && sess.Status == store.StatusPending && !modern &&
 		hc.take(server.ClientSessionFromContext(ctx)) {
 		// The wait goes on without the request (mcp_held.go), in a
-		// goroutine that only waits; progress goes to the call's stream.
+		// goroutine that only waits; progress, and the elicitation, go to
+		// the call's own stream. The elicitation is sent only now, after
+		// the takeover, so that it cannot race it on the request's stream.
 		w.prog.notify = hc.notify
+		w.el = m.startElicitation(ctx, rq, sess, link, hc)
 		go hc.run(ctx, w)
 		return nil, errHeld
 	}
-	defer el.stop()
+	if !modern {
+		w.el = m.startElicitation(ctx, rq, sess, link, nil)
+	}
+	defer w.el.stop()
 	cur, err := w.wait(ctx)
 	return w.outcome(ctx, cur, err)
 }
@@ -220,12 +224,21 @@ type elicitation struct {
 	id     string // URL mode: the elicitationId to complete
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	// A held call's elicitation is its own request on the call's stream
+	// (mcp_held.go): held is the call, rpcID the request's JSON-RPC id,
+	// reply what the client's answer is handed to.
+	held  *heldCall
+	rpcID string
+	reply func(*mcp.ElicitationResult, error)
 }
 
 // startElicitation sends an elicitation when this configuration allows it
-// and the client declared it can take one. It runs beside the wait; the
-// wait's end (ctx) ends it. A nil *elicitation is valid and does nothing.
-func (m *MCP) startElicitation(ctx context.Context, rq *mcpRequest, sess *store.Session, link string) *elicitation {
+// and the client declared it can take one: through mcp-go on the request's
+// stream, or, for a call held off its request (hc), on the call's own
+// stream. It runs beside the wait; the wait's end (ctx) ends it. A nil
+// *elicitation is valid and does nothing.
+func (m *MCP) startElicitation(ctx context.Context, rq *mcpRequest, sess *store.Session, link string, hc *heldCall) *elicitation {
 	if rq.cfg.Elicitation == ElicitationOff {
 		return nil
 	}
@@ -241,78 +254,89 @@ func (m *MCP) startElicitation(ctx context.Context, rq *mcpRequest, sess *store.
 	if caps == nil {
 		return nil
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	e := &elicitation{m: m, cs: cs, cancel: cancel}
-	log := rq.svc.log.With(zap.String("session", sess.ID))
-	switch elicitMode(rq.cfg.Elicitation, caps, sess, link) {
+	e := &elicitation{m: m, cs: cs}
+	var params mcp.ElicitationParams
+	switch mode := elicitMode(rq.cfg.Elicitation, caps, sess, link); mode {
 	case ElicitationForm:
-		e.wg.Add(1)
-		go func() {
-			defer e.wg.Done()
-			m.formElicitation(ctx, rq, sess, log)
-		}()
+		params = mcp.ElicitationParams{Mode: mcp.ElicitationModeForm, Message: sess.Message, RequestedSchema: formSchema(sess)}
 	case ElicitationURL:
 		e.id = sess.ID + "." + rand.Text()[:8]
-		e.wg.Add(1)
-		go func() {
-			defer e.wg.Done()
-			res, err := m.server.RequestURLElicitation(ctx, cs, e.id, link, "The agent is asking you a question. Open this page to answer it:\n\n"+clip(sess.Message, 300))
-			if err != nil {
-				if ctx.Err() == nil {
-					log.Debug("mcp: URL elicitation failed", zap.Error(err))
-				}
-				return
-			}
-			log.Debug("mcp: URL elicitation answered", zap.String("action", string(res.Action)))
-		}()
+		params = mcp.ElicitationParams{Mode: mcp.ElicitationModeURL, ElicitationID: e.id, URL: link,
+			Message: "The agent is asking you a question. Open this page to answer it:\n\n" + clip(sess.Message, 300)}
 	default:
-		cancel()
 		return nil
 	}
+	ctx, e.cancel = context.WithCancel(ctx)
+	log := rq.svc.log.With(zap.String("session", sess.ID))
+	e.reply = func(res *mcp.ElicitationResult, err error) { m.elicited(ctx, rq, sess, params.Mode, res, err, log) }
+	if hc != nil {
+		if err := hc.elicit(e, params); err != nil {
+			log.Debug("mcp: elicitation not sent", zap.Error(err))
+			e.cancel()
+			return nil
+		}
+		return e
+	}
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		e.reply(m.server.RequestElicitation(ctx, mcp.ElicitationRequest{Params: params}))
+	}()
 	return e
 }
 
+// elicited is what becomes of the client's reply to an elicitation: a
+// URL one is only logged (the person answers on the page); an accepted
+// form is submitted like an answer from the page, and the waiting loop
+// then sees it like any other.
+func (m *MCP) elicited(ctx context.Context, rq *mcpRequest, sess *store.Session, mode string, res *mcp.ElicitationResult, err error, log *zap.Logger) {
+	switch {
+	case err != nil:
+		if ctx.Err() == nil && mode == mcp.ElicitationModeURL {
+			log.Debug("mcp: URL elicitation failed", zap.Error(err))
+		} else if ctx.Err() == nil {
+			log.Debug("mcp: form elicitation failed", zap.Error(err))
+		}
+	case mode == mcp.ElicitationModeURL:
+		log.Debug("mcp: URL elicitation answered", zap.String("action", string(res.Action)))
+	case res.Action != mcp.ElicitationResponseActionAccept:
+		// The person dismissed the form; the link still works until the deadline.
+		log.Debug("mcp: form elicitation not accepted", zap.String("action", string(res.Action)))
+	default:
+		if err := m.answerForm(ctx, rq, sess.ID, res.Content); err != nil {
+			log.Info("mcp: form elicitation answer not stored", zap.Error(err))
+			return
+		}
+		log.Debug("mcp: answer submitted from a form elicitation")
+	}
+}
+
 // complete tells the client a URL elicitation is done, so it can close
-// whatever it opened. It reports whether a notification was sent.
+// whatever it opened. It reports whether a notification was queued that
+// the result must give time to leave first (see settle); a held call
+// writes it to its stream at once, in order.
 func (e *elicitation) complete(ctx context.Context) bool {
 	if e == nil || e.id == "" {
+		return false
+	}
+	if e.held != nil {
+		e.held.notify(ctx, string(mcp.MethodNotificationElicitationComplete), map[string]any{"elicitationId": e.id})
 		return false
 	}
 	return e.m.server.SendElicitationComplete(ctx, e.cs, e.id) == nil
 }
 
-// stop ends the elicitation request, if still open, and waits for it.
+// stop ends the elicitation request, if still open, and waits for it: for
+// a held call, a reply that comes later is no longer taken.
 func (e *elicitation) stop() {
 	if e == nil {
 		return
 	}
 	e.cancel()
+	if e.held != nil {
+		e.held.sess.forgetElicitation(e.rpcID)
+	}
 	e.wg.Wait()
-}
-
-// formElicitation asks an option question in the client's own form, and
-// submits an accepted answer through the store like an answer from the
-// page; the waiting loop then sees it like any other.
-func (m *MCP) formElicitation(ctx context.Context, rq *mcpRequest, sess *store.Session, log *zap.Logger) {
-	res, err := m.server.RequestElicitation(ctx, mcp.ElicitationRequest{Params: mcp.ElicitationParams{
-		Mode: mcp.ElicitationModeForm, Message: sess.Message, RequestedSchema: formSchema(sess),
-	}})
-	if err != nil {
-		if ctx.Err() == nil {
-			log.Debug("mcp: form elicitation failed", zap.Error(err))
-		}
-		return
-	}
-	if res.Action != mcp.ElicitationResponseActionAccept {
-		// The person dismissed the form; the link still works until the deadline.
-		log.Debug("mcp: form elicitation not accepted", zap.String("action", string(res.Action)))
-		return
-	}
-	if err := m.answerForm(ctx, rq, sess.ID, res.Content); err != nil {
-		log.Info("mcp: form elicitation answer not stored", zap.Error(err))
-		return
-	}
-	log.Debug("mcp: answer submitted from a form elicitation")
 }
 
 // answerForm submits a form elicitation's content through the core's

@@ -11,6 +11,7 @@
 //	go run ./cmd/feedback-bench -quick          # 2 s per point, 1,000 held connections
 //	go run ./cmd/feedback-bench -only throughput,wrk -wrk 32 -repeat 5
 //	go run ./cmd/feedback-bench -only held -held 2000,10000
+//	go run ./cmd/feedback-bench -only held -held 2000,10000 -held-elicit accept   # agents that take a URL elicitation
 package main
 
 import (
@@ -58,6 +59,7 @@ var (
 	wrkConns    = flag.String("wrk", "", "also measure throughput with wrk (on PATH) at these connection counts, e.g. 32")
 	wrkThreads  = flag.Int("wrk-threads", 2, "wrk threads")
 	repeat      = flag.Int("repeat", 1, "rounds of each throughput point; the report gives medians")
+	heldElicit  = flag.String("held-elicit", "", "held section: the MCP agents declare URL elicitation and the server sends one (elicitation url, not off); accept: they answer it at once (a client that opens the link), open: they leave it open while the call waits; the WebSocket rows are left out")
 	only        = flag.String("only", "", "run only these sections, comma-separated: throughput, wrk, latency, held, redis (default: all but wrk unless -wrk is given)")
 )
 
@@ -77,6 +79,10 @@ func main() {
 		if !set["samples"] {
 			*samples = 50
 		}
+	}
+	if *heldElicit != "" && *heldElicit != "accept" && *heldElicit != "open" {
+		fmt.Fprintf(os.Stderr, "feedback-bench: -held-elicit %q: want accept or open\n", *heldElicit)
+		os.Exit(2)
 	}
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "feedback-bench:", err)
@@ -247,7 +253,7 @@ http://127.0.0.1:{HTTP} {
 		%s
 		max_pending_per_subject off
 		creates_per_minute off
-		elicitation off
+		elicitation %s
 		ws_max_per_subject 1000000
 		mcp_max_sessions_per_subject 1000
 		mcp_max_calls_per_subject 1000000
@@ -265,12 +271,17 @@ type benchEnv struct {
 // caddy runs an instance in a new directory (internal/harness: loopback
 // ports, its own XDG directories, caddy.log there) and waits for /health.
 func (e *benchEnv) caddy(name string) (*harness.Caddy, error) {
+	return e.caddyElicit(name, "off")
+}
+
+// caddyElicit is caddy with this `elicitation` setting.
+func (e *benchEnv) caddyElicit(name, elicitation string) (*harness.Caddy, error) {
 	e.n++
 	c, err := harness.NewCaddy(e.bin, filepath.Join(e.dir, fmt.Sprintf("%s%d", name, e.n)), "JWT_SECRET="+secret)
 	if err != nil {
 		return nil, err
 	}
-	if err := c.Start(fmt.Sprintf(benchSites, e.storeLine)); err != nil {
+	if err := c.Start(fmt.Sprintf(benchSites, e.storeLine, elicitation)); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -788,10 +799,23 @@ type mcpAgent struct {
 }
 
 func mcpClient(ctx context.Context, base, tok string) (*mcpAgent, error) {
-	c, err := client.NewStreamableHttpClient(base+"/mcp", transport.WithHTTPHeaders(map[string]string{"Authorization": "Bearer " + tok}))
+	return mcpElicitClient(ctx, base, tok, "")
+}
+
+// mcpElicitClient is mcpClient for a client that declares URL elicitation
+// (elicit "accept" or "open", see -held-elicit); "" declares none.
+func mcpElicitClient(ctx context.Context, base, tok, elicit string) (*mcpAgent, error) {
+	tr, err := transport.NewStreamableHTTP(base+"/mcp", transport.WithHTTPHeaders(map[string]string{"Authorization": "Bearer " + tok}))
 	if err != nil {
 		return nil, err
 	}
+	var opts []client.ClientOption
+	if elicit != "" {
+		opts = append(opts,
+			client.WithClientCapabilities(mcp.ClientCapabilities{Elicitation: &mcp.ElicitationCapability{URL: &struct{}{}}}),
+			client.WithElicitationHandler(elicitHandler(elicit)))
+	}
+	c := client.NewClient(tr, opts...)
 	ag := &mcpAgent{c: c, subs: map[string]chan struct{}{}}
 	c.OnNotification(func(n mcp.JSONRPCNotification) {
 		if n.Method != "notifications/progress" {
@@ -819,6 +843,43 @@ func mcpClient(ctx context.Context, base, tok string) (*mcpAgent, error) {
 }
 
 func (ag *mcpAgent) Close() { _ = ag.c.Close() }
+
+// ask asks a question through interactive_feedback, without waiting, and
+// returns its id.
+func (ag *mcpAgent) ask(ctx context.Context) (string, error) {
+	req := mcp.CallToolRequest{}
+	req.Params.Name = "interactive_feedback"
+	req.Params.Arguments = map[string]any{"message": "held", "timeout": 3600}
+	res, err := ag.c.CallTool(ctx, req)
+	if err != nil {
+		return "", fmt.Errorf("interactive_feedback: %w", err)
+	}
+	var out struct {
+		SessionID string `json:"sessionId"`
+	}
+	b, _ := json.Marshal(res.StructuredContent)
+	if res.IsError || json.Unmarshal(b, &out) != nil || out.SessionID == "" {
+		return "", fmt.Errorf("interactive_feedback: %s", b)
+	}
+	return out.SessionID, nil
+}
+
+// elicitHandler answers an elicitation as -held-elicit says: accept at
+// once, or ("open") not until the call it came with has ended (mcp-go
+// cancels ctx then).
+type elicitHandler string
+
+// elicited counts the elicitations the agents received.
+var elicited atomic.Int64
+
+func (h elicitHandler) Elicit(ctx context.Context, _ mcp.ElicitationRequest) (*mcp.ElicitationResult, error) {
+	elicited.Add(1)
+	if h == "open" {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	return &mcp.ElicitationResult{ElicitationResponse: mcp.ElicitationResponse{Action: mcp.ElicitationResponseActionAccept}}, nil
+}
 
 var progressSeq atomic.Int64
 
@@ -1030,9 +1091,16 @@ func heldConnections(r *report, env *benchEnv, a *harness.Caddy, tok string) err
 		if err := heldMCP(r, env, tok, sess); err != nil {
 			return err
 		}
+		if *heldElicit != "" {
+			continue // elicitation is MCP's alone
+		}
 		if err := heldWS(r, env, tok, sess); err != nil {
 			return err
 		}
+	}
+	if *heldElicit != "" {
+		r.f("\nMCP with -held-elicit %s: `elicitation url`, and every agent declares URL elicitation, so every waiting call also sends one; the agents %s. Each call waits on a question its own session asked through interactive_feedback before the measurement (only then does the session know its link), over max(64, held/64) sessions (a session remembers 64 links).\n", *heldElicit,
+			map[string]string{"accept": "accept it at once", "open": "leave it open while the call waits"}[*heldElicit])
 	}
 	r.f("\nMCP: every call is get_feedback_result with wait over Streamable HTTP, each on its own HTTP connection, spread over 64 MCP sessions (as an agent host holds many), and counted as held once its first progress notification arrived; the latency is an answer on the same instance to one more waiting call while they are all held. WebSocket: one owner watcher per session, counted once connection_established arrived.\n\n")
 	return nil
@@ -1047,7 +1115,11 @@ func (st procStats) row(before procStats, n int, name string) string {
 
 func heldMCP(r *report, env *benchEnv, tok string, sess []session) error {
 	n := len(sess)
-	h, err := env.caddy("held-mcp")
+	elicitation, what := "off", "waiting MCP call"
+	if *heldElicit != "" {
+		elicitation, what = "url", "waiting MCP call, URL elicitation "+map[string]string{"accept": "accepted", "open": "left open"}[*heldElicit]
+	}
+	h, err := env.caddyElicit("held-mcp", elicitation)
 	if err != nil {
 		return err
 	}
@@ -1055,8 +1127,14 @@ func heldMCP(r *report, env *benchEnv, tok string, sess []session) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	agents := make([]*mcpAgent, 64)
+	if *heldElicit != "" {
+		// A session remembers the links of its last 64 questions
+		// (handlers/mcp_tools.go maxLinksPerSession): enough sessions that
+		// every call's question still has its link.
+		agents = make([]*mcpAgent, max(64, (n+63)/64))
+	}
 	for i := range agents {
-		if agents[i], err = mcpClient(ctx, h.HTTP, tok); err != nil {
+		if agents[i], err = mcpElicitClient(ctx, h.HTTP, tok, *heldElicit); err != nil {
 			return err
 		}
 		defer agents[i].Close()
@@ -1070,7 +1148,23 @@ func heldMCP(r *report, env *benchEnv, tok string, sess []session) error {
 	if _, err := sampleLatencyN(h, tok, mcpWaiter(ctx, probe), 3); err != nil {
 		return err
 	}
+	if *heldElicit != "" {
+		// A URL elicitation carries the answer link, which a session
+		// knows only of the questions it asked itself (see
+		// handlers/mcp_wait.go): each call waits on a question its own
+		// agent asked, through the tool, in place of the REST-made one.
+		sess = slices.Clone(sess)
+		err := openAll(n, func(i int) error {
+			id, err := agents[i%len(agents)].ask(ctx)
+			sess[i].id = id
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("asking through MCP: %w", err)
+		}
+	}
 	before := stats(h)
+	elicited.Store(0)
 	waits := make([]func() error, n)
 	err = openAll(n, func(i int) error {
 		held, wait := agents[i%len(agents)].wait(ctx, sess[i].id)
@@ -1087,12 +1181,15 @@ func heldMCP(r *report, env *benchEnv, tok string, sess []session) error {
 	}
 	time.Sleep(settle) // a benchmark's settling time, not synchronisation
 	after := stats(h)
+	if got := elicited.Load(); *heldElicit != "" && got != int64(n) {
+		return fmt.Errorf("%d of %d waiting calls sent an elicitation", got, n)
+	}
 	saveProfiles(h, fmt.Sprintf("held-mcp-%d", n))
 	d, err := sampleLatencyN(h, tok, mcpWaiter(ctx, probe), *samples)
 	if err != nil {
 		return err
 	}
-	r.f("%s %v | %v | %v |\n", after.row(before, n, "waiting MCP call"), d.pct(0.5).Round(10*time.Microsecond), d.pct(0.99).Round(10*time.Microsecond), d.pct(1).Round(10*time.Microsecond))
+	r.f("%s %v | %v | %v |\n", after.row(before, n, what), d.pct(0.5).Round(10*time.Microsecond), d.pct(0.99).Round(10*time.Microsecond), d.pct(1).Round(10*time.Microsecond))
 	return nil
 }
 

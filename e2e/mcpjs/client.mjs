@@ -58,8 +58,9 @@ const eliciting = scenario.startsWith('elicit');
 const capabilities = eliciting ? { elicitation: { url: {}, form: {} } } : {};
 const client = new Client({ name: 'mcpfeedback-e2e', version: '1.0.0' }, { capabilities });
 if (eliciting) {
-  client.setRequestHandler(ElicitRequestSchema, async (req) => {
-    emit('elicitation', { params: req.params });
+  client.setRequestHandler(ElicitRequestSchema, async (req, extra) => {
+    // requestId tells whose request it is: a held call's own (a string) or mcp-go's (a number).
+    emit('elicitation', { params: req.params, requestId: extra.requestId });
     if (req.params.mode === 'url') return { action: 'accept' };
     // A form: the user picks the last option and adds a comment.
     const opts = req.params.requestedSchema.properties.answer.enum;
