@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mcpfeedback/caddy-mcp-feedback/internal/harness"
 )
 
 // heldSites: the module at the root, and under /gz/ behind `encode gzip`
@@ -133,23 +135,9 @@ func openHeldCallAt(t *testing.T, c *Caddy, base, path, tok, sid, question strin
 func (h *heldCall) event() map[string]any {
 	h.t.Helper()
 	_ = h.conn.SetReadDeadline(time.Now().Add(30 * time.Second))
-	var data string
-	for {
-		line, err := h.events.ReadString('\n')
-		if err != nil {
-			h.t.Fatalf("reading an event: %v", err)
-		}
-		line = strings.TrimRight(line, "\n")
-		if line == "" && data != "" {
-			break
-		}
-		if d, ok := strings.CutPrefix(line, "data: "); ok {
-			data = d
-		}
-	}
-	var m map[string]any
-	if err := json.Unmarshal([]byte(data), &m); err != nil {
-		h.t.Fatalf("event %q: %v", data, err)
+	m, err := harness.NextEvent(h.events)
+	if err != nil {
+		h.t.Fatal(err)
 	}
 	return m
 }

@@ -1,7 +1,6 @@
 package handlers
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -12,9 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mark3labs/mcp-go/client"
-	"github.com/mark3labs/mcp-go/mcp"
-
+	"github.com/mcpfeedback/caddy-mcp-feedback/internal/harness"
 	"github.com/mcpfeedback/caddy-mcp-feedback/internal/validate"
 	"github.com/mcpfeedback/caddy-mcp-feedback/store"
 )
@@ -363,23 +360,9 @@ func testHeldElicitRace(t *testing.T) {
 func (h *heldStream) next() (map[string]any, error) {
 	_ = h.conn.SetReadDeadline(time.Now().Add(20 * time.Second))
 	for {
-		var data string
-		for {
-			line, err := h.body.ReadString('\n')
-			if err != nil {
-				return nil, fmt.Errorf("reading an event: %w (so far %q)", err, data)
-			}
-			line = strings.TrimRight(line, "\n")
-			if line == "" && data != "" {
-				break
-			}
-			if d, ok := strings.CutPrefix(line, "data: "); ok {
-				data = d
-			}
-		}
-		var m map[string]any
-		if err := json.Unmarshal([]byte(data), &m); err != nil {
-			return nil, fmt.Errorf("event %q: %w", data, err)
+		m, err := harness.NextEvent(h.body)
+		if err != nil {
+			return nil, err
 		}
 		if m["method"] != "notifications/progress" {
 			return m, nil
@@ -442,26 +425,7 @@ func testHeldElicitFallback(t *testing.T) {
 // call's stream, replies, and gets elicitation/complete and the result.
 func testHeldElicitGoClient(t *testing.T) {
 	e := newMCPEnv(t, store.NewMemory())
-	got := make(chan mcp.ElicitationParams, 1)
-	c := e.connect("http", mint(t, "alice"),
-		client.WithClientCapabilities(mcp.ClientCapabilities{Elicitation: &mcp.ElicitationCapability{URL: &struct{}{}}}),
-		client.WithElicitationHandler(elicitFunc(func(_ context.Context, r mcp.ElicitationRequest) (*mcp.ElicitationResult, error) {
-			got <- r.Params
-			return &mcp.ElicitationResult{ElicitationResponse: mcp.ElicitationResponse{Action: mcp.ElicitationResponseActionAccept}}, nil
-		})))
-	complete := make(chan string, 1)
-	c.OnNotification(func(n mcp.JSONRPCNotification) {
-		if n.Method == "notifications/elicitation/complete" {
-			id, _ := n.Params.AdditionalFields["elicitationId"].(string)
-			complete <- id
-		}
-	})
-	done := make(chan *mcp.CallToolResult, 1)
-	go func() {
-		r, _ := c.CallTool(context.Background(), mcp.CallToolRequest{Params: mcp.CallToolParams{Name: ToolInteractiveFeedback,
-			Arguments: map[string]any{"message": "Held, open me", "wait": true}}})
-		done <- r
-	}()
+	got, complete, done := urlElicitCall(t, e, "Held, open me")
 	p := recv(t, got, "the elicitation")
 	if e.m.Held() != 1 {
 		t.Fatalf("the call is not held (%d)", e.m.Held())

@@ -19,6 +19,7 @@ import (
 	"github.com/mark3labs/mcp-go/client/transport"
 	"github.com/mark3labs/mcp-go/mcp"
 
+	"github.com/mcpfeedback/caddy-mcp-feedback/internal/harness"
 	"github.com/mcpfeedback/caddy-mcp-feedback/internal/validate"
 	"github.com/mcpfeedback/caddy-mcp-feedback/store"
 )
@@ -60,23 +61,9 @@ func openHeld(t testing.TB, e *mcpEnv, tok, sid, msg string) *heldStream {
 func (h *heldStream) event() map[string]any {
 	h.t.Helper()
 	_ = h.conn.SetReadDeadline(time.Now().Add(20 * time.Second))
-	var data string
-	for {
-		line, err := h.body.ReadString('\n')
-		if err != nil {
-			h.t.Fatalf("reading an event: %v (so far %q)", err, data)
-		}
-		line = strings.TrimRight(line, "\n")
-		if line == "" && data != "" {
-			break
-		}
-		if d, ok := strings.CutPrefix(line, "data: "); ok {
-			data = d
-		}
-	}
-	var m map[string]any
-	if err := json.Unmarshal([]byte(data), &m); err != nil {
-		h.t.Fatalf("event %q: %v", data, err)
+	m, err := harness.NextEvent(h.body)
+	if err != nil {
+		h.t.Fatal(err)
 	}
 	return m
 }

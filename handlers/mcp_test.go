@@ -781,28 +781,38 @@ func (f elicitFunc) Elicit(ctx context.Context, r mcp.ElicitationRequest) (*mcp.
 	return f(ctx, r)
 }
 
-func testURLElicitation(t *testing.T) {
-	e := newMCPEnv(t, store.NewMemory())
-	got := make(chan mcp.ElicitationParams, 1)
+// urlElicitCall connects mcp-go's client, declaring URL elicitation and
+// accepting every one (each goes to got), and starts a waiting
+// interactive_feedback asking message; elicitation/complete ids go to
+// complete, the call's result to done.
+func urlElicitCall(t *testing.T, e *mcpEnv, message string) (got chan mcp.ElicitationParams, complete chan string, done chan *mcp.CallToolResult) {
+	t.Helper()
+	got = make(chan mcp.ElicitationParams, 1)
 	c := e.connect("http", mint(t, "alice"),
 		client.WithClientCapabilities(mcp.ClientCapabilities{Elicitation: &mcp.ElicitationCapability{URL: &struct{}{}}}),
 		client.WithElicitationHandler(elicitFunc(func(_ context.Context, r mcp.ElicitationRequest) (*mcp.ElicitationResult, error) {
 			got <- r.Params
 			return &mcp.ElicitationResult{ElicitationResponse: mcp.ElicitationResponse{Action: mcp.ElicitationResponseActionAccept}}, nil
 		})))
-	complete := make(chan string, 1)
+	complete = make(chan string, 1)
 	c.OnNotification(func(n mcp.JSONRPCNotification) {
 		if n.Method == "notifications/elicitation/complete" {
 			id, _ := n.Params.AdditionalFields["elicitationId"].(string)
 			complete <- id
 		}
 	})
-	done := make(chan *mcp.CallToolResult, 1)
+	done = make(chan *mcp.CallToolResult, 1)
 	go func() {
 		r, _ := c.CallTool(context.Background(), mcp.CallToolRequest{Params: mcp.CallToolParams{Name: ToolInteractiveFeedback,
-			Arguments: map[string]any{"message": "Open me", "wait": true}}})
+			Arguments: map[string]any{"message": message, "wait": true}}})
 		done <- r
 	}()
+	return got, complete, done
+}
+
+func testURLElicitation(t *testing.T) {
+	e := newMCPEnv(t, store.NewMemory())
+	got, complete, done := urlElicitCall(t, e, "Open me")
 	p := recv(t, got, "the elicitation")
 	if p.Mode != mcp.ElicitationModeURL || !strings.Contains(p.URL, "/feedback/") || !strings.Contains(p.URL, "#t=") || p.ElicitationID == "" {
 		t.Fatalf("elicitation %+v", p)

@@ -1,6 +1,9 @@
 package harness
 
 import (
+	"bufio"
+	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -38,4 +41,28 @@ func Do(client *http.Client, method, url, body string, headers ...string) (Respo
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	return Response{Status: resp.StatusCode, Header: resp.Header, Body: string(b)}, err
+}
+
+// NextEvent reads the next Server-Sent Event from r and decodes its data
+// line as one JSON message (what MCP's Streamable HTTP sends).
+func NextEvent(r *bufio.Reader) (map[string]any, error) {
+	var data string
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return nil, fmt.Errorf("reading an event: %w (so far %q)", err, data)
+		}
+		line = strings.TrimRight(line, "\n")
+		if line == "" && data != "" {
+			break
+		}
+		if d, ok := strings.CutPrefix(line, "data: "); ok {
+			data = d
+		}
+	}
+	var m map[string]any
+	if err := json.Unmarshal([]byte(data), &m); err != nil {
+		return nil, fmt.Errorf("event %q: %w", data, err)
+	}
+	return m, nil
 }
