@@ -645,26 +645,15 @@ func (m *MCP) trackCall(next server.ToolHandlerFunc) server.ToolHandlerFunc {
 		c := &inflight{cancel: cancel, done: make(chan struct{})}
 
 		var owner store.Owner
-		limit := DefaultMaxMCPCallsPerSubject
 		if rq != nil {
 			owner = OwnerOf(rq.claims)
-			if rq.cfg.MaxCallsPerSubject > 0 {
-				limit = rq.cfg.MaxCallsPerSubject
-			}
 		}
-		m.callsMu.Lock()
-		if m.callsBy[owner] >= limit {
-			m.callsMu.Unlock()
+		limit := callLimit(rq)
+		if !m.admit(c, owner, limit) {
 			unlink()
 			cancel(nil)
 			m.opts.Observer.ToolCall(req.Params.Name, "refused")
 			return toolError("this token's subject already has %d tool calls in flight (the limit); wait for one to finish or cancel one, then try again", limit), nil
-		}
-		m.calls[c] = struct{}{}
-		m.callsBy[owner]++
-		m.callsMu.Unlock()
-		if m.closing.Load() {
-			cancel(errShutdown)
 		}
 
 		var s *mcpSession
@@ -699,12 +688,7 @@ func (m *MCP) trackCall(next server.ToolHandlerFunc) server.ToolHandlerFunc {
 				delete(s.calls, c)
 				s.mu.Unlock()
 			}
-			m.callsMu.Lock()
-			delete(m.calls, c)
-			if m.callsBy[owner]--; m.callsBy[owner] <= 0 {
-				delete(m.callsBy, owner)
-			}
-			m.callsMu.Unlock()
+			m.leave(c, owner)
 			m.opts.Observer.ToolCall(name, outcome)
 		}
 		var hc *heldCall
@@ -741,6 +725,43 @@ func (m *MCP) trackCall(next server.ToolHandlerFunc) server.ToolHandlerFunc {
 
 // errPanicked is the outcome counted for a tool call that panicked.
 var errPanicked = errors.New("the tool call panicked")
+
+// callLimit is the cap on an owner's calls in flight for rq (the default
+// when rq is nil or sets none).
+func callLimit(rq *mcpRequest) int {
+	if rq != nil && rq.cfg.MaxCallsPerSubject > 0 {
+		return rq.cfg.MaxCallsPerSubject
+	}
+	return DefaultMaxMCPCallsPerSubject
+}
+
+// admit counts call c of owner in flight, held to limit, so that Shutdown
+// can end it: false, with nothing counted, when owner already has limit
+// calls in flight. A call shut down already is cancelled at once.
+func (m *MCP) admit(c *inflight, owner store.Owner, limit int) bool {
+	m.callsMu.Lock()
+	if m.callsBy[owner] >= limit {
+		m.callsMu.Unlock()
+		return false
+	}
+	m.calls[c] = struct{}{}
+	m.callsBy[owner]++
+	m.callsMu.Unlock()
+	if m.closing.Load() {
+		c.cancel(errShutdown)
+	}
+	return true
+}
+
+// leave undoes admit.
+func (m *MCP) leave(c *inflight, owner store.Owner) {
+	m.callsMu.Lock()
+	delete(m.calls, c)
+	if m.callsBy[owner]--; m.callsBy[owner] <= 0 {
+		delete(m.callsBy, owner)
+	}
+	m.callsMu.Unlock()
+}
 
 // sweep drops Streamable HTTP sessions that have been idle for IdleTTL:
 // no request for that long and nothing open (a GET stream or a POST with a

@@ -687,33 +687,16 @@ func (m *MCP) awaitTask(ctx context.Context, rq *mcpRequest, rec *taskRecord, ev
 // flight. ok is false when the cap is reached.
 func (m *MCP) track(ctx context.Context, rq *mcpRequest) (context.Context, func(), bool) {
 	owner := OwnerOf(rq.claims)
-	limit := rq.cfg.MaxCallsPerSubject
-	if limit <= 0 {
-		limit = DefaultMaxMCPCallsPerSubject
-	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	c := &inflight{cancel: cancel, done: make(chan struct{})}
-	m.callsMu.Lock()
-	if m.callsBy[owner] >= limit {
-		m.callsMu.Unlock()
+	if !m.admit(c, owner, callLimit(rq)) {
 		cancel(nil)
 		return ctx, nil, false
-	}
-	m.calls[c] = struct{}{}
-	m.callsBy[owner]++
-	m.callsMu.Unlock()
-	if m.closing.Load() {
-		cancel(errShutdown)
 	}
 	return ctx, func() {
 		cancel(nil)
 		close(c.done)
-		m.callsMu.Lock()
-		delete(m.calls, c)
-		if m.callsBy[owner]--; m.callsBy[owner] <= 0 {
-			delete(m.callsBy, owner)
-		}
-		m.callsMu.Unlock()
+		m.leave(c, owner)
 	}, true
 }
 
