@@ -183,20 +183,22 @@ func (h *Human) WS(w http.ResponseWriter, r *http.Request) {
 }
 
 // serveSocket serves an accepted socket until it closes: the browser's
-// token first when it has no owner, then the watch.
+// token first when it has no owner, then the hello; the wait goes on in
+// a goroutine of its own (see wait).
 func (h *Human) serveSocket(c *websocket.Conn, sl *slot, id string, owner *store.Owner, sess *store.Session, clientType, remoteAddr string) {
-	defer sl.release()
-	defer h.svc.cfg.Observer.WebSockets(-1)
-	defer h.sockets.remove(c)
 	// Its own context: the request's ended with the handler.
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	log := &wsLog{base: h.svc.log, id: id, clientType: clientType, remote: remoteAddr}
+	w := &wsWatch{h: h, c: c, sl: sl, ctx: ctx, cancel: cancel, log: log, clientType: clientType}
+	waiting := false
 	defer func() {
 		// As net/http would for a handler: a panic ends this socket only.
 		if v := recover(); v != nil {
 			log.write(zap.ErrorLevel, "websocket: panic", zap.Any("panic", v), zap.Stack("stack"))
 			c.CloseNow()
+		}
+		if !waiting {
+			w.end()
 		}
 	}()
 	if owner == nil {
@@ -205,7 +207,14 @@ func (h *Human) serveSocket(c *websocket.Conn, sl *slot, id string, owner *store
 		}
 	}
 	log.write(zap.DebugLevel, "websocket watching", zap.Bool("owner", owner != nil))
-	h.watch(ctx, cancel, c, sess, clientType, log)
+	if w.start(sess) {
+		// The goroutine that waits starts afresh, so that what it keeps on
+		// its stack for the whole wait is its own few small frames, not
+		// this one's (which grew for the handshake and the hello): the GC
+		// can then shrink its stack.
+		waiting = true
+		go w.wait()
+	}
 }
 
 // wsLog logs for one socket. Its fields are only put together when a line
@@ -313,61 +322,108 @@ func parseAuthMessage(typ websocket.MessageType, data []byte) (string, bool) {
 // until the client leaves or the server stops. The waiting is the core's
 // Await; pings run beside it. cancel ends ctx; the reader calls it when
 // the client is gone.
-func (h *Human) watch(ctx context.Context, cancel context.CancelFunc, c *websocket.Conn, sess *store.Session, clientType string, log *wsLog) {
-	id := sess.ID
+// wsWatch is one watching socket after its handshake.
+type wsWatch struct {
+	h          *Human
+	c          *websocket.Conn
+	sl         *slot
+	ctx        context.Context
+	cancel     context.CancelFunc
+	log        *wsLog
+	clientType string
+	readerDone chan struct{} // nil until the reader runs
+	id         string
+	prev       store.Status
+}
+
+// start runs the reader and sends the hello; false when the socket is done
+// with already (a terminal question, a failed write).
+func (w *wsWatch) start(sess *store.Session) bool {
+	w.id, w.prev = sess.ID, sess.Status
 	// The reader answers pings and close frames and notices a client that
 	// left; data messages after the token are ignored (size-limited).
-	readerDone := make(chan struct{})
-	go func() {
-		defer close(readerDone)
-		defer cancel()
-		for {
-			if _, _, err := c.Read(ctx); err != nil {
-				return
-			}
-		}
-	}()
-	defer func() {
-		cancel()
-		c.CloseNow()
-		<-readerDone
-	}()
-
-	hello := map[string]any{"sessionId": id, "status": sess.Status, "clientType": clientType, "expiresAt": sess.ExpiresAt}
+	w.readerDone = make(chan struct{})
+	go w.read()
+	hello := map[string]any{"sessionId": w.id, "status": sess.Status, "clientType": w.clientType, "expiresAt": sess.ExpiresAt}
 	if sess.Result != nil {
 		hello["result"] = sess.Result
 	}
-	if h.send(ctx, c, MsgConnectionEstablished, hello) != nil {
-		return
+	if w.h.send(w.ctx, w.c, MsgConnectionEstablished, hello) != nil {
+		return false
 	}
 	if sess.Status.Terminal() {
-		_ = c.Close(statusNormal, "session "+string(sess.Status))
-		return
+		_ = w.c.Close(statusNormal, "session "+string(sess.Status))
+		return false
 	}
-	// Only the status is needed from here on, so the session is not kept
-	// alive for the whole wait.
-	prev := sess.Status
+	return true
+}
 
-	// Pings ride on the waiting goroutine: a watcher costs two goroutines,
-	// this one and the reader.
-	ping := func() bool { return h.ping(ctx, c, log) }
-	done, err := h.svc.core.AwaitEvery(ctx, id, time.Time{}, feedback.Every{D: h.cfg.PingInterval, Fn: ping})
+func (w *wsWatch) read() {
+	defer close(w.readerDone)
+	defer w.cancel()
+	for {
+		if _, _, err := w.c.Read(w.ctx); err != nil {
+			return
+		}
+	}
+}
+
+// wait waits for the question's end, tells the socket, and ends it. Pings
+// ride on this goroutine: a watcher costs two goroutines, this one and the
+// reader. It holds no deferred recover (which would stay on the stack for
+// the whole wait); what runs during the wait, the ping, recovers itself.
+func (w *wsWatch) wait() {
+	done, err := w.h.svc.core.AwaitEvery(w.ctx, w.id, time.Time{}, feedback.Every{D: w.h.cfg.PingInterval, Fn: w.ping})
+	w.finish(done, err)
+}
+
+func (w *wsWatch) ping() (alive bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			w.log.write(zap.ErrorLevel, "websocket: panic", zap.Any("panic", v), zap.Stack("stack"))
+			alive = false
+		}
+	}()
+	return w.h.ping(w.ctx, w.c, w.log)
+}
+
+// finish tells the socket how the wait ended and closes it.
+func (w *wsWatch) finish(done *store.Session, err error) {
+	defer w.end()
+	defer func() {
+		if v := recover(); v != nil {
+			w.log.write(zap.ErrorLevel, "websocket: panic", zap.Any("panic", v), zap.Stack("stack"))
+			w.c.CloseNow()
+		}
+	}()
 	if err != nil {
-		h.closeFor(c, err, log)
+		w.h.closeFor(w.c, err, w.log)
 		return
 	}
 	if !done.Status.Terminal() {
 		return // unreachable: an unbounded Await ends terminal or with an error
 	}
-	if h.send(ctx, c, MsgSessionStatusChanged, map[string]any{"sessionId": id, "status": done.Status, "previousStatus": prev}) != nil {
+	if w.h.send(w.ctx, w.c, MsgSessionStatusChanged, map[string]any{"sessionId": w.id, "status": done.Status, "previousStatus": w.prev}) != nil {
 		return
 	}
 	if done.Status == store.StatusSubmitted {
-		if h.send(ctx, c, MsgFeedbackSubmitted, map[string]any{"sessionId": id, "result": done.Result}) != nil {
+		if w.h.send(w.ctx, w.c, MsgFeedbackSubmitted, map[string]any{"sessionId": w.id, "result": done.Result}) != nil {
 			return
 		}
 	}
-	_ = c.Close(statusNormal, "session "+string(done.Status))
+	_ = w.c.Close(statusNormal, "session "+string(done.Status))
+}
+
+// end lets the socket go: its reader, its slot, its count.
+func (w *wsWatch) end() {
+	w.cancel()
+	w.c.CloseNow()
+	if w.readerDone != nil {
+		<-w.readerDone
+	}
+	w.h.sockets.remove(w.c)
+	w.h.svc.cfg.Observer.WebSockets(-1)
+	w.sl.release()
 }
 
 // closeFor closes the socket for a wait that ended in err, with the code
