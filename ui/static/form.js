@@ -204,7 +204,46 @@
     }
   }
 
+  // imageFigure shows one of the asker's images: a figure with its alt
+  // text as caption, filled from a blob: URL once load() (a fetch of the
+  // image, with whatever credentials the caller's view uses) has brought
+  // it; the pages' CSP allows no remote images. data-loaded says how it
+  // went (1 or failed), for tests and styles.
+  function imageFigure(ref, id, alt, load) {
+    var fig = document.createElement('figure');
+    var img = document.createElement('img');
+    img.alt = ref.alt || alt;
+    img.width = ref.width;
+    img.height = ref.height;
+    img.id = id;
+    fig.appendChild(img);
+    if (ref.alt) {
+      var cap = document.createElement('figcaption');
+      cap.dir = 'auto';
+      cap.textContent = ref.alt;
+      fig.appendChild(cap);
+    }
+    load().then(function (r) {
+      if (!r.ok) {
+        throw new Error('HTTP ' + r.status);
+      }
+      return r.blob();
+    }).then(function (b) {
+      // Once shown, the image no longer needs its blob (the inbox rebuilds
+      // its cards on every change, which would otherwise keep them all).
+      img.onload = function () {
+        URL.revokeObjectURL(img.src);
+      };
+      img.src = URL.createObjectURL(b);
+      img.setAttribute('data-loaded', '1');
+    }).catch(function () {
+      img.setAttribute('data-loaded', 'failed');
+    });
+    return fig;
+  }
+
   window.FBForm = {
+    imageFigure: imageFigure,
     optionEl: optionEl,
     setHTML: setHTML,
     buildQuestions: buildQuestions,

@@ -211,38 +211,11 @@
     var box = document.createElement('div');
     box.className = 'images';
     v.images.forEach(function (ref, i) {
-      var fig = document.createElement('figure');
-      var img = document.createElement('img');
-      img.alt = ref.alt || fill(S.imageAlt, { n: i + 1 });
-      img.width = ref.width;
-      img.height = ref.height;
-      img.id = 'image-' + v.sessionId + '-' + i;
-      fig.appendChild(img);
-      if (ref.alt) {
-        var cap = document.createElement('figcaption');
-        cap.dir = 'auto';
-        cap.textContent = ref.alt;
-        fig.appendChild(cap);
-      }
-      box.appendChild(fig);
-      fetch(base + '/questions/' + encodeURIComponent(v.sessionId) + '/image/' + i, {
-        method: 'POST', credentials: 'same-origin', cache: 'no-store'
-      }).then(function (r) {
-        if (!r.ok) {
-          throw new Error('status ' + r.status);
-        }
-        return r.blob();
-      }).then(function (b) {
-        // Once shown, the image no longer needs its blob: a card is
-        // rebuilt on every change, which would otherwise keep them all.
-        img.onload = function () {
-          URL.revokeObjectURL(img.src);
-        };
-        img.src = URL.createObjectURL(b);
-        img.setAttribute('data-loaded', '1');
-      }).catch(function () {
-        img.setAttribute('data-loaded', 'failed');
-      });
+      box.appendChild(F.imageFigure(ref, 'image-' + v.sessionId + '-' + i, fill(S.imageAlt, { n: i + 1 }), function () {
+        return fetch(base + '/questions/' + encodeURIComponent(v.sessionId) + '/image/' + i, {
+          method: 'POST', credentials: 'same-origin', cache: 'no-store'
+        });
+      }));
     });
     return box;
   }

@@ -270,36 +270,14 @@
   function showImages(refs) {
     var box = el('images');
     refs.forEach(function (ref, i) {
-      var fig = document.createElement('figure');
-      var img = document.createElement('img');
-      img.alt = ref.alt || fill(S['image.alt'], { n: i + 1 });
-      img.width = ref.width;
-      img.height = ref.height;
-      img.id = 'image-' + i;
-      fig.appendChild(img);
-      if (ref.alt) {
-        var cap = document.createElement('figcaption');
-        cap.dir = 'auto';
-        cap.textContent = ref.alt;
-        fig.appendChild(cap);
-      }
-      box.appendChild(fig);
-      fetch(prefix + '/feedback/' + id + '/image/' + i, {
-        method: 'POST',
-        headers: { 'Content-Type': 'application/json' },
-        body: JSON.stringify({ token: token }),
-        cache: 'no-store', credentials: 'omit', referrerPolicy: 'no-referrer'
-      }).then(function (r) {
-        if (!r.ok) {
-          throw new Error('HTTP ' + r.status);
-        }
-        return r.blob();
-      }).then(function (b) {
-        img.src = URL.createObjectURL(b);
-        img.setAttribute('data-loaded', '1');
-      }).catch(function () {
-        img.setAttribute('data-loaded', 'failed');
-      });
+      box.appendChild(F.imageFigure(ref, 'image-' + i, fill(S['image.alt'], { n: i + 1 }), function () {
+        return fetch(prefix + '/feedback/' + id + '/image/' + i, {
+          method: 'POST',
+          headers: { 'Content-Type': 'application/json' },
+          body: JSON.stringify({ token: token }),
+          cache: 'no-store', credentials: 'omit', referrerPolicy: 'no-referrer'
+        });
+      }));
     });
     box.hidden = !refs.length;
   }
