@@ -13,6 +13,8 @@
 (function () {
   'use strict';
 
+  var fill = window.FBForm.fill;
+
   function humanSize(n) {
     var units = ['B', 'KiB', 'MiB', 'GiB'];
     var u = 0;
@@ -23,9 +25,6 @@
     return (Math.round(n * 10) / 10) + ' ' + units[u];
   }
 
-  function fill(t, v) {
-    return t.replace(/\{(\w+)\}/g, function (_, k) { return v[k] !== undefined ? String(v[k]) : ''; });
-  }
 
   // build makes the controls the answer page's template holds, for a page
   // that builds its forms itself (the inbox): ids start with idBase.

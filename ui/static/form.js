@@ -242,7 +242,13 @@
     return fig;
   }
 
+  // fill puts values into a translated string's {name} places.
+  function fill(template, values) {
+    return template.replace(/\{(\w+)\}/g, function (_, k) { return values[k] !== undefined ? String(values[k]) : ''; });
+  }
+
   window.FBForm = {
+    fill: fill,
     imageFigure: imageFigure,
     optionEl: optionEl,
     setHTML: setHTML,

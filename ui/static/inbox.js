@@ -15,6 +15,7 @@
 
   var S = JSON.parse(document.getElementById('fb-strings').textContent);
   var F = window.FBForm;
+  var fill = F.fill;
   var labels = { recommended: S.recommended, required: S.required, yes: S.yes, no: S.no };
   var main = document.getElementById('main');
   var baseTitle = main.getAttribute('data-title') || document.title;
@@ -32,9 +33,6 @@
   var loading = false;
   var again = false;
 
-  function fill(t, v) {
-    return t.replace(/\{(\w+)\}/g, function (_, k) { return v[k] !== undefined ? String(v[k]) : ''; });
-  }
   function announce(text) { el('announce').textContent = text; }
   function randomNonce() {
     var b = new Uint8Array(16);

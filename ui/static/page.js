@@ -10,6 +10,8 @@
 (function () {
   'use strict';
 
+  var fill = window.FBForm.fill;
+
   var main = document.getElementById('main');
   var S = JSON.parse(document.getElementById('fb-strings').textContent);
   var id = main.getAttribute('data-session');
@@ -122,10 +124,6 @@
     var b = new Uint8Array(16);
     crypto.getRandomValues(b);
     return Array.prototype.map.call(b, function (x) { return ('0' + x.toString(16)).slice(-2); }).join('');
-  }
-
-  function fill(template, values) {
-    return template.replace(/\{(\w+)\}/g, function (_, k) { return values[k] !== undefined ? String(values[k]) : ''; });
   }
 
   function announce(text) {
