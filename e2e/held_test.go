@@ -74,6 +74,25 @@ func rawSession(t *testing.T, c *Caddy, url, tok string) string {
 	return sid
 }
 
+// askIn asks message with interactive_feedback (not waiting) in session
+// sid at url and returns the question's id: the session then knows its
+// answer link, which a wait's progress names.
+func askIn(t *testing.T, c *Caddy, url, tok, sid, message string) string {
+	t.Helper()
+	_, body := heldPost(t, c, url, tok, sid, fmt.Sprintf(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"interactive_feedback","arguments":{"message":%q}}}`, message))
+	var m struct {
+		Result struct {
+			StructuredContent struct {
+				SessionID string `json:"sessionId"`
+			} `json:"structuredContent"`
+		} `json:"result"`
+	}
+	if err := json.Unmarshal([]byte(body), &m); err != nil || m.Result.StructuredContent.SessionID == "" {
+		t.Fatalf("interactive_feedback: %s", body)
+	}
+	return m.Result.StructuredContent.SessionID
+}
+
 // heldCall is a get_feedback_result with wait on its own HTTP/1.1
 // connection, read off the wire.
 type heldCall struct {
@@ -176,20 +195,7 @@ func TestMCPHeldCallsInCaddy(t *testing.T) {
 	sid := rawSession(t, c, c.HTTP+"/mcp", alice)
 	// Questions asked in the session the waits use, whose progress then
 	// names the answer link.
-	ask := func() string {
-		_, body := heldPost(t, c, c.HTTP+"/mcp", alice, sid, `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"interactive_feedback","arguments":{"message":"held in caddy?"}}}`)
-		var m struct {
-			Result struct {
-				StructuredContent struct {
-					SessionID string `json:"sessionId"`
-				} `json:"structuredContent"`
-			} `json:"result"`
-		}
-		if err := json.Unmarshal([]byte(body), &m); err != nil || m.Result.StructuredContent.SessionID == "" {
-			t.Fatalf("interactive_feedback: %s", body)
-		}
-		return m.Result.StructuredContent.SessionID
-	}
+	ask := func() string { return askIn(t, c, c.HTTP+"/mcp", alice, sid, "held in caddy?") }
 
 	// Held, then a reload, then answered.
 	q := ask()
@@ -247,20 +253,7 @@ func TestMCPHeldElicitationInCaddy(t *testing.T) {
 	resp, _ := heldPost(t, c, c.HTTP+"/mcp", alice, "", `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{"elicitation":{"url":{}}},"clientInfo":{"name":"e2e-held-elicit","version":"0"}}}`)
 	sid := resp.Header.Get("Mcp-Session-Id")
 	heldPost(t, c, c.HTTP+"/mcp", alice, sid, `{"jsonrpc":"2.0","method":"notifications/initialized"}`)
-	ask := func() string {
-		_, body := heldPost(t, c, c.HTTP+"/mcp", alice, sid, `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"interactive_feedback","arguments":{"message":"held with an elicitation?"}}}`)
-		var m struct {
-			Result struct {
-				StructuredContent struct {
-					SessionID string `json:"sessionId"`
-				} `json:"structuredContent"`
-			} `json:"result"`
-		}
-		if err := json.Unmarshal([]byte(body), &m); err != nil || m.Result.StructuredContent.SessionID == "" {
-			t.Fatalf("interactive_feedback: %s", body)
-		}
-		return m.Result.StructuredContent.SessionID
-	}
+	ask := func() string { return askIn(t, c, c.HTTP+"/mcp", alice, sid, "held with an elicitation?") }
 	// elicitation reads the call's elicitation and its first progress: on
 	// a held call in that order (both are written by the call, the
 	// elicitation first); on the ordinary path in either.
@@ -382,18 +375,7 @@ https://localhost:{HTTPS} {
 `)
 	alice := token(t, "alice")
 	sid := rawSession(t, c, c.HTTPS+"/mcp", alice)
-	_, body := heldPost(t, c, c.HTTPS+"/mcp", alice, sid, `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"interactive_feedback","arguments":{"message":"held over TLS?"}}}`)
-	var m struct {
-		Result struct {
-			StructuredContent struct {
-				SessionID string `json:"sessionId"`
-			} `json:"structuredContent"`
-		} `json:"result"`
-	}
-	if err := json.Unmarshal([]byte(body), &m); err != nil || m.Result.StructuredContent.SessionID == "" {
-		t.Fatalf("interactive_feedback: %s", body)
-	}
-	h := openHeldCallAt(t, c, c.HTTPS, "/mcp", alice, sid, m.Result.StructuredContent.SessionID, 20)
+	h := openHeldCallAt(t, c, c.HTTPS, "/mcp", alice, sid, askIn(t, c, c.HTTPS+"/mcp", alice, sid, "held over TLS?"), 20)
 	if !h.resp.Close || h.resp.Header.Get("Content-Type") != "text/event-stream" {
 		t.Fatalf("held call's response head over TLS: close %v, %v", h.resp.Close, h.resp.Header)
 	}
