@@ -65,8 +65,7 @@ func (s *Service) Create(w http.ResponseWriter, r *http.Request) {
 	}
 	asked, err := s.core.Ask(r.Context(), OwnerOf(claims), req, s.cfg.BaseURL(r), style)
 	if err != nil {
-		s.storeFailed(r, "create", err)
-		writeStoreError(w, err)
+		s.storeError(w, r, "create", err)
 		return
 	}
 	sess, link := asked.Session, asked.Link
@@ -187,8 +186,7 @@ func (s *Service) Cancel(w http.ResponseWriter, r *http.Request) {
 	}
 	sess, err := s.core.Withdraw(r.Context(), OwnerOf(claims), r.PathValue("id"))
 	if err != nil {
-		s.storeFailed(r, "cancel", err)
-		writeStoreError(w, err)
+		s.storeError(w, r, "cancel", err)
 		return
 	}
 	writeState(w, sess)
@@ -255,8 +253,7 @@ func (s *Service) answerFailed(w http.ResponseWriter, r *http.Request, err error
 		writeValidation(w, verr)
 		return
 	}
-	s.storeFailed(r, "submit", err)
-	writeStoreError(w, err)
+	s.storeError(w, r, "submit", err)
 }
 
 // Health handles GET /health. It is unauthenticated and says nothing about
@@ -305,8 +302,7 @@ func (s *Service) ownedSession(w http.ResponseWriter, r *http.Request) (*store.S
 	}
 	sess, err := s.core.Get(r.Context(), OwnerOf(claims), r.PathValue("id"))
 	if err != nil {
-		s.storeFailed(r, "get", err)
-		writeStoreError(w, err)
+		s.storeError(w, r, "get", err)
 		return nil, false
 	}
 	return sess, true
@@ -399,6 +395,14 @@ func (s *Service) verify(r *http.Request) (*auth.Claims, *auth.Error) {
 		return s.cfg.Tokens.Check(r.Context(), tok)
 	}
 	return s.cfg.Verifier.Verify(tok)
+}
+
+// storeError answers a request whose store operation op failed with err:
+// counted and logged when unexpected (storeFailed), then the status that
+// says what happened (writeStoreError).
+func (s *Service) storeError(w http.ResponseWriter, r *http.Request, op string, err error) {
+	s.storeFailed(r, op, err)
+	writeStoreError(w, err)
 }
 
 // storeFailed counts and logs a failure of the store; expected outcomes

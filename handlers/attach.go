@@ -191,8 +191,7 @@ func (s *Service) attachFailed(w http.ResponseWriter, r *http.Request, err error
 	case errors.Is(err, feedback.ErrAttachOff):
 		WriteError(w, http.StatusForbidden, "attachments_off", err.Error())
 	default:
-		s.storeFailed(r, "attach", err)
-		writeStoreError(w, err)
+		s.storeError(w, r, "attach", err)
 	}
 }
 
@@ -209,8 +208,7 @@ func (s *Service) Attachment(w http.ResponseWriter, r *http.Request) {
 			WriteError(w, http.StatusNotFound, "not_found", "the answer carries no such attachment, or it is gone with its question")
 			return
 		}
-		s.storeFailed(r, "attachment", err)
-		writeStoreError(w, err)
+		s.storeError(w, r, "attachment", err)
 		return
 	}
 	hd := w.Header()

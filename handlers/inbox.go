@@ -182,8 +182,7 @@ func (in *Inbox) List(w http.ResponseWriter, r *http.Request) {
 	}
 	list, err := in.svc.core.Inbox(r.Context(), p.ID)
 	if err != nil {
-		in.svc.storeFailed(r, "inbox", err)
-		writeStoreError(w, err)
+		in.svc.storeError(w, r, "inbox", err)
 		return
 	}
 	out := InboxList{Person: p, Now: in.svc.cfg.Now().UTC(), Questions: make([]InboxItem, 0, len(list)), PushKey: in.cfg.Push.PublicKey()}
@@ -300,8 +299,7 @@ func (in *Inbox) Unattach(w http.ResponseWriter, r *http.Request) {
 func (in *Inbox) sessionFor(w http.ResponseWriter, r *http.Request, p identity.Person) (*store.Session, bool) {
 	sess, err := in.svc.core.GetForPerson(r.Context(), p.ID, r.PathValue("id"))
 	if err != nil {
-		in.svc.storeFailed(r, "get", err)
-		writeStoreError(w, err)
+		in.svc.storeError(w, r, "get", err)
 		return nil, false
 	}
 	return sess, true
@@ -336,8 +334,7 @@ func (in *Inbox) Push(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if err := subs.Remove(r.Context(), p.ID, notify.SubscriptionID(sub.Endpoint)); err != nil {
-			in.svc.storeFailed(r, "push", err)
-			writeStoreError(w, err)
+			in.svc.storeError(w, r, "push", err)
 			return
 		}
 		w.WriteHeader(http.StatusNoContent)
@@ -353,8 +350,7 @@ func (in *Inbox) Push(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusConflict, "too_many_devices", err.Error()+"; turn notifications off on a device you no longer use")
 		return
 	case err != nil:
-		in.svc.storeFailed(r, "push", err)
-		writeStoreError(w, err)
+		in.svc.storeError(w, r, "push", err)
 		return
 	}
 	writeJSON(w, http.StatusCreated, map[string]string{"id": id})

@@ -289,8 +289,7 @@ func readPageBody(w http.ResponseWriter, r *http.Request) (*pageBody, bool) {
 func (h *Human) sessionForToken(w http.ResponseWriter, r *http.Request, tok string) (*store.Session, bool) {
 	sess, err := h.svc.core.GetByToken(r.Context(), r.PathValue("id"), tok)
 	if err != nil {
-		h.svc.storeFailed(r, "get", err)
-		writeStoreError(w, err)
+		h.svc.storeError(w, r, "get", err)
 		return nil, false
 	}
 	return sess, true

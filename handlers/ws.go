@@ -136,8 +136,7 @@ func (h *Human) WS(w http.ResponseWriter, r *http.Request) {
 		err = h.svc.core.Exists(r.Context(), id)
 	}
 	if err != nil {
-		h.svc.storeFailed(r, "get", err)
-		writeStoreError(w, err)
+		h.svc.storeError(w, r, "get", err)
 		return
 	}
 
