@@ -252,11 +252,7 @@ func (in *Inbox) Answer(w http.ResponseWriter, r *http.Request) {
 // so another site's page cannot embed it with my sign-in cookie.
 func (in *Inbox) Image(w http.ResponseWriter, r *http.Request) {
 	setPageHeaders(w, r)
-	p, ok := in.person(w, r)
-	if !ok {
-		return
-	}
-	sess, ok := in.sessionFor(w, r, p)
+	sess, ok := in.myQuestion(w, r)
 	if !ok {
 		return
 	}
@@ -283,15 +279,21 @@ func (in *Inbox) Upload(w http.ResponseWriter, r *http.Request) {
 // also for an upload that is already gone, as on the answer page.
 func (in *Inbox) Unattach(w http.ResponseWriter, r *http.Request) {
 	setPageHeaders(w, r)
-	p, ok := in.person(w, r)
-	if !ok {
-		return
-	}
-	sess, ok := in.sessionFor(w, r, p)
+	sess, ok := in.myQuestion(w, r)
 	if !ok {
 		return
 	}
 	in.h.removeUpload(w, r, sess)
+}
+
+// myQuestion is question {id} if the signed-in person may see it;
+// otherwise it has answered (sign-in needed, or 404 as for none).
+func (in *Inbox) myQuestion(w http.ResponseWriter, r *http.Request) (*store.Session, bool) {
+	p, ok := in.person(w, r)
+	if !ok {
+		return nil, false
+	}
+	return in.sessionFor(w, r, p)
 }
 
 // sessionFor is question {id} if p may see it; otherwise it has answered
