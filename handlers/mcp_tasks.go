@@ -452,16 +452,26 @@ func (m *MCP) question(ctx context.Context, rq *mcpRequest, rec *taskRecord) (*s
 	return sess, nil
 }
 
-func (m *MCP) getTask(ctx context.Context, rq *mcpRequest, params json.RawMessage) (any, *rpcError) {
+// taskOf reads the task params name (of this identity) and its question:
+// the first steps of tasks/get, tasks/cancel and the extension's requests.
+func (m *MCP) taskOf(ctx context.Context, rq *mcpRequest, params json.RawMessage) (string, *taskRecord, *store.Session, *rpcError) {
 	id, e := taskIDOf(params)
 	if e != nil {
-		return nil, e
+		return "", nil, nil, e
 	}
 	rec, e := m.loadTask(ctx, rq.svc.core.Hub().Records(), OwnerOf(rq.claims), id)
 	if e != nil {
-		return nil, e
+		return "", nil, nil, e
 	}
 	sess, e := m.question(ctx, rq, rec)
+	if e != nil {
+		return "", nil, nil, e
+	}
+	return id, rec, sess, nil
+}
+
+func (m *MCP) getTask(ctx context.Context, rq *mcpRequest, params json.RawMessage) (any, *rpcError) {
+	_, rec, sess, e := m.taskOf(ctx, rq, params)
 	if e != nil {
 		return nil, e
 	}
@@ -469,19 +479,11 @@ func (m *MCP) getTask(ctx context.Context, rq *mcpRequest, params json.RawMessag
 }
 
 func (m *MCP) cancelTask(ctx context.Context, rq *mcpRequest, params json.RawMessage) (any, *rpcError) {
-	id, e := taskIDOf(params)
+	id, rec, sess, e := m.taskOf(ctx, rq, params)
 	if e != nil {
 		return nil, e
 	}
 	owner := OwnerOf(rq.claims)
-	rec, e := m.loadTask(ctx, rq.svc.core.Hub().Records(), owner, id)
-	if e != nil {
-		return nil, e
-	}
-	sess, e := m.question(ctx, rq, rec)
-	if e != nil {
-		return nil, e
-	}
 	if st := taskStatus(rec, sess, time.Now()); st != mcp.TaskStatusWorking {
 		e := invalidParams("task %s is already %s, so it cannot be cancelled", id, st)
 		e.done = true

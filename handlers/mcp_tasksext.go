@@ -189,15 +189,7 @@ func (m *MCP) createExtTask(ctx context.Context, rq *mcpRequest, params json.Raw
 // getExtTask is the extension's tasks/get: the task, with the tool's result
 // inlined once it is completed.
 func (m *MCP) getExtTask(ctx context.Context, rq *mcpRequest, params json.RawMessage) (any, *rpcError) {
-	id, e := taskIDOf(params)
-	if e != nil {
-		return nil, e
-	}
-	rec, e := m.loadTask(ctx, rq.svc.core.Hub().Records(), OwnerOf(rq.claims), id)
-	if e != nil {
-		return nil, e
-	}
-	sess, e := m.question(ctx, rq, rec)
+	_, rec, sess, e := m.taskOf(ctx, rq, params)
 	if e != nil {
 		return nil, e
 	}
@@ -241,15 +233,7 @@ func extRoute(r *http.Request, body []byte) (*rpcMessage, bool) {
 // updateExtTask is tasks/update: these tasks never wait for the client's
 // input (the person answers on the page), so there is nothing to update.
 func (m *MCP) updateExtTask(ctx context.Context, rq *mcpRequest, params json.RawMessage) (any, *rpcError) {
-	id, e := taskIDOf(params)
-	if e != nil {
-		return nil, e
-	}
-	rec, e := m.loadTask(ctx, rq.svc.core.Hub().Records(), OwnerOf(rq.claims), id)
-	if e != nil {
-		return nil, e
-	}
-	sess, e := m.question(ctx, rq, rec)
+	id, rec, sess, e := m.taskOf(ctx, rq, params)
 	if e != nil {
 		return nil, e
 	}
