@@ -143,6 +143,16 @@ func taskRoute(body []byte) (*rpcMessage, bool) {
 	return nil, false
 }
 
+// countTaskCall counts a task-augmented tools/call: "task" once the task
+// exists, "tool_error" when it could not be made.
+func (m *MCP) countTaskCall(params json.RawMessage, e *rpcError) {
+	outcome := "task"
+	if e != nil {
+		outcome = "tool_error"
+	}
+	m.opts.Observer.ToolCall(toolName(params), outcome)
+}
+
 // serveTask answers one task message on Streamable HTTP. ctx carries the
 // request state (mcpRequest) and the client session, if any.
 func (m *MCP) serveTask(ctx context.Context, w http.ResponseWriter, r *http.Request, rq *mcpRequest, msg *rpcMessage) {
@@ -153,11 +163,7 @@ func (m *MCP) serveTask(ctx context.Context, w http.ResponseWriter, r *http.Requ
 	switch msg.Method {
 	case methodToolsCall:
 		res, e = m.createTask(ctx, rq, msg.Params)
-		outcome := "task"
-		if e != nil {
-			outcome = "tool_error"
-		}
-		m.opts.Observer.ToolCall(toolName(msg.Params), outcome)
+		m.countTaskCall(msg.Params, e)
 	case methodTasksGet:
 		res, e = m.getTask(ctx, rq, msg.Params)
 	case methodTasksCancel:

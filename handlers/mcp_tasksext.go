@@ -134,11 +134,7 @@ func (m *MCP) serveModernTask(ctx context.Context, w http.ResponseWriter, r *htt
 	switch msg.Method {
 	case methodToolsCall:
 		res, e = m.createExtTask(ctx, rq, msg.Params)
-		outcome := "task"
-		if e != nil {
-			outcome = "tool_error"
-		}
-		m.opts.Observer.ToolCall(toolName(msg.Params), outcome)
+		m.countTaskCall(msg.Params, e)
 	case methodTasksGet:
 		res, e = m.getExtTask(ctx, rq, msg.Params)
 	case methodTasksCancel:
