@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/mcpfeedback/caddy-mcp-feedback/feedback"
+	"github.com/mcpfeedback/caddy-mcp-feedback/internal/pagesec"
 	"github.com/mcpfeedback/caddy-mcp-feedback/internal/validate"
 	"github.com/mcpfeedback/caddy-mcp-feedback/store"
 	"github.com/mcpfeedback/caddy-mcp-feedback/ui"
@@ -162,18 +163,8 @@ func (h *Human) OpenSockets() int { return h.sockets.count() }
 // shows agent-written text.
 func setPageHeaders(w http.ResponseWriter, r *http.Request) {
 	hd := w.Header()
-	if r.TLS != nil {
-		// The link is a secret: once on HTTPS, never downgrade.
-		hd.Set("Strict-Transport-Security", "max-age=31536000")
-	}
+	pagesec.Set(hd, r, pageCSP) // the link is a secret
 	hd.Set("Permissions-Policy", pagePermissions)
-	hd.Set("Content-Security-Policy", pageCSP)
-	hd.Set("Referrer-Policy", "no-referrer")
-	hd.Set("Cache-Control", "no-store")
-	hd.Set("X-Content-Type-Options", "nosniff")
-	hd.Set("X-Frame-Options", "DENY")
-	hd.Set("X-Robots-Tag", "noindex, nofollow")
-	hd.Set("Cross-Origin-Opener-Policy", "same-origin")
 	hd.Set("Cross-Origin-Resource-Policy", "same-origin")
 }
 

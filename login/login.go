@@ -27,6 +27,7 @@ import (
 	"unicode"
 
 	"github.com/mcpfeedback/caddy-mcp-feedback/identity"
+	"github.com/mcpfeedback/caddy-mcp-feedback/internal/pagesec"
 )
 
 // Route patterns, relative to the module's mount point.
@@ -123,11 +124,7 @@ var errorPage = template.Must(template.New("error").Parse(`<!doctype html>
 func showError(w http.ResponseWriter, status int, title, message, again string) {
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Referrer-Policy", "no-referrer")
-	h.Set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
-	h.Set("X-Frame-Options", "DENY")
+	pagesec.Set(h, nil, "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
 	w.WriteHeader(status)
 	_ = errorPage.Execute(w, struct{ Title, Message, Again string }{title, message, again})
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/mcpfeedback/caddy-mcp-feedback/identity"
 	"github.com/mcpfeedback/caddy-mcp-feedback/internal/auth"
+	"github.com/mcpfeedback/caddy-mcp-feedback/internal/pagesec"
 	"github.com/mcpfeedback/caddy-mcp-feedback/store"
 	"github.com/mcpfeedback/caddy-mcp-feedback/ui"
 )
@@ -388,18 +389,9 @@ func (s *Server) setPageHeaders(w http.ResponseWriter, r *http.Request, formTarg
 		// that redirect to form-action too.
 		formAction += " " + formTarget
 	}
-	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; img-src data:; form-action "+formAction+
+	pagesec.Set(h, r, "default-src 'none'; style-src 'self'; img-src data:; form-action "+formAction+
 		"; frame-ancestors 'none'; base-uri 'none'")
-	h.Set("X-Frame-Options", "DENY")
-	h.Set("Referrer-Policy", "no-referrer")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("X-Robots-Tag", "noindex, nofollow")
-	h.Set("Cross-Origin-Opener-Policy", "same-origin")
 	h.Set("Content-Type", "text/html; charset=utf-8")
-	if r.TLS != nil {
-		h.Set("Strict-Transport-Security", "max-age=31536000")
-	}
 }
 
 // cspSource is the CSP source expression that lets a form's redirect
