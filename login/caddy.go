@@ -78,13 +78,7 @@ func (c *Caddy) SignIn(w http.ResponseWriter, r *http.Request, back string) {
 // Routes implements identity.Login.
 func (c *Caddy) Routes() map[string]http.Handler {
 	return map[string]http.Handler{
-		PathLogin: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.Method != http.MethodGet && r.Method != http.MethodHead {
-				methodNotAllowed(w, http.MethodGet, http.MethodHead)
-				return
-			}
-			c.SignIn(w, r, r.URL.Query().Get("back"))
-		}),
+		PathLogin:  signInRoute(c.SignIn),
 		PathWhoami: whoami(c),
 	}
 }

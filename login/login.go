@@ -102,6 +102,17 @@ func methodNotAllowed(w http.ResponseWriter, allow ...string) {
 	writeJSON(w, http.StatusMethodNotAllowed, map[string]string{"error": "method not allowed; use " + strings.Join(allow, " or ")})
 }
 
+// signInRoute serves PathLogin (GET or HEAD, ?back=<path>) with signIn.
+func signInRoute(signIn func(w http.ResponseWriter, r *http.Request, back string)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			methodNotAllowed(w, http.MethodGet, http.MethodHead)
+			return
+		}
+		signIn(w, r, r.URL.Query().Get("back"))
+	})
+}
+
 // redirect sends the browser to target (an absolute URL on this site or
 // at the provider) with 303, so that a POST is followed by a GET.
 func redirect(w http.ResponseWriter, target string) {

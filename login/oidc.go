@@ -502,13 +502,7 @@ func (l *OIDC) sameOrigin(r *http.Request) bool {
 // Routes implements identity.Login.
 func (l *OIDC) Routes() map[string]http.Handler {
 	return map[string]http.Handler{
-		PathLogin: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.Method != http.MethodGet && r.Method != http.MethodHead {
-				methodNotAllowed(w, http.MethodGet, http.MethodHead)
-				return
-			}
-			l.SignIn(w, r, r.URL.Query().Get("back"))
-		}),
+		PathLogin: signInRoute(l.SignIn),
 		PathCallback: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.Method != http.MethodGet {
 				methodNotAllowed(w, http.MethodGet)
