@@ -83,16 +83,22 @@ func readForm(w http.ResponseWriter, r *http.Request) (url.Values, *tokenError) 
 	return r.PostForm, nil
 }
 
-// token handles POST /oauth/token.
-func (s *Server) token(w http.ResponseWriter, r *http.Request) {
+// clientForm reads the form of a token or revoke request and the client
+// it authenticates (RFC 6749 §2.3).
+func (s *Server) clientForm(ctx context.Context, w http.ResponseWriter, r *http.Request) (url.Values, *Client, *tokenError) {
 	form, terr := readForm(w, r)
 	if terr != nil {
-		s.writeTokenError(w, terr)
-		return
+		return nil, nil, terr
 	}
+	c, terr := s.authenticateClient(ctx, r, form)
+	return form, c, terr
+}
+
+// token handles POST /oauth/token.
+func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := storeCtx(r)
 	defer cancel()
-	c, terr := s.authenticateClient(ctx, r, form)
+	form, c, terr := s.clientForm(ctx, w, r)
 	if terr != nil {
 		s.writeTokenError(w, terr)
 		return
@@ -338,14 +344,9 @@ func (s *Server) revokeGrant(ctx context.Context, id, why string) error {
 // ends, access tokens included. Unknown tokens get 200 too (§2.2), so the
 // endpoint tells nobody which tokens exist.
 func (s *Server) revoke(w http.ResponseWriter, r *http.Request) {
-	form, terr := readForm(w, r)
-	if terr != nil {
-		s.writeTokenError(w, terr)
-		return
-	}
 	ctx, cancel := storeCtx(r)
 	defer cancel()
-	c, terr := s.authenticateClient(ctx, r, form)
+	form, c, terr := s.clientForm(ctx, w, r)
 	if terr != nil {
 		s.writeTokenError(w, terr)
 		return
