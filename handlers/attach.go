@@ -134,15 +134,7 @@ func (h *Human) receiveUpload(w http.ResponseWriter, r *http.Request, fileField 
 // {"token":"…"}: 204, also for an upload that is already gone.
 func (h *Human) Unattach(w http.ResponseWriter, r *http.Request) {
 	setPageHeaders(w, r)
-	b, ok := readPageBody(w, r)
-	if !ok {
-		return
-	}
-	if len(b.Answer) != 0 {
-		WriteError(w, http.StatusBadRequest, "invalid_request", `removing a file takes only {"token":"…"}`)
-		return
-	}
-	sess, ok := h.sessionForToken(w, r, b.Token)
+	sess, ok := h.tokenOnly(w, r, "removing a file")
 	if !ok {
 		return
 	}

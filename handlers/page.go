@@ -286,18 +286,24 @@ func (h *Human) sessionForToken(w http.ResponseWriter, r *http.Request, tok stri
 	return sess, true
 }
 
+// tokenOnly reads a body that is only {"token":"…"} and loads question {id}
+// with it; what names the request in the error for anything more.
+func (h *Human) tokenOnly(w http.ResponseWriter, r *http.Request, what string) (*store.Session, bool) {
+	b, ok := readPageBody(w, r)
+	if !ok {
+		return nil, false
+	}
+	if len(b.Answer) != 0 {
+		WriteError(w, http.StatusBadRequest, "invalid_request", what+` takes only {"token":"…"}`)
+		return nil, false
+	}
+	return h.sessionForToken(w, r, b.Token)
+}
+
 // View handles POST /feedback/{id}/view with {"token":"…"}.
 func (h *Human) View(w http.ResponseWriter, r *http.Request) {
 	setPageHeaders(w, r)
-	b, ok := readPageBody(w, r)
-	if !ok {
-		return
-	}
-	if len(b.Answer) != 0 {
-		WriteError(w, http.StatusBadRequest, "invalid_request", `the view takes only {"token":"…"}`)
-		return
-	}
-	sess, ok := h.sessionForToken(w, r, b.Token)
+	sess, ok := h.tokenOnly(w, r, "the view")
 	if !ok {
 		return
 	}
@@ -457,15 +463,7 @@ const imageCSP = "default-src 'none'; sandbox"
 // from the bytes at create, and the browser may not guess another.
 func (h *Human) Image(w http.ResponseWriter, r *http.Request) {
 	setPageHeaders(w, r)
-	b, ok := readPageBody(w, r)
-	if !ok {
-		return
-	}
-	if len(b.Answer) != 0 {
-		WriteError(w, http.StatusBadRequest, "invalid_request", `an image takes only {"token":"…"}`)
-		return
-	}
-	sess, ok := h.sessionForToken(w, r, b.Token)
+	sess, ok := h.tokenOnly(w, r, "an image")
 	if !ok {
 		return
 	}
