@@ -1,7 +1,6 @@
 package handlers
 
 import (
-	"bufio"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -15,6 +14,7 @@ import (
 	"github.com/mark3labs/mcp-go/client/transport"
 	"github.com/mark3labs/mcp-go/mcp"
 
+	"github.com/mcpfeedback/caddy-mcp-feedback/internal/harness"
 	"github.com/mcpfeedback/caddy-mcp-feedback/internal/validate"
 	"github.com/mcpfeedback/caddy-mcp-feedback/store"
 )
@@ -365,15 +365,5 @@ func readFrames(t *testing.T, resp *http.Response) []map[string]any {
 		}
 		return out
 	}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		if d, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
-			var m map[string]any
-			if json.Unmarshal([]byte(d), &m) == nil {
-				out = append(out, m)
-			}
-		}
-	}
-	return out
+	return harness.Events(resp.Body)
 }

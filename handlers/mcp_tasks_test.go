@@ -1,7 +1,6 @@
 package handlers
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -17,6 +16,7 @@ import (
 	"github.com/mark3labs/mcp-go/client/transport"
 	"github.com/mark3labs/mcp-go/mcp"
 
+	"github.com/mcpfeedback/caddy-mcp-feedback/internal/harness"
 	"github.com/mcpfeedback/caddy-mcp-feedback/internal/validate"
 	"github.com/mcpfeedback/caddy-mcp-feedback/store"
 )
@@ -74,14 +74,9 @@ func (s *rpcSession) postStatus(body string) (int, map[string]any, http.Header) 
 	defer resp.Body.Close()
 	var out map[string]any
 	if strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
-		sc := bufio.NewScanner(resp.Body)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			if d, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
-				var m map[string]any
-				if json.Unmarshal([]byte(d), &m) == nil && (m["result"] != nil || m["error"] != nil) {
-					out = m
-				}
+		for _, m := range harness.Events(resp.Body) {
+			if m["result"] != nil || m["error"] != nil {
+				out = m
 			}
 		}
 	} else {

@@ -66,3 +66,17 @@ func NextEvent(r *bufio.Reader) (map[string]any, error) {
 	}
 	return m, nil
 }
+
+// Events reads Server-Sent Events from r to its end and returns the JSON
+// messages of their data lines, in order.
+func Events(r io.Reader) []map[string]any {
+	br := bufio.NewReaderSize(r, 1<<16)
+	var out []map[string]any
+	for {
+		m, err := NextEvent(br)
+		if err != nil {
+			return out
+		}
+		out = append(out, m)
+	}
+}
