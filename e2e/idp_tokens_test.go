@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"bufio"
-	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -15,10 +13,8 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -93,58 +89,8 @@ type idpProc struct {
 // the test ends.
 func startIdP(t *testing.T, port int, keys idpKeys) idpProc {
 	t.Helper()
-	if _, err := os.Stat(filepath.Join(oidcjsDir, "node_modules", "oidc-provider")); err != nil {
-		t.Fatalf("e2e/oidcjs/node_modules/oidc-provider is missing: run `make deps` (npm ci in e2e/oidcjs)")
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, node22(t), "idp.mjs", fmt.Sprint(port), keys.file)
-	cmd.Dir = oidcjsDir
-	cmd.Env = append(os.Environ(), "NODE_ENV=test")
-	stderr := &syncBuffer{}
-	cmd.Stderr = stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	ready := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			var ev struct{ Ready string }
-			if json.Unmarshal(sc.Bytes(), &ev) == nil && ev.Ready != "" {
-				ready <- ev.Ready
-			}
-		}
-		_ = cmd.Wait()
-		close(exited)
-	}()
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			cancel()
-			<-exited
-		})
-	}
-	t.Cleanup(func() {
-		stop()
-		if t.Failed() {
-			t.Logf("idp.mjs (port %d) stderr:\n%s", port, tail(stderr.String(), 3000))
-		}
-	})
-	select {
-	case issuer := <-ready:
-		return idpProc{issuer: issuer, stop: stop}
-	case <-exited:
-		t.Fatalf("idp.mjs exited: %s", tail(stderr.String(), 2000))
-	case <-time.After(30 * time.Second):
-		t.Fatalf("idp.mjs did not listen within 30 s: %s", tail(stderr.String(), 2000))
-	}
-	return idpProc{}
+	issuer, stop := runOIDCScript(t, "idp.mjs", fmt.Sprint(port), keys.file)
+	return idpProc{issuer: issuer, stop: stop}
 }
 
 // token asks the provider's token endpoint for an access token for

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -41,20 +42,33 @@ var oidcjsDir, _ = filepath.Abs("oidcjs")
 // command's context) when the test ends.
 func startOIDCProvider(t *testing.T, redirectURI string) string {
 	t.Helper()
+	issuer, _ := runOIDCScript(t, "provider.mjs", fmt.Sprint(freePort(t)), redirectURI)
+	return issuer
+}
+
+// runOIDCScript runs a script of e2e/oidcjs (panva/oidc-provider) with
+// args under Node 22 and returns, once it prints {"ready": issuer}, the
+// issuer and stop, which ends the process (by its PID, through the
+// command's context) and waits until it has exited; stop also runs when
+// the test ends, and the script's stderr is logged if the test failed.
+func runOIDCScript(t *testing.T, script string, args ...string) (string, func()) {
+	t.Helper()
 	if _, err := os.Stat(filepath.Join(oidcjsDir, "node_modules", "oidc-provider")); err != nil {
 		t.Fatalf("e2e/oidcjs/node_modules/oidc-provider is missing: run `make deps` (npm ci in e2e/oidcjs)")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, node22(t), "provider.mjs", fmt.Sprint(freePort(t)), redirectURI)
+	cmd := exec.CommandContext(ctx, node22(t), append([]string{script}, args...)...)
 	cmd.Dir = oidcjsDir
 	cmd.Env = append(os.Environ(), "NODE_ENV=test")
 	stderr := &syncBuffer{}
 	cmd.Stderr = stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
+		cancel()
 		t.Fatal(err)
 	}
 	if err := cmd.Start(); err != nil {
+		cancel()
 		t.Fatal(err)
 	}
 	exited := make(chan struct{})
@@ -70,22 +84,28 @@ func startOIDCProvider(t *testing.T, redirectURI string) string {
 		_ = cmd.Wait()
 		close(exited)
 	}()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			<-exited
+		})
+	}
 	t.Cleanup(func() {
-		cancel()
-		<-exited
+		stop()
 		if t.Failed() {
-			t.Logf("oidc-provider stderr:\n%s", tail(stderr.String(), 3000))
+			t.Logf("%s %v stderr:\n%s", script, args, tail(stderr.String(), 3000))
 		}
 	})
 	select {
 	case issuer := <-ready:
-		return issuer
+		return issuer, stop
 	case <-exited:
-		t.Fatalf("oidc-provider exited: %s", tail(stderr.String(), 2000))
+		t.Fatalf("%s exited: %s", script, tail(stderr.String(), 2000))
 	case <-time.After(30 * time.Second):
-		t.Fatalf("oidc-provider did not listen within 30 s: %s", tail(stderr.String(), 2000))
+		t.Fatalf("%s did not listen within 30 s: %s", script, tail(stderr.String(), 2000))
 	}
-	return ""
+	return "", stop
 }
 
 // cookieBrowser is a person's browser without JavaScript: a cookie jar that
