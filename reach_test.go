@@ -33,6 +33,23 @@ type reachRig struct {
 	answered atomic.Int32
 }
 
+// pushReceiver is a local Web Push service (internal/pushtest: RFC 8030
+// delivery, RFC 8291 decryption) that trusts the rig's VAPID key; it
+// closes when the test ends.
+func (r *reachRig) pushReceiver(t *testing.T) *pushtest.Receiver {
+	t.Helper()
+	keys, err := notify.LoadOrCreateVAPID(t.Context(), r.hub.Records())
+	if err != nil {
+		t.Fatal(err)
+	}
+	recv, err := pushtest.NewReceiver(keys.Public)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(recv.Close)
+	return recv
+}
+
 func newReachRig(t *testing.T) *reachRig {
 	t.Helper()
 	hub := feedback.NewHub(store.NewMemory())
@@ -188,15 +205,7 @@ func TestNtfyOneTapAnswer(t *testing.T) {
 // with a "close" push. Questions of others do not reach the device.
 func TestPushOneTapAnswerAndClose(t *testing.T) {
 	r := newReachRig(t)
-	keys, err := notify.LoadOrCreateVAPID(t.Context(), r.hub.Records())
-	if err != nil {
-		t.Fatal(err)
-	}
-	recv, err := pushtest.NewReceiver(keys.Public)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer recv.Close()
+	recv := r.pushReceiver(t)
 	r.reach(t, &Handler{Push: &PushConfig{Subject: "mailto:ops@example.com", InsecureLoopbackForTests: true}})
 	dev, err := recv.NewDevice("alice-phone")
 	if err != nil {
@@ -256,16 +265,8 @@ func TestPushOneTapAnswerAndClose(t *testing.T) {
 // every request open, questions are still created: Ask only queues.
 func TestPushHangingServiceNeverSlowsCreate(t *testing.T) {
 	r := newReachRig(t)
-	keys, err := notify.LoadOrCreateVAPID(t.Context(), r.hub.Records())
-	if err != nil {
-		t.Fatal(err)
-	}
-	recv, err := pushtest.NewReceiver(keys.Public)
-	if err != nil {
-		t.Fatal(err)
-	}
+	recv := r.pushReceiver(t)
 	release := make(chan struct{})
-	defer recv.Close()
 	defer close(release)
 	recv.Respond(func(string, int) (int, http.Header) { <-release; return 0, nil })
 	r.reach(t, &Handler{Push: &PushConfig{Subject: "mailto:ops@example.com", InsecureLoopbackForTests: true}})
@@ -371,15 +372,7 @@ func TestReachConfigRefusals(t *testing.T) {
 func TestPushAddressed(t *testing.T) {
 	r := newReachRig(t)
 	r.core = feedback.NewService(r.hub, feedback.Config{Limits: validate.DefaultLimits(), Retention: time.Hour, IndexByOwner: true})
-	keys, err := notify.LoadOrCreateVAPID(t.Context(), r.hub.Records())
-	if err != nil {
-		t.Fatal(err)
-	}
-	recv, err := pushtest.NewReceiver(keys.Public)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer recv.Close()
+	recv := r.pushReceiver(t)
 	r.reach(t, &Handler{Push: &PushConfig{Subject: "mailto:ops@example.com", InsecureLoopbackForTests: true}})
 	for _, who := range []string{"alice", "bob", "carol"} {
 		dev, err := recv.NewDevice(who + "-phone")
