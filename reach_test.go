@@ -33,6 +33,16 @@ type reachRig struct {
 	answered atomic.Int32
 }
 
+// pushPayload decodes what a device got.
+func pushPayload(t *testing.T, m pushtest.Message) notify.PushPayload {
+	t.Helper()
+	var p notify.PushPayload
+	if err := json.Unmarshal(m.Plain, &p); err != nil {
+		t.Fatalf("push %q: %v", m.Plain, err)
+	}
+	return p
+}
+
 // pushReceiver is a local Web Push service (internal/pushtest: RFC 8030
 // delivery, RFC 8291 decryption) that trusts the rig's VAPID key; it
 // closes when the test ends.
@@ -221,20 +231,7 @@ func TestPushOneTapAnswerAndClose(t *testing.T) {
 
 	next := func() notify.PushPayload {
 		t.Helper()
-		select {
-		case m := <-recv.Messages:
-			if m.Err != nil {
-				t.Fatal(m.Err)
-			}
-			var p notify.PushPayload
-			if err := json.Unmarshal(m.Plain, &p); err != nil {
-				t.Fatal(err)
-			}
-			return p
-		case <-time.After(10 * time.Second):
-			t.Fatal("no push arrived")
-			return notify.PushPayload{}
-		}
+		return pushPayload(t, recv.Next(t, 10*time.Second))
 	}
 	p := next()
 	if p.Type != "question" || p.ID != a.Session.ID || p.Title != "Deploy to production?" || p.Agent != "release-bot" || p.URL != a.Link ||
@@ -396,22 +393,11 @@ func TestPushAddressed(t *testing.T) {
 		t.Helper()
 		out := map[string]notify.PushPayload{}
 		for range n {
-			select {
-			case m := <-recv.Messages:
-				if m.Err != nil {
-					t.Fatal(m.Err)
-				}
-				var p notify.PushPayload
-				if err := json.Unmarshal(m.Plain, &p); err != nil {
-					t.Fatal(err)
-				}
-				if _, dup := out[m.Device]; dup {
-					t.Fatalf("two pushes to %s", m.Device)
-				}
-				out[m.Device] = p
-			case <-time.After(10 * time.Second):
-				t.Fatalf("%d of %d pushes arrived: %v", len(out), n, out)
+			m := recv.Next(t, 10*time.Second)
+			if _, dup := out[m.Device]; dup {
+				t.Fatalf("two pushes to %s", m.Device)
 			}
+			out[m.Device] = pushPayload(t, m)
 		}
 		return out
 	}

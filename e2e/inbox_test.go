@@ -217,20 +217,12 @@ func TestInboxPushServiceWorker(t *testing.T) {
 
 	nextPush := func() (notify.PushPayload, string) {
 		t.Helper()
-		select {
-		case m := <-recv.Messages:
-			if m.Err != nil {
-				t.Fatal(m.Err)
-			}
-			var p notify.PushPayload
-			if err := json.Unmarshal(m.Plain, &p); err != nil {
-				t.Fatal(err)
-			}
-			return p, string(m.Plain)
-		case <-time.After(20 * time.Second):
-			t.Fatal("no push reached the device's push service")
-			return notify.PushPayload{}, ""
+		m := recv.Next(t, 20*time.Second)
+		var p notify.PushPayload
+		if err := json.Unmarshal(m.Plain, &p); err != nil {
+			t.Fatal(err)
 		}
+		return p, string(m.Plain)
 	}
 	deliver := func(data string) {
 		t.Helper()

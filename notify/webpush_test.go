@@ -77,16 +77,7 @@ func job(person, payload string, left time.Duration) PushJob {
 
 func nextMessage(t *testing.T, r *pushRig) pushtest.Message {
 	t.Helper()
-	select {
-	case m := <-r.recv.Messages:
-		if m.Err != nil {
-			t.Fatalf("device %s could not take the message: %v", m.Device, m.Err)
-		}
-		return m
-	case <-time.After(10 * time.Second):
-		t.Fatal("no push message arrived")
-		return pushtest.Message{}
-	}
+	return r.recv.Next(t, 10*time.Second)
 }
 
 // TestPushDecryptsWithVAPID: every device of the person gets the payload,

@@ -26,6 +26,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -53,6 +54,22 @@ type Device struct {
 	Path   string
 	Key    string // p256dh, base64url
 	Secret string // auth, base64url
+}
+
+// Next is the next message a device took, failing t when a device could
+// not take it or none arrives within the given time.
+func (r *Receiver) Next(t testing.TB, within time.Duration) Message {
+	t.Helper()
+	select {
+	case m := <-r.Messages:
+		if m.Err != nil {
+			t.Fatalf("device %s could not take the message: %v", m.Device, m.Err)
+		}
+		return m
+	case <-time.After(within):
+		t.Fatalf("no push message arrived within %v", within)
+		return Message{}
+	}
 }
 
 // Receiver is the push service.
