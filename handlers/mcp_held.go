@@ -83,9 +83,7 @@ func newHoldable(w http.ResponseWriter, r *http.Request, body []byte) *holdable 
 		return nil
 	}
 	srv, _ := r.Context().Value(http.ServerContextKey).(*http.Server)
-	// The body is kept for the whole wait: exactly its bytes, not the
-	// buffer it was read into.
-	return &holdable{w: w, body: bytes.Clone(body), srv: srv, started: time.Now()}
+	return &holdable{w: w, body: body, srv: srv, started: time.Now()}
 }
 
 // containsToolsCall is a cheap first filter; mcp-go decides what the
@@ -252,7 +250,9 @@ func (hc *heldCall) take(cs server.ClientSession) bool {
 			_ = conn.SetReadDeadline(h.started.Add(d))
 		}
 	}
-	h.held, h.w, h.call = true, nil, hc
+	// The body is kept for the whole wait: exactly its bytes, not the
+	// buffer it was read into (copied only for a call that is held).
+	h.held, h.w, h.call, h.body = true, nil, hc, bytes.Clone(h.body)
 	hc.values.detach()
 	hc.conn = conn
 	hc.mu.Lock()
