@@ -147,7 +147,12 @@ func waitFor(t testing.TB, tab context.Context, what, expr string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(tab, 30*time.Second)
 	defer cancel()
-	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](expr, chromedp.WithPollingTimeout(25*time.Second))); err != nil {
+	// An exception is "not yet", not a failure: the predicate may run while
+	// the page is still being replaced (Navigate can return before the new
+	// document has its elements), and chromedp's Poll gives up at the first
+	// exception.
+	guarded := "(function () { try { return !!(" + expr + "); } catch (e) { return false; } })()"
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](guarded, chromedp.WithPollingTimeout(25*time.Second))); err != nil {
 		state, _ := chromedp.Run(tab, chromedp.Evaluate[string](`document.getElementById('main').dataset.state + ' / ' + document.getElementById('conn').textContent`))
 		t.Fatalf("waiting for %s (%s): %v; page state %q", what, expr, err, state)
 	}
